@@ -1,0 +1,296 @@
+"""The ``tmpfs-root`` command line.
+
+Without a command it opens the TUI.  Every command takes ``--root DIR`` (the
+target system, ``/`` by default).  Bad input is reported one line per problem
+on stderr with exit status 2, and nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tui import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input: one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error on one line, not a usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+EPILOG_PLAN = """\
+examples:
+  tmpfs-root plan --source LABEL=IMGVOL --image images/rootfs.tar.zst --size 2G
+  tmpfs-root plan --source UUID=0a1b… --image rootfs.tar.zst --boot once --save /root/ram.toml
+  tmpfs-root plan --source nfs:10.0.0.11:/srv/images,vers=3 --image rootfs.tar.zst --ip dhcp
+  tmpfs-root plan --plan /root/ram.toml --json
+
+exit status: 0 valid (warnings are printed), 2 errors (one line each on stderr).
+"""
+
+
+def _add_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", metavar="DIR", default="/",
+                   help="the target system: / for this one (default), or a directory holding a "
+                        "system, e.g. a mounted disk (--root /mnt/target)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tmpfs-root",
+        description="Boot this host with its root filesystem unpacked into RAM (tmpfs): pick a "
+                    "volume holding a root-filesystem archive, and tmpfs-root writes a dracut "
+                    "module, builds a separate initramfs and adds a GRUB entry that boots it. "
+                    "Without a command, the interactive TUI opens.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n  devices   list the block devices that can hold the image\n"
+               "  plan      show (and check) what a conversion would do, writing nothing\n\n"
+               "run `tmpfs-root COMMAND --help` for a command's options and examples.")
+    parser.add_argument("--version", action="version", version=f"tmpfs-root {__version__}")
+    _add_root(parser)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="TUI: go through the whole flow, but only show what Apply would do")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("devices", help="list block devices that can hold the image",
+                       description="List the block devices (disks, partitions, LVM volumes, RAID, "
+                                   "loop devices) with their filesystem, LABEL, UUID, PARTUUID, "
+                                   "PARTLABEL, mountpoints and the identifier recommended for "
+                                   "root=tmpfs:<source>.",
+                       epilog="examples:\n  tmpfs-root devices\n  tmpfs-root devices --json | jq .",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_root(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--all", action="store_true",
+                   help="also list devices without a filesystem (whole disks, LVM PVs, swap)")
+
+    p = sub.add_parser("plan", help="show what a conversion would do (writes nothing)",
+                       description="Check a conversion and show the kernel command line, every "
+                                   "file it would write and every command it would run. Nothing "
+                                   "is written (except the plan itself with --save).",
+                       epilog=EPILOG_PLAN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_root(p)
+    add_plan_options(p)
+    p.add_argument("--save", metavar="FILE", help="save the plan as TOML (only when it is valid), "
+                                                  "e.g. --save /root/tmpfs-root.toml")
+    p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    return parser
+
+
+def add_plan_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("plan")
+    g.add_argument("--plan", metavar="FILE", help="load a saved plan (TOML) instead of the options below")
+    g.add_argument("--source", metavar="SRC",
+                   help="the volume holding the image: /dev/vda1, LABEL=IMGVOL, UUID=…, PARTUUID=…, "
+                        "PARTLABEL=…, /dev/mapper/vg-lv, or nfs:server:/export[,opts] / nfs4:…")
+    g.add_argument("--image", metavar="PATH",
+                   help="archive path relative to the source's root, e.g. images/rootfs.tar.zst")
+    g.add_argument("--size", metavar="SIZE",
+                   help="tmpfs size as tmpfs takes it: 2G, 1536m, 50%% (default: decided at boot "
+                        "from the image's size and the RAM)")
+    g.add_argument("--kernel", metavar="KVER", action="append", dest="kernels",
+                   help="kernel version to build for, repeatable (default: the running kernel if "
+                        "installed in the target, else the newest), e.g. --kernel 6.1.0-50-amd64")
+    g.add_argument("--title", metavar="T", help="boot entry title (default: the OS name + "
+                                                 "'root in RAM (tmpfs-root)')")
+    g.add_argument("--boot", metavar="MODE",
+                   help="once (default): boot the entry on the next reboot only, falling back to "
+                        "the normal entry on failure; menu: only add the entry; default: make it "
+                        "the default entry")
+    g.add_argument("--append", metavar="ARGS", default=None,
+                   help="extra kernel arguments, e.g. --append 'console=ttyS0 quiet'")
+    g.add_argument("--ip", metavar="CONF", dest="network",
+                   help="network for an NFS source (kernel ip=): dhcp (default) or "
+                        "client:server:gw:netmask:host:iface:none")
+    g.add_argument("--sha256", metavar="HEX", help="refuse to boot unless the image has this sha256")
+    g.add_argument("--tmpfs-opts", metavar="OPTS",
+                   help="extra tmpfs options, e.g. mpol=interleave,huge=within_size")
+    g.add_argument("--no-hostonly", dest="hostonly", action="store_false", default=None,
+                   help="build a generic initramfs (dracut -N) instead of a host-only one")
+
+
+def plan_from_args(args) -> "Plan":
+    from tui.plan import Plan, PlanError
+
+    given = {k: getattr(args, k) for k in ("source", "image", "size", "kernels", "title", "boot",
+                                           "append", "network", "sha256", "tmpfs_opts", "hostonly")}
+    if args.plan:
+        try:
+            text = Path(args.plan).read_text()
+        except OSError as e:
+            raise UsageError(f"error: --plan '{args.plan}': cannot be read ({e.strerror})") from None
+        try:
+            plan = Plan.from_toml(text, origin=f"--plan '{args.plan}'")
+        except PlanError as e:
+            raise UsageError(f"error: {e}") from None
+        for key, value in given.items():  # options given beside --plan override it
+            if value is not None:
+                setattr(plan, key, value)
+        return plan
+    plan = Plan()
+    for key, value in given.items():
+        if value is not None:
+            setattr(plan, key, value)
+    return plan
+
+
+def _host(args, dry_run: bool = False):
+    from tui.host import Host
+
+    root = args.root
+    if not os.path.isdir(root):
+        raise UsageError(f"error: --root '{root}': is not a directory; accepted: a directory "
+                         "holding a system, or / for this one")
+    return Host(root, dry_run=dry_run)
+
+
+def _discover():
+    from tui.devices import discover
+
+    try:
+        return discover(), None
+    except Exception as e:  # pyudev may be unusable (no /sys in a container)
+        return None, f"warning: devices: cannot list block devices ({e}); source not checked"
+
+
+# ------------------------------------------------------------------ commands
+def cmd_devices(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tui.devices import discover, human_size, recommended_identifier
+
+    _host(args)
+    devices = discover()
+    shown = devices if args.all else [d for d in devices if d.usable]
+    if args.json:
+        print(json.dumps([d.to_json(devices) for d in shown], indent=2))
+        return EXIT_OK
+    console = Console()
+    table = Table(title="Block devices that can hold the image" + ("" if not args.all else " (all)"))
+    for col in ("DEVICE", "TYPE", "SIZE", "FS", "LABEL", "UUID", "PARTLABEL", "MOUNTED", "MODEL",
+                "USE AS SOURCE"):
+        table.add_column(col, overflow="fold")
+    for d in shown:
+        extra = " ".join(d.extra_args())
+        table.add_row(d.path, d.type, human_size(d.size), d.fstype or "", d.label or "", d.uuid or "",
+                      d.partlabel or "", ", ".join(d.mountpoints), d.model or "",
+                      (recommended_identifier(d, devices) + (f" {extra}" if extra else ""))
+                      if d.usable else "")
+    if not shown:
+        console.print("No block device with a filesystem found (use --all to list every device).")
+        return EXIT_OK
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from tui.transaction import record
+    from tui.validation import Context, errors, validate
+
+    plan = plan_from_args(args)
+    host = _host(args, dry_run=True)
+    devices, warning = _discover()
+    problems = validate(plan, Context(host=host, devices=devices))
+    lines = [p.line() for p in problems] + ([warning] if warning else [])
+    for line in lines:
+        print(f"tmpfs-root: {line}", file=sys.stderr)
+    if errors(problems):
+        if args.json:
+            print(json.dumps({"valid": False, "problems": [p.to_json() for p in problems]}, indent=2))
+        return EXIT_USAGE
+    resolved = record(plan, host, devices)
+    if args.save:
+        _save_plan(args.save, plan)
+    if args.json:
+        print(json.dumps({
+            "valid": True,
+            "cmdline": " ".join(resolved.cmdline),
+            "kernels": resolved.kernels,
+            "title": resolved.title,
+            "initrds": resolved.initrds,
+            "files": [a.to_json() for a in host.written_files()],
+            "commands": [a.argv for a in host.commands()],
+            "problems": [p.to_json() for p in problems],
+            "plan": plan.to_json(),
+        }, indent=2))
+        return EXIT_OK
+    _print_plan(resolved, host)
+    return EXIT_OK
+
+
+def _save_plan(path: str, plan) -> None:
+    from tui.host import atomic_write
+
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise UsageError(f"error: --save '{path}': directory {target.parent} does not exist")
+    atomic_write(target, plan.to_toml().encode())
+
+
+def _print_plan(resolved, host) -> None:
+    from rich.console import Console
+
+    console = Console(soft_wrap=True)
+    console.print("[bold]Kernel command line[/bold] (added to each entry):")
+    console.print("  " + " ".join(resolved.cmdline), markup=False, highlight=False)
+    console.print(f"[bold]Kernels[/bold]: {', '.join(resolved.kernels)}")
+    console.print(f"[bold]Entry title[/bold]: {resolved.title}", highlight=False)
+    console.print(f"[bold]Files it would write[/bold] (under {host.root}):")
+    for action in host.written_files():
+        console.print(f"  {action.kind:6} {action.path}", markup=False, highlight=False)
+    console.print("[bold]Commands it would run[/bold]" + ("" if host.is_live else f" (chroot {host.root})") + ":")
+    for action in host.commands():
+        console.print("  " + action.describe(), markup=False, highlight=False)
+
+
+def cmd_tui(args) -> int:
+    try:
+        from tui.app import run_app
+    except ImportError:
+        print("tmpfs-root: the interactive TUI is not built yet; use the commands instead "
+              "(tmpfs-root --help)", file=sys.stderr)
+        return EXIT_FAILED
+    return run_app(root=args.root, dry_run=args.dry_run)
+
+
+COMMANDS = {"devices": cmd_devices, "plan": cmd_plan, None: cmd_tui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tui.host import HostError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"tmpfs-root: {e}" if not str(e).startswith("tmpfs-root") else str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except HostError as e:
+        print(f"tmpfs-root: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("tmpfs-root: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # never a traceback for the admin, unless asked
+        if os.environ.get("TMPFS_ROOT_DEBUG"):
+            raise
+        print(f"tmpfs-root: internal error: {type(e).__name__}: {e} "
+              "(set TMPFS_ROOT_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

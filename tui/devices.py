@@ -1,0 +1,291 @@
+"""Block-device discovery with pyudev, and the identifiers a device can be named by.
+
+Every block device that can hold a root image is listed: disks, partitions,
+LVM logical volumes, md RAID arrays and loop devices that have a backing file.
+ram, zram and unattached loop devices are skipped.  Filesystem properties come
+from the udev database; where it lacks them (no udevd: containers, rescue
+shells) they are filled from ``blkid -p -o export``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import asdict, dataclass, field
+
+#: Filesystem types that are containers, not filesystems an image can live on.
+NOT_MOUNTABLE = {"swap", "LVM2_member", "linux_raid_member", "crypto_LUKS", "zfs_member", "bcache"}
+SKIP_PREFIXES = ("ram", "zram")
+
+
+@dataclass
+class BlockDevice:
+    name: str  # kernel name: sda1, nvme0n1p2, dm-0, md0, loop0p1
+    path: str  # /dev/sda1, or /dev/mapper/vg-lv for device-mapper
+    type: str  # disk, part, lvm, raid, loop, dm
+    size: int  # bytes
+    devnum: str = ""  # "major:minor"
+    fstype: str | None = None
+    label: str | None = None
+    uuid: str | None = None
+    partuuid: str | None = None
+    partlabel: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    mountpoints: list[str] = field(default_factory=list)
+    parent: str | None = None  # kernel name of the parent device
+    lvm: str | None = None  # "vg/lv" for LVM logical volumes
+    md_uuid: str | None = None  # for md RAID arrays
+    links: list[str] = field(default_factory=list)  # /dev/disk/by-*/… symlinks
+
+    @property
+    def usable(self) -> bool:
+        """Has a filesystem an image can be stored on."""
+        return bool(self.fstype) and self.fstype not in NOT_MOUNTABLE
+
+    def identifiers(self) -> list[str]:
+        """Every form of ``root=tmpfs:<source>`` that names this device."""
+        forms = []
+        if self.uuid:
+            forms.append(f"UUID={self.uuid}")
+        if self.partuuid:
+            forms.append(f"PARTUUID={self.partuuid}")
+        if self.label:
+            forms.append(f"LABEL={self.label}")
+        if self.partlabel:
+            forms.append(f"PARTLABEL={self.partlabel}")
+        forms.append(self.path)
+        return forms
+
+    def extra_args(self) -> list[str]:
+        """Kernel arguments the initramfs needs to bring this device up."""
+        args = []
+        if self.lvm:
+            args.append(f"rd.lvm.lv={self.lvm}")
+        if self.md_uuid:
+            args.append(f"rd.md.uuid={self.md_uuid}")
+        return args
+
+    def to_json(self, devices: list["BlockDevice"] | None = None) -> dict:
+        data = asdict(self)
+        data["usable"] = self.usable
+        data["identifiers"] = self.identifiers()
+        if devices is not None:
+            data["recommended"] = recommended_identifier(self, devices)
+            data["extra_args"] = self.extra_args()
+        return data
+
+
+def recommended_identifier(dev: BlockDevice, devices: list[BlockDevice]) -> str:
+    """UUID, else PARTUUID, else a LABEL/PARTLABEL only if unique, else the path."""
+    if dev.uuid:
+        return f"UUID={dev.uuid}"
+    if dev.partuuid:
+        return f"PARTUUID={dev.partuuid}"
+    if dev.label and sum(1 for d in devices if d.label == dev.label) == 1:
+        return f"LABEL={dev.label}"
+    if dev.partlabel and sum(1 for d in devices if d.partlabel == dev.partlabel) == 1:
+        return f"PARTLABEL={dev.partlabel}"
+    return dev.path
+
+
+def match_source(source: str, devices: list[BlockDevice]) -> list[BlockDevice]:
+    """The devices a ``<source>`` identifier names (may be none, one or several)."""
+    key, sep, value = source.partition("=")
+    if sep and key in ("UUID", "PARTUUID"):
+        value = value.lower()
+        attr = key.lower()
+        return [d for d in devices if (getattr(d, attr) or "").lower() == value]
+    if sep and key in ("LABEL", "PARTLABEL"):
+        attr = key.lower()
+        return [d for d in devices if getattr(d, attr) == value]
+    if source.startswith("/dev/"):
+        real = os.path.realpath(source) if os.path.exists(source) else source
+        return [d for d in devices if source == d.path or source in d.links
+                or real == f"/dev/{d.name}" or source in lvm_paths(d)]
+    return []
+
+
+def lvm_paths(dev: BlockDevice) -> list[str]:
+    """The usual names of an LVM logical volume: /dev/vg/lv and /dev/mapper/vg-lv."""
+    if not dev.lvm:
+        return []
+    vg, _, lv = dev.lvm.partition("/")
+    return [f"/dev/{vg}/{lv}", f"/dev/mapper/{vg.replace('-', '--')}-{lv.replace('-', '--')}"]
+
+
+def lvm_from_path(path: str) -> str | None:
+    """``vg/lv`` for a /dev/mapper/vg-lv path (with dm's ``--`` escaping), else None."""
+    m = re.fullmatch(r"/dev/mapper/((?:[^-]|--)+)-((?:[^-]|--)+)", path)
+    if not m:
+        return None
+    return f"{m.group(1).replace('--', '-')}/{m.group(2).replace('--', '-')}"
+
+
+# --------------------------------------------------------------------- discovery
+def parse_mountinfo(text: str) -> dict[str, list[str]]:
+    """Map "major:minor" and the mount source to mountpoints, from /proc/self/mountinfo."""
+    result: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 10 or "-" not in fields:
+            continue
+        sep = fields.index("-")
+        devnum, mountpoint = fields[2], _unescape_mount(fields[4])
+        source = _unescape_mount(fields[sep + 2])
+        for key in (devnum, source):
+            result.setdefault(key, [])
+            if mountpoint not in result[key]:
+                result[key].append(mountpoint)
+    return result
+
+
+def _unescape_mount(text: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def blkid_probe(devnode: str) -> dict[str, str]:
+    """Low-level probe of one device, for when udev's database lacks it."""
+    try:
+        out = subprocess.run(["blkid", "-p", "-o", "export", devnode], capture_output=True,
+                             text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    props = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            props[key] = value
+    return props
+
+
+def _decode_udev(value: str | None) -> str | None:
+    """udev's *_ENC values escape bytes as \\xNN."""
+    if value is None:
+        return None
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
+
+
+def discover(context=None, mountinfo_path: str = "/proc/self/mountinfo") -> list[BlockDevice]:
+    """Every block device that can hold the image, parents before children."""
+    import pyudev
+
+    context = context or pyudev.Context()
+    try:
+        with open(mountinfo_path) as f:
+            mounts = parse_mountinfo(f.read())
+    except OSError:
+        mounts = {}
+    devices: list[BlockDevice] = []
+    for udev in context.list_devices(subsystem="block"):
+        dev = _from_udev(udev, mounts)
+        if dev is not None:
+            devices.append(dev)
+    order = {"disk": 0, "loop": 0, "raid": 1, "part": 2, "dm": 3, "lvm": 3}
+    devices.sort(key=lambda d: (order.get(d.type, 4), _natural(d.name)))
+    return devices
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _from_udev(udev, mounts: dict[str, list[str]]) -> BlockDevice | None:
+    name = udev.sys_name
+    if name.startswith(SKIP_PREFIXES):
+        return None
+    props = udev.properties
+    try:
+        size = int(udev.attributes.asstring("size")) * 512
+    except (KeyError, ValueError, UnicodeDecodeError):
+        size = 0
+    if size == 0:  # unattached loop, empty card reader or CD drive
+        return None
+    devnode = udev.device_node or f"/dev/{name}"
+    devtype = props.get("DEVTYPE", "disk")
+    kind = "part" if devtype == "partition" else "disk"
+    lvm = None
+    md_uuid = None
+    path = devnode
+    if name.startswith("loop") and kind == "disk":
+        kind = "loop"
+    elif name.startswith("dm-"):
+        kind = "dm"
+        dm_name = props.get("DM_NAME") or _sysattr(udev, "dm/name")
+        dm_uuid = props.get("DM_UUID") or _sysattr(udev, "dm/uuid") or ""
+        if dm_name:
+            path = f"/dev/mapper/{dm_name}"
+        vg, lv = props.get("DM_VG_NAME"), props.get("DM_LV_NAME")
+        if vg and lv:
+            lvm = f"{vg}/{lv}"
+        elif dm_uuid.startswith("LVM-") and dm_name:
+            lvm = lvm_from_path(path)
+        if lvm:
+            kind = "lvm"
+    elif name.startswith("md") and kind == "disk":
+        kind = "raid"
+        md_uuid = props.get("MD_UUID")
+    fstype = props.get("ID_FS_TYPE") or None
+    label = _decode_udev(props.get("ID_FS_LABEL_ENC")) or props.get("ID_FS_LABEL") or None
+    uuid = props.get("ID_FS_UUID") or None
+    partuuid = props.get("ID_PART_ENTRY_UUID") or None
+    partlabel = _decode_udev(props.get("ID_PART_ENTRY_NAME")) or None
+    if "ID_FS_TYPE" not in props and "ID_PART_ENTRY_UUID" not in props:
+        # No udev database entry for this device: probe it ourselves.
+        probe = blkid_probe(devnode)
+        fstype = probe.get("TYPE") or fstype
+        label = probe.get("LABEL") or label
+        uuid = probe.get("UUID") or uuid
+        partuuid = probe.get("PART_ENTRY_UUID") or partuuid
+        partlabel = probe.get("PART_ENTRY_NAME") or partlabel
+    parent = None
+    disk = udev
+    if kind == "part":
+        parent_dev = udev.find_parent("block", "disk")
+        if parent_dev is not None:
+            parent = parent_dev.sys_name
+            disk = parent_dev
+    else:
+        slaves = _slaves(udev)
+        if slaves:
+            parent = slaves[0]
+    model = disk.properties.get("ID_MODEL") or _sysattr(disk, "device/model")
+    serial = (disk.properties.get("ID_SERIAL_SHORT") or disk.properties.get("ID_SERIAL")
+              or _sysattr(disk, "device/serial") or _sysattr(disk, "serial"))
+    if kind == "loop" or (kind == "part" and parent and parent.startswith("loop")):
+        model = model or "loop: " + (_sysattr(disk, "loop/backing_file") or "?")
+    devnum = f"{os.major(udev.device_number)}:{os.minor(udev.device_number)}"
+    mountpoints = list(mounts.get(devnum, []))
+    for src in (devnode, path):
+        for mp in mounts.get(src, []):
+            if mp not in mountpoints:
+                mountpoints.append(mp)
+    links = sorted(str(link) for link in udev.device_links)
+    return BlockDevice(name=name, path=path, type=kind, size=size, devnum=devnum, fstype=fstype,
+                       label=label, uuid=uuid, partuuid=partuuid, partlabel=partlabel,
+                       model=(model or None), serial=(serial or None), mountpoints=mountpoints,
+                       parent=parent, lvm=lvm, md_uuid=md_uuid, links=links)
+
+
+def _sysattr(udev, name: str) -> str | None:
+    try:
+        value = udev.attributes.asstring(name).strip()
+    except (KeyError, UnicodeDecodeError, OSError):
+        return None
+    return value or None
+
+
+def _slaves(udev) -> list[str]:
+    try:
+        return sorted(os.listdir(os.path.join(udev.sys_path, "slaves")))
+    except OSError:
+        return []
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "K", "M", "G", "T", "P"):
+        if n < 1024 or unit == "P":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)

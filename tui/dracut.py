@@ -1,0 +1,114 @@
+"""The tmpfs-root dracut module: installing it into a target and building initramfs images.
+
+The module itself is real shell, shipped as package data under
+``tui/dracut/90tmpfs-root/``.  Builds run the *target's* dracut (inside the
+target with chroot when it is not ``/``), one image per kernel, into a file of
+our own (never the distro's initramfs), written under a temporary name and
+renamed only when dracut succeeded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tui.devices import BlockDevice, match_source
+from tui.host import Host, LineCallback
+from tui.plan import Plan, parse_source
+
+MODULE_NAME = "tmpfs-root"
+MODULE_DIRNAME = "90tmpfs-root"
+MODULE_SOURCE = Path(__file__).parent / "dracut" / MODULE_DIRNAME
+
+
+def module_files() -> list[tuple[str, bytes, int]]:
+    """(file name, content, mode) of every file of the module, sorted by name."""
+    files = []
+    for path in sorted(MODULE_SOURCE.iterdir()):
+        if path.is_file() and path.suffix == ".sh":
+            files.append((path.name, path.read_bytes(), 0o755))
+    return files
+
+
+def modules_dir(host: Host) -> str:
+    """The target's dracut modules directory (/usr/lib, or /lib on old layouts)."""
+    for candidate in ("/usr/lib/dracut/modules.d", "/lib/dracut/modules.d"):
+        if host.is_dir(candidate):
+            return candidate
+    return "/usr/lib/dracut/modules.d"
+
+
+def module_path(host: Host) -> str:
+    return f"{modules_dir(host)}/{MODULE_DIRNAME}"
+
+
+def install_module(host: Host) -> list[str]:
+    """Write the module into the target; returns the target paths written."""
+    target = module_path(host)
+    written = []
+    for name, data, mode in module_files():
+        path = f"{target}/{name}"
+        host.write_file(path, data, mode)
+        written.append(path)
+    return written
+
+
+def remove_module(host: Host) -> None:
+    host.remove_tree(module_path(host))
+
+
+def extra_modules(plan: Plan, devices: list[BlockDevice] | None) -> list[str]:
+    """dracut modules the source needs besides ours (nfs, lvm, mdraid)."""
+    try:
+        source = parse_source(plan.source)
+    except ValueError:
+        return []
+    if source.is_nfs:
+        return ["nfs"]
+    mods = []
+    matches = match_source(source.value, devices or [])
+    if len(matches) == 1:
+        if matches[0].lvm:
+            mods.append("lvm")
+        if matches[0].md_uuid:
+            mods.append("mdraid")
+    elif source.value.startswith("/dev/mapper/"):
+        mods.append("lvm")
+    return mods
+
+
+def dracut_argv(plan: Plan, kver: str, output: str,
+                devices: list[BlockDevice] | None = None) -> list[str]:
+    """The dracut command line that builds the image for *kver* into *output*."""
+    argv = ["dracut", "--force", "--kver", kver, "--add", " ".join([MODULE_NAME, *extra_modules(plan, devices)])]
+    if plan.hostonly:
+        # Host-only keeps the image small, but must not bake the host's own root=
+        # into it, and must carry the drivers of the source device.
+        argv += ["--hostonly", "--no-hostonly-cmdline"]
+        try:
+            source = parse_source(plan.source)
+        except ValueError:
+            source = None
+        if source is not None and not source.is_nfs:
+            matches = match_source(source.value, devices or [])
+            if len(matches) == 1:
+                argv += ["--add-device", matches[0].path]
+    else:
+        argv += ["--no-hostonly"]
+    argv.append(output)
+    return argv
+
+
+def build_initramfs(host: Host, plan: Plan, kver: str, output: str,
+                    devices: list[BlockDevice] | None = None,
+                    on_line: LineCallback | None = None, extra_args: list[str] | None = None) -> None:
+    """Build the image for *kver*; the previous *output* stays untouched unless dracut succeeds."""
+    tmp = f"{output}.new"
+    argv = dracut_argv(plan, kver, tmp, devices)
+    if extra_args:
+        argv[1:1] = extra_args
+    try:
+        host.run(argv, on_line=on_line)
+    except BaseException:
+        host.discard(tmp)
+        raise
+    host.rename(tmp, output)

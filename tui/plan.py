@@ -1,0 +1,248 @@
+"""The plan: what the admin chose, and everything derived from it.
+
+A :class:`Plan` holds the admin's intent (source, image, size, kernels, title,
+boot mode, extra arguments).  :func:`kernel_cmdline` derives the kernel command
+line, compatible with the original dracut-tmpfs-root module::
+
+    root=tmpfs:<source> rd.tmpfs.imgfile=<path> rd.tmpfs.size=<size>
+
+plus ``rd.lvm.lv=`` for an LVM volume and ``ip=… rd.neednet=1`` for NFS.
+Plans save to and load from TOML.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+
+from tui.devices import BlockDevice, lvm_from_path, match_source
+
+BOOT_MODES = ("menu", "once", "default")
+#: Arguments a boot-once entry carries so that a failed boot falls back to the default entry.
+ONCE_ARGS = ["rd.shell=0", "rd.emergency=reboot", "panic=10"]
+INITRD_TEMPLATE = "/boot/initrd-tmpfs-root-{kver}.img"
+KERNEL_TEMPLATE = "/boot/vmlinuz-{kver}"
+
+
+class PlanError(ValueError):
+    """A plan file that cannot be read; the message is one line for the user."""
+
+
+@dataclass
+class Plan:
+    source: str = ""
+    image: str = ""
+    size: str | None = None
+    kernels: list[str] = field(default_factory=list)  # empty: the default kernel
+    title: str | None = None  # None: from the target's os-release
+    boot: str = "once"
+    append: str = ""
+    network: str | None = None  # ip= for an NFS source; None: dhcp
+    sha256: str | None = None
+    tmpfs_opts: str | None = None
+    hostonly: bool = True
+
+    # ------------------------------------------------------------- TOML I/O
+    def to_toml(self) -> str:
+        lines = ["# tmpfs-root plan: load it with `tmpfs-root plan --plan FILE` or `apply --plan FILE`"]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            lines.append(f"{f.name} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, text: str, origin: str = "plan file") -> "Plan":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise PlanError(f"{origin}: not valid TOML ({e})") from None
+        known = {f.name: f for f in fields(cls)}
+        plan = cls()
+        for key, value in data.items():
+            if key not in known:
+                raise PlanError(f"{origin}: unknown key '{key}'; accepted: {', '.join(known)}")
+            default = getattr(plan, key)
+            expected = _expected_type(key, default)
+            if not _type_ok(value, expected):
+                raise PlanError(f"{origin}: '{key}' must be {expected}, not {type(value).__name__}")
+            setattr(plan, key, list(value) if isinstance(value, list) else value)
+        return plan
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _expected_type(key: str, default) -> str:
+    if key == "kernels":
+        return "a list of strings"
+    if key == "hostonly":
+        return "true or false"
+    return "a string"
+
+
+def _type_ok(value, expected: str) -> bool:
+    if expected == "a list of strings":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if expected == "true or false":
+        return isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_string(v) for v in value) + "]"
+    return _toml_string(str(value))
+
+
+def _toml_string(s: str) -> str:
+    out = []
+    for ch in s:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+# ------------------------------------------------------------------ sources
+@dataclass
+class Source:
+    """A parsed ``<source>``: a block device identifier or an NFS export."""
+
+    kind: str  # "path", "LABEL", "UUID", "PARTUUID", "PARTLABEL", "nfs"
+    value: str  # the identifier as it goes after root=tmpfs:
+    nfs_scheme: str = ""
+    nfs_server: str = ""
+    nfs_path: str = ""
+    nfs_options: str = ""
+
+    @property
+    def is_nfs(self) -> bool:
+        return self.kind == "nfs"
+
+
+SOURCE_FORMS = ("/dev/…, LABEL=…, UUID=…, PARTUUID=…, PARTLABEL=…, "
+                "nfs:server:/export[,opts] or nfs4:server:/export[,opts]")
+_NFS_RE = re.compile(r"(?P<scheme>nfs4?):(?P<server>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):"
+                     r"(?P<path>/[^,:\s]*)(?:[,:](?P<opts>[A-Za-z0-9=,._:-]+))?")
+
+
+def parse_source(text: str) -> Source:
+    """Parse a source; raises ValueError with what is accepted."""
+    text = text.strip()
+    if text.startswith("tmpfs:"):
+        text = text[len("tmpfs:"):]
+    if text.startswith("NFS="):
+        text = text[len("NFS="):]
+    if text.startswith(("nfs:", "nfs4:")):
+        m = _NFS_RE.fullmatch(text)
+        if not m:
+            raise ValueError("not an NFS export; accepted: nfs:server:/export[,opts] or "
+                             "nfs4:server:/export[,opts] (e.g. nfs:10.0.0.11:/srv/images,vers=3)")
+        return Source("nfs", "NFS=" + text, m["scheme"], m["server"], m["path"], m["opts"] or "")
+    key, sep, value = text.partition("=")
+    if sep and key in ("LABEL", "UUID", "PARTUUID", "PARTLABEL"):
+        if not value:
+            raise ValueError(f"{key}= needs a value (e.g. {key}={_EXAMPLES[key]})")
+        return Source(key, text)
+    if text.startswith("/dev/") and len(text) > len("/dev/"):
+        return Source("path", text)
+    raise ValueError(f"not a source; accepted: {SOURCE_FORMS}")
+
+
+_EXAMPLES = {"LABEL": "IMGVOL", "UUID": "0a1b2c3d-…", "PARTUUID": "6f1c…", "PARTLABEL": "images"}
+
+
+# ------------------------------------------------------------------ kernels
+def version_key(kver: str) -> list:
+    return [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", kver) if t]
+
+
+def target_kernels(host) -> list[str]:
+    """Kernel versions with a modules directory in the target, oldest first."""
+    if not host.is_dir("/lib/modules"):
+        return []
+    return sorted((k for k in host.listdir("/lib/modules") if host.is_dir(f"/lib/modules/{k}")),
+                  key=version_key)
+
+
+def default_kernels(host) -> list[str]:
+    """The running kernel if its modules are in the target, else the newest one there."""
+    available = target_kernels(host)
+    running = os.uname().release
+    if running in available:
+        return [running]
+    return available[-1:]
+
+
+def os_pretty_name(host) -> str:
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            text = host.read_text(path)
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"\'')
+    return "Linux"
+
+
+# ------------------------------------------------------------------ derived
+@dataclass
+class Resolved:
+    """What a plan turns into on a given target."""
+
+    kernels: list[str]
+    title: str
+    cmdline: list[str]
+    initrds: dict[str, str]  # kver -> initramfs path in the target
+
+    def entry_title(self, kver: str) -> str:
+        return f"{self.title} ({kver})"
+
+
+def kernel_cmdline(plan: Plan, devices: list[BlockDevice] | None = None) -> list[str]:
+    """The kernel arguments the entry boots with (our part of the command line)."""
+    try:
+        source = parse_source(plan.source)
+    except ValueError:
+        source = Source("path", plan.source)
+    args = [f"root=tmpfs:{source.value}", f"rd.tmpfs.imgfile={plan.image}"]
+    if plan.size:
+        args.append(f"rd.tmpfs.size={plan.size}")
+    if plan.sha256:
+        args.append(f"rd.tmpfs.sha256={plan.sha256.lower()}")
+    if plan.tmpfs_opts:
+        args.append(f"rd.tmpfs.opts={plan.tmpfs_opts}")
+    if source.is_nfs:
+        args += [f"ip={plan.network or 'dhcp'}", "rd.neednet=1"]
+    else:
+        matches = match_source(source.value, devices or [])
+        extra: list[str] = []
+        if len(matches) == 1:
+            extra = matches[0].extra_args()
+        elif source.kind == "path" and lvm_from_path(source.value):
+            extra = [f"rd.lvm.lv={lvm_from_path(source.value)}"]
+        args += extra
+    if plan.boot == "once":
+        args += ONCE_ARGS
+    if plan.append.strip():
+        args += plan.append.split()
+    return args
+
+
+def resolve(plan: Plan, host, devices: list[BlockDevice] | None = None) -> Resolved:
+    kernels = list(plan.kernels) or default_kernels(host)
+    title = plan.title or f"{os_pretty_name(host)}, root in RAM (tmpfs-root)"
+    return Resolved(kernels=kernels, title=title, cmdline=kernel_cmdline(plan, devices),
+                    initrds={k: INITRD_TEMPLATE.format(kver=k) for k in kernels})
