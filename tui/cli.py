@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error on one line, not a usage block."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise UsageError(f"error: {message} (see {self.prog} --help)")
 
 
 EPILOG_PLAN = """\
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as e:
-        print(f"tmpfs-root: {e}" if not str(e).startswith("tmpfs-root") else str(e), file=sys.stderr)
+        print(f"tmpfs-root: {e}", file=sys.stderr)
         return EXIT_USAGE
     except HostError as e:
         print(f"tmpfs-root: error: {e}", file=sys.stderr)

@@ -1,0 +1,206 @@
+"""Test infrastructure in one place: fake targets, disk images, loop devices, udevd,
+the Debian kernel and chroot target, dracut builds and QEMU boots.
+
+Nothing here touches this machine's /boot, bootloader or /etc: everything is
+built in temporary directories or in the cache directory below, and removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+#: Slow artefacts (Debian target, kernel) are cached here, outside the repo.
+CACHE = Path(os.environ.get("TMPFS_ROOT_TEST_CACHE", "/var/cache/tmpfs-root-tests"))
+MIRROR = os.environ.get("TMPFS_ROOT_TEST_MIRROR", "http://deb.debian.org/debian")
+
+
+def sh(*argv, check=True, capture=True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], check=check, text=True,
+                          capture_output=capture, **kw)
+
+
+# ------------------------------------------------------------------ the CLI
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, env=None, user=None, timeout=120) -> CliResult:
+    """Run ``python -m tui ARGS`` as a separate process, as an admin would."""
+    argv = [sys.executable, "-m", "tui", *[str(a) for a in args]]
+    if user:
+        import pwd
+        entry = pwd.getpwnam(user)
+        argv = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", *argv]
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    full_env.pop("TMPFS_ROOT_DEBUG", None)
+    p = subprocess.run(argv, capture_output=True, text=True, env=full_env, cwd="/", timeout=timeout)
+    return CliResult(p.returncode, p.stdout, p.stderr)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file, link and directory under *root* with a digest of its content and mode."""
+    result = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = p.lstat()
+            if p.is_symlink():
+                result[rel] = "link:" + os.readlink(p)
+            elif p.is_dir():
+                result[rel] = f"dir:{st.st_mode:o}"
+            else:
+                result[rel] = f"{st.st_mode:o}:" + hashlib.sha256(p.read_bytes()).hexdigest()
+    return result
+
+
+# ------------------------------------------------------------- fake targets
+FAKE_KVER = "6.1.0-99-amd64"
+
+
+def make_fake_target(root: Path, kvers=(FAKE_KVER,), dracut=True) -> Path:
+    """A directory that looks like an installed Debian system to the engine."""
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n')
+    (root / "boot/grub").mkdir(parents=True, exist_ok=True)
+    (root / "boot/grub/grub.cfg").write_text("# the distro's grub.cfg\n")
+    (root / "usr/lib/dracut/modules.d").mkdir(parents=True, exist_ok=True)
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    for kver in kvers:
+        (root / f"lib/modules/{kver}/kernel").mkdir(parents=True, exist_ok=True)
+        (root / f"boot/vmlinuz-{kver}").write_bytes(b"kernel")
+        (root / f"boot/initrd.img-{kver}").write_bytes(b"the distro's initramfs")
+    if dracut:
+        exe = root / "usr/bin/dracut"
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(0o755)
+    return root
+
+
+# -------------------------------------------------------------- disk images
+GPT_LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+GPT_ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+GPT_LVM = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
+
+
+@dataclass
+class Part:
+    size_mib: int
+    fs: str | None = None  # ext4, vfat, lvm
+    label: str | None = None
+    uuid: str | None = None
+    partlabel: str | None = None
+    partuuid: str | None = None
+    content: Path | None = None  # directory copied into an ext4 filesystem
+    type: str = GPT_LINUX
+
+
+def make_fs_image(path: Path, part: Part) -> None:
+    """A filesystem image file, made without mounting anything."""
+    size = f"{part.size_mib}M"
+    if part.fs == "ext4":
+        argv = ["mkfs.ext4", "-q", "-F", "-E", "root_owner=0:0"]
+        if part.label:
+            argv += ["-L", part.label]
+        if part.uuid:
+            argv += ["-U", part.uuid]
+        if part.content:
+            argv += ["-d", part.content]
+        sh(*argv, path, size)
+    elif part.fs == "vfat":
+        sh("truncate", "-s", size, path)
+        argv = ["mkfs.vfat"]
+        if part.label:
+            argv += ["-n", part.label]
+        if part.uuid:
+            argv += ["-i", part.uuid.replace("-", "")]
+        sh(*argv, path)
+    else:
+        raise ValueError(part.fs)
+
+
+def make_disk_image(path: Path, parts: list[Part], workdir: Path) -> list[int]:
+    """A GPT disk image with *parts*, filesystems written with dd; returns each part's offset."""
+    total = 2 + sum(p.size_mib for p in parts) + 2
+    sh("truncate", "-s", f"{total}M", path)
+    lines = ["label: gpt", "unit: sectors"]
+    offsets = []
+    start = 2048
+    for p in parts:
+        fields = [f"start={start}", f"size={p.size_mib * 2048}", f"type={p.type}"]
+        if p.partlabel:
+            fields.append(f'name="{p.partlabel}"')
+        if p.partuuid:
+            fields.append(f"uuid={p.partuuid}")
+        lines.append(", ".join(fields))
+        offsets.append(start * 512)
+        start += p.size_mib * 2048
+    sh("sfdisk", "--quiet", path, input="\n".join(lines) + "\n")
+    for i, (p, off) in enumerate(zip(parts, offsets)):
+        if p.fs in ("ext4", "vfat"):
+            fs = workdir / f"part{i}.img"
+            make_fs_image(fs, p)
+            sh("dd", f"if={fs}", f"of={path}", "bs=1M", f"seek={off // (1 << 20)}", "conv=notrunc",
+               "status=none")
+            fs.unlink()
+    return offsets
+
+
+@contextlib.contextmanager
+def loop_device(image: Path):
+    """Attach *image* to a loop device and add its partitions (this kernel has no parser)."""
+    dev = sh("losetup", "--find", "--show", image).stdout.strip()
+    try:
+        sh("partx", "-a", dev, check=False)
+        yield dev
+    finally:
+        sh("partx", "-d", dev, check=False)
+        sh("losetup", "-d", dev, check=False)
+
+
+UDEVD = "/lib/systemd/systemd-udevd"
+
+
+@contextlib.contextmanager
+def udevd():
+    """A udevd for the duration (none runs on this machine by default)."""
+    started = sh("pgrep", "-x", "systemd-udevd", check=False).returncode != 0
+    if started:
+        sh(UDEVD, "--daemon")
+    try:
+        sh("udevadm", "trigger", "--subsystem-match=block", "--action=add")
+        sh("udevadm", "settle", "--timeout=30", check=False)
+        yield
+    finally:
+        if started:
+            sh("udevadm", "control", "--exit", check=False)
+            for _ in range(50):
+                if sh("pgrep", "-x", "systemd-udevd", check=False).returncode != 0:
+                    break
+                time.sleep(0.1)
+
+
+def forget_udev_db(dev: str) -> None:
+    """Remove the udev database entries of *dev* and its partitions (as if no udevd ever ran)."""
+    name = Path(dev).name
+    for sysdir in Path("/sys/class/block").iterdir():
+        if sysdir.name == name or sysdir.name.startswith(name + "p"):
+            devnum = (sysdir / "dev").read_text().strip()
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"/run/udev/data/b{devnum}").unlink()
+
+
+def have(*programs: str) -> bool:
+    return all(shutil.which(p) for p in programs)

@@ -1,0 +1,172 @@
+"""Bad input through the real CLI: exit 2, one line per problem naming the field,
+no traceback, and nothing changed under --root."""
+
+import pytest
+
+from tests.infra import FAKE_KVER, make_fake_target, run_cli, tree_digest
+
+GOOD = ["--source", "LABEL=IMGVOL", "--image", "images/rootfs.tar.zst", "--size", "2G"]
+
+
+def with_(**over):
+    """GOOD with some options replaced (value None drops the option)."""
+    args = dict(zip(GOOD[::2], GOOD[1::2]))
+    for key, value in over.items():
+        opt = "--" + key.replace("_", "-")
+        if value is None:
+            args.pop(opt, None)
+        else:
+            args[opt] = value
+    out = []
+    for k, v in args.items():
+        out += [f"{k}={v}"]  # '=' form, so values starting with '-' stay values
+    return out
+
+
+BAD = [
+    ("no-source", with_(source=None), "--source"),
+    ("source-unknown-form", with_(source="imgvol"), "--source"),
+    ("source-empty-label", with_(source="LABEL="), "--source"),
+    ("source-space", with_(source="LABEL=my vol"), "--source"),
+    ("source-shell", with_(source="UUID=$(reboot)"), "--source"),
+    ("nfs-no-path", with_(source="nfs:server"), "--source"),
+    ("nfs-relative-path", with_(source="nfs:server:export"), "--source"),
+    ("nfs4-no-server", with_(source="nfs4:/export"), "--source"),
+    ("no-image", with_(image=None), "--image"),
+    ("image-absolute", with_(image="/images/rootfs.tar"), "--image"),
+    ("image-dotdot", with_(image="../rootfs.tar"), "--image"),
+    ("image-inner-dotdot", with_(image="a/../b.tar"), "--image"),
+    ("image-space", with_(image="my image.tar"), "--image"),
+    ("image-semicolon", with_(image="x;reboot.tar"), "--image"),
+    ("image-dollar", with_(image="x$y.tar"), "--image"),
+    ("image-quote", with_(image='x"y.tar'), "--image"),
+    ("image-single-quote", with_(image="x'y.tar"), "--image"),
+    ("image-backslash", with_(image="x\\y.tar"), "--image"),
+    ("image-control", with_(image="x\x01y.tar"), "--image"),
+    ("size-unit", with_(size="3Q"), "--size"),
+    ("size-zero", with_(size="0"), "--size"),
+    ("size-percent", with_(size="150%"), "--size"),
+    ("size-negative", with_(size="-1G"), "--size"),
+    ("size-fraction", with_(size="1.5G"), "--size"),
+    ("size-GB", with_(size="2GB"), "--size"),
+    ("kernel-absent", with_(kernel="9.9.9-none"), "--kernel"),
+    ("kernel-path", with_(kernel="../../etc"), "--kernel"),
+    ("boot-mode", with_(boot="sometimes"), "--boot"),
+    ("title-empty", with_(title=""), "--title"),
+    ("title-newline", with_(title="a\nb"), "--title"),
+    ("append-root", with_(append="root=/dev/sda1"), "--append"),
+    ("append-rd-tmpfs", with_(append="quiet rd.tmpfs.size=1G"), "--append"),
+    ("append-shell", with_(append="quiet;reboot"), "--append"),
+    ("sha256-short", with_(sha256="abc"), "--sha256"),
+    ("sha256-not-hex", with_(sha256="g" * 64), "--sha256"),
+    ("tmpfs-opts-size", with_(tmpfs_opts="size=1G"), "--tmpfs-opts"),
+    ("tmpfs-opts-mpol", with_(tmpfs_opts="mpol=everywhere"), "--tmpfs-opts"),
+    ("ip-without-nfs", with_(ip="dhcp"), "--ip"),
+    ("ip-garbage", with_(source="nfs:10.0.0.1:/srv", ip="bad-ip"), "--ip"),
+    ("unknown-option", with_() + ["--colour=red"], "--colour"),
+]
+
+
+@pytest.mark.parametrize("args,field", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_is_one_line_naming_the_field(fake_target, args, field):
+    before = tree_digest(fake_target)
+    result = run_cli("plan", f"--root={fake_target}", *args)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors, result.stderr
+    assert any(field in line for line in errors), result.stderr
+    assert all(line.startswith("tmpfs-root") for line in result.stderr.splitlines())
+    assert tree_digest(fake_target) == before
+
+
+def test_good_input_passes_the_same_way(fake_target):
+    """The baseline the bad inputs vary: it is valid, so each failure above is the one change."""
+    result = run_cli("plan", f"--root={fake_target}", *with_())
+    assert result.returncode == 0, result.stderr
+    assert "root=tmpfs:LABEL=IMGVOL" in result.stdout
+
+
+def test_all_problems_at_once(fake_target):
+    result = run_cli("plan", f"--root={fake_target}", *with_(image="/abs", size="3Q", boot="x"))
+    assert result.returncode == 2
+    for opt in ("--image", "--size", "--boot"):
+        assert any(opt in line for line in result.stderr.splitlines())
+
+
+def test_root_not_a_directory(tmp_path):
+    result = run_cli("plan", f"--root={tmp_path}/absent", *GOOD)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--root" in result.stderr
+
+
+def test_target_without_dracut(tmp_path):
+    target = make_fake_target(tmp_path / "t", dracut=False)
+    before = tree_digest(target)
+    result = run_cli("plan", f"--root={target}", *GOOD)
+    assert result.returncode == 2
+    assert "dracut" in result.stderr and "not installed" in result.stderr
+    assert tree_digest(target) == before
+
+
+def test_target_without_kernels(tmp_path):
+    target = make_fake_target(tmp_path / "t", kvers=())
+    result = run_cli("plan", f"--root={target}", *GOOD)
+    assert result.returncode == 2
+    assert "--kernel" in result.stderr and "no kernel with modules" in result.stderr
+
+
+def test_kernel_without_vmlinuz(fake_target):
+    (fake_target / f"boot/vmlinuz-{FAKE_KVER}").unlink()
+    result = run_cli("plan", f"--root={fake_target}", *GOOD, f"--kernel={FAKE_KVER}")
+    assert result.returncode == 2
+    assert f"no /boot/vmlinuz-{FAKE_KVER}" in result.stderr
+
+
+def test_not_root_on_the_live_system():
+    result = run_cli("plan", *GOOD, user="nobody")
+    assert result.returncode == 2
+    assert "error: user" in result.stderr and "not root" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("content,message", [
+    ("source = [", "not valid TOML"),
+    ("source = 'LABEL=X'\ncolour = 'red'\n", "unknown key 'colour'"),
+    ("kernels = 'x'\n", "'kernels' must be a list of strings"),
+])
+def test_bad_plan_file(fake_target, tmp_path, content, message):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(content)
+    before = tree_digest(fake_target)
+    result = run_cli("plan", f"--root={fake_target}", f"--plan={plan}")
+    assert result.returncode == 2
+    assert "--plan" in result.stderr and message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert tree_digest(fake_target) == before
+
+
+def test_missing_plan_file(fake_target, tmp_path):
+    result = run_cli("plan", f"--root={fake_target}", f"--plan={tmp_path}/none.toml")
+    assert result.returncode == 2 and "cannot be read" in result.stderr
+
+
+def test_save_refused_when_invalid(fake_target, tmp_path):
+    result = run_cli("plan", f"--root={fake_target}", *with_(size="3Q"), f"--save={tmp_path}/p.toml")
+    assert result.returncode == 2
+    assert not (tmp_path / "p.toml").exists()
+
+
+def test_size_above_ram_is_an_error_for_this_system():
+    """On the live system (--root /, read-only here: plan writes nothing) RAM is known."""
+    result = run_cli("plan", "--root=/", *with_(size="999999G"))
+    assert result.returncode == 2
+    assert any(line.startswith("tmpfs-root: error: --size '999999G': is above this machine's RAM")
+               for line in result.stderr.splitlines()), result.stderr
+
+
+def test_size_above_ram_only_warns_for_another_system(fake_target):
+    """A --root target may be a disk for a bigger machine: the RAM here is only a hint."""
+    result = run_cli("plan", f"--root={fake_target}", *with_(size="999999G"))
+    assert result.returncode == 0, result.stderr
+    assert "warning: --size '999999G': is above this machine's RAM" in result.stderr

@@ -1,0 +1,158 @@
+"""Device discovery on real loop devices (with and without udevd), and on devices
+this machine cannot make, described for umockdev."""
+
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.infra import (GPT_ESP, REPO, Part, forget_udev_db, loop_device, make_disk_image,
+                         make_fake_target, run_cli, sh, udevd)
+from tui.devices import BlockDevice, parse_mountinfo, recommended_identifier
+
+UUID = "11111111-2222-3333-4444-555555555555"
+PARTUUID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+
+@pytest.fixture
+def gpt_loop(tmp_path):
+    """A GPT disk image on a loop device: ext4 (LABEL, fixed UUID, PARTLABEL) and vfat."""
+    image = tmp_path / "disk.img"
+    make_disk_image(image, [
+        Part(24, "ext4", label="IMGVOL", uuid=UUID, partlabel="tmpfsimg", partuuid=PARTUUID),
+        Part(12, "vfat", label="EFIVOL", partlabel="esp", type=GPT_ESP),
+    ], tmp_path)
+    with loop_device(image) as dev:
+        yield dev
+
+
+def _by_path(stdout: str) -> dict:
+    return {d["path"]: d for d in json.loads(stdout)}
+
+
+@pytest.mark.udev
+def test_loop_partition_with_udevd(gpt_loop):
+    with udevd():
+        result = run_cli("devices", "--json")
+    assert result.returncode == 0, result.stderr
+    part = _by_path(result.stdout)[f"{gpt_loop}p1"]
+    assert (part["label"], part["uuid"], part["partuuid"], part["partlabel"]) == (
+        "IMGVOL", UUID, PARTUUID, "tmpfsimg")
+    assert part["fstype"] == "ext4" and part["type"] == "part" and part["parent"] == Path(gpt_loop).name
+    assert f"/dev/disk/by-uuid/{UUID}" in part["links"]  # these come from udev's database
+    assert part["recommended"] == f"UUID={UUID}"
+    assert _by_path(result.stdout)[f"{gpt_loop}p2"]["fstype"] == "vfat"
+
+
+@pytest.mark.udev
+def test_loop_partition_without_udevd_falls_back_to_blkid(gpt_loop):
+    forget_udev_db(gpt_loop)
+    assert subprocess.run(["pgrep", "-x", "systemd-udevd"]).returncode != 0
+    result = run_cli("devices", "--json")
+    part = _by_path(result.stdout)[f"{gpt_loop}p1"]
+    assert part["links"] == []  # no udev database entry: all of this came from blkid
+    assert (part["label"], part["uuid"], part["partuuid"], part["partlabel"]) == (
+        "IMGVOL", UUID, PARTUUID, "tmpfsimg")
+
+
+@pytest.mark.udev
+def test_devices_table(gpt_loop):
+    result = run_cli("devices", env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    assert f"{gpt_loop}p1" in result.stdout and "IMGVOL" in result.stdout and f"UUID={UUID}" in result.stdout
+
+
+@pytest.mark.udev
+def test_plan_checks_the_image_on_a_mounted_source(gpt_loop, tmp_path):
+    """With the source mounted, plan finds a missing image, a non-archive, a tmpfs too small."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    target = make_fake_target(tmp_path / "target")
+    sh("mount", f"{gpt_loop}p1", mnt)
+    try:
+        (mnt / "images").mkdir()
+        (mnt / "images/notes.tar.zst").write_text("not an archive at all")
+        payload = tmp_path / "payload"
+        payload.write_bytes(b"\0" * (3 << 20))
+        with tarfile.open(mnt / "images/root.tar", "w") as tar:
+            tar.add(payload, arcname="big")
+        base = ["plan", f"--root={target}", f"--source=UUID={UUID}"]
+        missing = run_cli(*base, "--image=images/absent.tar.zst")
+        assert missing.returncode == 2 and "not found on UUID=" in missing.stderr
+        junk = run_cli(*base, "--image=images/notes.tar.zst")
+        assert junk.returncode == 2 and "is not an archive" in junk.stderr
+        small = run_cli(*base, "--image=images/root.tar", "--size=1M")
+        assert small.returncode == 2 and "below the image's uncompressed size" in small.stderr
+        fine = run_cli(*base, "--image=images/root.tar", "--size=64M")
+        assert fine.returncode == 0, fine.stderr
+    finally:
+        sh("umount", mnt)
+
+
+UMOCKDEV = REPO / "tests/data/nvme-lvm-raid.umockdev"
+
+
+def umockdev_cli(*args):
+    """The CLI under umockdev-run: pyudev sees the devices described in UMOCKDEV.
+
+    This machine's kernel has no NVMe, device-mapper or md, so these layouts are
+    described rather than made; loop devices above cover the real path.
+    """
+    import os
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.run(["umockdev-run", "-d", str(UMOCKDEV), "--", sys.executable, "-m", "tui", *args],
+                       capture_output=True, text=True, env=env, cwd="/")
+    return p
+
+
+@pytest.mark.needs("umockdev-run")
+def test_nvme_lvm_raid_via_umockdev():
+    p = umockdev_cli("devices", "--json")
+    assert p.returncode == 0, p.stderr
+    devices = _by_path(p.stdout)
+    nvme = devices["/dev/nvme0n1p1"]
+    assert nvme["type"] == "part" and nvme["model"] == "Samsung SSD 980 1TB"
+    assert nvme["serial"] == "S64ANS0T123456" and nvme["parent"] == "nvme0n1"
+    lv = devices["/dev/mapper/vg0-images"]
+    assert lv["type"] == "lvm" and lv["lvm"] == "vg0/images"
+    assert lv["extra_args"] == ["rd.lvm.lv=vg0/images"]
+    md = devices["/dev/md0"]
+    assert md["type"] == "raid" and md["extra_args"] == ["rd.md.uuid=3f2e1d0c:4b5a6978:8796a5b4:c3d2e1f0"]
+    assert "/dev/zram0" not in devices  # zram is never a source
+    assert "/dev/nvme0n1p2" not in devices  # an LVM PV holds no filesystem of its own
+
+
+@pytest.mark.needs("umockdev-run")
+def test_ambiguous_label_is_an_error_and_lvm_source_gets_rd_lvm(tmp_path):
+    target = make_fake_target(tmp_path / "t")
+    p = umockdev_cli("plan", f"--root={target}", "--source=LABEL=IMGVOL", "--image=r.tar")
+    assert p.returncode == 2
+    assert "matches 2 devices (/dev/nvme0n1p1, /dev/mapper/vg0-images)" in p.stderr
+    p = umockdev_cli("plan", f"--root={target}", "--source=/dev/vg0/images", "--image=r.tar", "--json")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert "rd.lvm.lv=vg0/images" in data["cmdline"]
+    assert any("lvm" in " ".join(c) for c in data["commands"] if c[0] == "dracut")
+
+
+def test_recommended_identifier_prefers_uuid_and_only_unique_labels():
+    a = BlockDevice("a", "/dev/a", "part", 1, label="X", partlabel="P")
+    b = BlockDevice("b", "/dev/b", "part", 1, label="X", partlabel="Q")
+    c = BlockDevice("c", "/dev/c", "part", 1, label="Y", uuid="u-1", partuuid="p-1")
+    d = BlockDevice("d", "/dev/d", "part", 1, partuuid="p-2")
+    assert recommended_identifier(c, [a, b, c]) == "UUID=u-1"
+    assert recommended_identifier(d, [d]) == "PARTUUID=p-2"
+    assert recommended_identifier(a, [a, b]) == "PARTLABEL=P"  # LABEL=X is shared
+    e = BlockDevice("e", "/dev/e", "part", 1, label="X")
+    assert recommended_identifier(e, [a, b, e]) == "/dev/e"
+
+
+def test_mountinfo_parsing_unescapes_spaces():
+    text = "36 35 259:1 / /mnt/my\\040images rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw\n"
+    mounts = parse_mountinfo(text)
+    assert mounts["259:1"] == ["/mnt/my images"]
+    assert mounts["/dev/nvme0n1p1"] == ["/mnt/my images"]

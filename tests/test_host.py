@@ -1,0 +1,95 @@
+"""The host object: target-root paths, atomic writes with backups, rollback, dry-run, commands."""
+
+import os
+
+import pytest
+
+from tui.host import JOURNAL, CommandError, Host
+
+
+def test_paths_resolve_inside_the_root_even_through_absolute_links(tmp_path):
+    root = tmp_path / "t"
+    (root / "usr/lib").mkdir(parents=True)
+    os.symlink("/usr/lib", root / "lib")  # merged /usr, as on Debian
+    host = Host(root)
+    assert host.path("/lib/x") == root / "usr/lib/x"
+    assert host.path("/etc/../etc/y") == root / "etc/y"
+
+
+def test_write_is_atomic_and_backs_up_what_it_replaces(tmp_path):
+    host = Host(tmp_path)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/conf").write_text("old")
+    host.write_file("/etc/conf", "new", 0o600)
+    assert (tmp_path / "etc/conf").read_text() == "new"
+    assert oct((tmp_path / "etc/conf").stat().st_mode & 0o777) == "0o600"
+    assert (tmp_path / "var/lib/tmpfs-root/backup/etc/conf").read_text() == "old"
+    assert not [p for p in (tmp_path / "etc").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_rollback_restores_replaced_and_removes_created(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/conf").write_text("old")
+    host = Host(tmp_path)
+    host.write_file("/etc/conf", "new")
+    host.write_file("/etc/new.d/file", "created")
+    host.remove("/etc/conf")
+    host.rollback()
+    assert (tmp_path / "etc/conf").read_text() == "old"
+    assert not (tmp_path / "etc/new.d").exists()
+    assert not (tmp_path / JOURNAL.lstrip("/")).exists()
+
+
+def test_a_killed_transaction_leaves_a_journal_a_new_host_can_roll_back(tmp_path):
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot/grub.cfg").write_text("distro")
+    Host(tmp_path).write_file("/boot/grub.cfg", "ours")  # never committed: as if killed here
+    later = Host(tmp_path)
+    journal = later.pending_journal()
+    assert [e["path"] for e in journal if not e.get("dir")] == ["/boot/grub.cfg"]
+    later.rollback(journal)
+    assert (tmp_path / "boot/grub.cfg").read_text() == "distro"
+
+
+def test_dry_run_records_and_writes_nothing(tmp_path):
+    host = Host(tmp_path, dry_run=True)
+    host.write_file("/etc/x", "data")
+    host.run(["dracut", "--force"])
+    host.remove("/etc/x")
+    assert list(tmp_path.iterdir()) == []
+    assert [a.kind for a in host.actions] == ["write", "run", "remove"]
+    assert host.commands()[0].argv == ["dracut", "--force"]
+
+
+def test_dry_run_reads_see_earlier_recorded_writes(tmp_path):
+    host = Host(tmp_path, dry_run=True)
+    host.write_file("/etc/tmpfs-root/plan.toml", "x = 1")
+    assert host.read_text("/etc/tmpfs-root/plan.toml") == "x = 1"
+    assert host.listdir("/etc/tmpfs-root") == ["plan.toml"]
+
+
+def test_run_streams_lines_and_reports_failure_in_one_line():
+    host = Host("/")
+    seen = []
+    result = host.run(["sh", "-c", "echo one; echo two"], on_line=seen.append)
+    assert seen == ["one", "two"] and result.returncode == 0
+    with pytest.raises(CommandError) as err:
+        host.run(["sh", "-c", "echo starting; echo 'disk full' >&2; exit 3"])
+    assert str(err.value) == "sh exited with status 3: disk full"
+
+
+def test_commands_run_inside_a_target_with_chroot(tmp_path):
+    assert Host(tmp_path).command_argv(["dracut", "-f"]) == ["chroot", str(tmp_path), "dracut", "-f"]
+    assert Host("/").command_argv(["dracut", "-f"]) == ["dracut", "-f"]
+
+
+def test_queries_run_even_in_a_dry_run():
+    host = Host("/", dry_run=True)
+    assert host.run(["echo", "hi"], query=True).output == "hi\n"
+    assert host.actions == []
+
+
+def test_which_looks_in_the_target(fake_target):
+    host = Host(fake_target)
+    assert host.which("dracut") == "/usr/bin/dracut"
+    assert host.which("no-such-tool") is None
