@@ -204,3 +204,185 @@ def forget_udev_db(dev: str) -> None:
 
 def have(*programs: str) -> bool:
     return all(shutil.which(p) for p in programs)
+
+
+# ------------------------------------------------------- the Debian target
+TARGET_PACKAGES = ["linux-image-amd64", "dracut", "dracut-network", "systemd", "udev", "lvm2",
+                   "zstd", "pigz", "lz4", "xz-utils", "bzip2", "tar", "nfs-common", "grub-pc",
+                   "isc-dhcp-client", "dbus"]  # dhclient: dracut network-legacy, for NFS
+TARGET_VERSION = "1"  # bump to rebuild cached targets when the recipe changes
+
+
+def debian_target() -> Path:
+    """A Debian 12 system in a directory (debootstrap + kernel, dracut, GRUB), cached.
+
+    Built once into CACHE; a half-built one is never used (built aside, then renamed).
+    """
+    target = CACHE / f"target-bookworm-{TARGET_VERSION}"
+    if (target / ".complete").exists():
+        return target
+    CACHE.mkdir(parents=True, exist_ok=True)
+    import fcntl
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / ".complete").exists():
+            return target
+        work = CACHE / f"building-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        sh("debootstrap", "--variant=minbase", "bookworm", work, MIRROR)
+        (work / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")  # start no services
+        (work / "usr/sbin/policy-rc.d").chmod(0o755)
+        from tui.host import Host
+        host = Host(work)
+        with host.chroot_mounts():
+            host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *TARGET_PACKAGES],
+                     env={"DEBIAN_FRONTEND": "noninteractive"})
+            host.run(["apt-get", "clean"])
+        (work / ".complete").write_text(TARGET_VERSION)
+        shutil.rmtree(target, ignore_errors=True)
+        work.rename(target)
+    return target
+
+
+def target_kernel(target: Path) -> str:
+    return sorted(p.name for p in (target / "lib/modules").iterdir())[-1]
+
+
+# ------------------------------------------------------------ test images
+MARKER = "tmpfs-root-marker-7d1c"
+TEST_INIT = """#!/bin/sh
+# The test image's init: report what / is, show the marker, power off.
+/bin/busybox mount -t proc proc /proc 2> /dev/null
+/bin/busybox mount -t sysfs sys /sys 2> /dev/null
+echo "TMPFS-ROOT-TEST: / is $(/bin/busybox awk '$2 == "/" { fs = $3 } END { print fs }' /proc/mounts)"
+echo "TMPFS-ROOT-TEST: marker $(/bin/busybox cat /etc/marker)"
+echo "TMPFS-ROOT-TEST: hardlink $(/bin/busybox stat -c %h /etc/marker)"
+/bin/busybox poweroff -f
+"""
+
+
+def make_test_rootfs(root: Path) -> Path:
+    """A tiny root filesystem: static busybox, an init that reports and powers off."""
+    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp", "usr/lib"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/bin/busybox", root / "bin/busybox")
+    for name in ("sh", "cat", "mount", "poweroff", "awk", "stat"):
+        (root / "bin" / name).symlink_to("busybox")
+    (root / "sbin/init").write_text(TEST_INIT)
+    (root / "sbin/init").chmod(0o755)
+    (root / "etc/marker").write_text(MARKER + "\n")
+    os.link(root / "etc/marker", root / "etc/marker.link")
+    (root / "etc/os-release").write_text('NAME="tmpfs-root test image"\nID=tmpfs-root-test\n')
+    (root / "etc/fstab").write_text("")
+    return root
+
+
+COMPRESSORS = {
+    "tar": None, "gz": ["gzip", "-c"], "xz": ["xz", "-c", "-T0"], "zst": ["zstd", "-c", "-q"],
+    "bz2": ["bzip2", "-c"], "lz4": ["lz4", "-c", "-q"],
+}
+
+
+def pack(root: Path, out: Path, fmt: str) -> Path:
+    """Pack *root* the way the module unpacks it (GNU tar, numeric owners, xattrs)."""
+    tar = out.with_suffix(".tmp.tar")
+    sh("tar", "--numeric-owner", "--xattrs", "--acls", "-C", root, "-cf", tar, ".")
+    if COMPRESSORS[fmt] is None:
+        tar.rename(out)
+    else:
+        with open(out, "wb") as f:
+            subprocess.run([*COMPRESSORS[fmt], str(tar)], stdout=f, check=True)
+        tar.unlink()
+    return out
+
+
+def make_lvm_disk(path: Path, fs_content: Path, label: str, workdir: Path,
+                  vg: str = "tvg", lv: str = "images") -> None:
+    """A disk image that is an LVM PV with one LV holding ext4, made without device-mapper
+    (this kernel has none): the metadata is written with activation off, the filesystem
+    is written with dd at the LV's first extent."""
+    sh("truncate", "-s", "96M", path)
+    lvmdir = workdir / "lvm-system-dir"  # keeps LVM's backups out of this machine's /etc
+    lvmdir.mkdir(exist_ok=True)
+    (lvmdir / "lvm.conf").write_text("backup {\n backup = 0\n archive = 0\n}\n")
+    env = dict(os.environ, LVM_SYSTEM_DIR=str(lvmdir), LVM_SUPPRESS_FD_WARNINGS="1")
+    dev = sh("losetup", "--find", "--show", path).stdout.strip()
+    try:
+        for argv in (["pvcreate", "-q", "-y", dev], ["vgcreate", "-q", vg, dev],
+                     ["lvcreate", "--driverloaded", "n", "-q", "-y", "-an", "-Zn", "-L", "64M",
+                      "-n", lv, vg]):
+            subprocess.run(argv, check=True, env=env, capture_output=True)
+        pe_start = int(subprocess.run(["pvs", "--noheadings", "--units", "b", "--nosuffix", "-o",
+                                       "pe_start", dev], check=True, env=env, capture_output=True,
+                                      text=True).stdout.strip())
+    finally:
+        sh("losetup", "-d", dev, check=False)
+    fs = workdir / "lvm-fs.img"
+    make_fs_image(fs, Part(64, "ext4", label=label, content=fs_content))
+    sh("dd", f"if={fs}", f"of={path}", "bs=1M", f"seek={pe_start // (1 << 20)}", "conv=notrunc",
+       "status=none")
+    fs.unlink()
+
+
+# ------------------------------------------------------ initramfs builds
+FLAVOURS = {
+    # systemd in the initramfs: Debian's default when systemd is installed
+    "systemd": [],
+    # without systemd (dracut's shell init)
+    "nosystemd": ["--omit", "systemd"],
+}
+
+
+def build_test_initramfs(target: Path, flavour: str, out_dir: Path) -> Path:
+    """Build a generic (-N) initramfs with our module through the engine, in the target."""
+    from tui import dracut
+    from tui.host import Host
+    from tui.plan import Plan
+
+    kver = target_kernel(target)
+    host = Host(target)
+    dracut.install_module(host)
+    host.commit()
+    output = f"/boot/tmpfs-root-test-{flavour}.img"
+    plan = Plan(source="LABEL=IMGVOL", image="x", hostonly=False)
+    log = out_dir / f"dracut-{flavour}.log"
+    with open(log, "w") as f, host.chroot_mounts():
+        dracut.build_initramfs(host, plan, kver, output, on_line=lambda line: f.write(line + "\n"),
+                               extra_args=[*FLAVOURS[flavour], "--add", "lvm nfs"])
+    host.commit()
+    built = out_dir / f"initrd-{flavour}.img"
+    shutil.move(host.path(output), built)
+    return built
+
+
+# ------------------------------------------------------------- QEMU boots
+@dataclass
+class Boot:
+    log: str
+    returncode: int | None  # None: killed at the timeout
+    seconds: float
+
+    def lines(self, prefix: str) -> list[str]:
+        return [line.strip() for line in self.log.splitlines() if prefix in line]
+
+
+def qemu_boot(kernel: Path, initrd: Path, append: str, disks: list[Path], log: Path,
+              timeout: float = 300, memory: str = "768M") -> Boot:
+    """Boot under QEMU TCG (KVM hangs on this machine), serial console to *log*."""
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", "1",
+            "-display", "none", "-monitor", "none", "-serial", f"file:{log}", "-no-reboot",
+            "-kernel", str(kernel), "-initrd", str(initrd),
+            "-append", f"console=ttyS0 {append}"]
+    for disk in disks:
+        argv += ["-drive", f"file={disk},format=raw,if=virtio,snapshot=on"]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        proc.wait(timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = None
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return Boot(text, rc, time.monotonic() - t0)

@@ -74,7 +74,10 @@ tr_decompressor() {
         gzip)
             if command -v pigz > /dev/null; then echo "pigz -dc"; else echo "gzip -dc"; fi
             ;;
-        xz) echo "xz -dc -T0" ;;
+        xz)
+            # Multi-threaded where the xz has it (not busybox's).
+            if xz -T0 --version > /dev/null 2>&1; then echo "xz -dc -T0"; else echo "xz -dc"; fi
+            ;;
         zstd) echo "zstd -dc" ;;
         bzip2)
             if command -v lbzip2 > /dev/null; then
@@ -186,7 +189,9 @@ tr_progress_loop() {
     _tr_every=${TR_PROGRESS_EVERY:-3}
     _tr_t0=$(cut -d. -f1 /proc/uptime)
     while kill -0 "$_tr_pid" 2> /dev/null; do
-        sleep "$_tr_every"
+        # A background sleep, so that the kill at the end of the unpack stops us at once.
+        sleep "$_tr_every" > /dev/null 2>&1 &
+        wait $!
         _tr_pos=$(sed -n 's/^pos:[[:space:]]*//p' "/proc/$_tr_pid/fdinfo/0" 2> /dev/null)
         [ -n "$_tr_pos" ] || continue
         _tr_t=$(($(cut -d. -f1 /proc/uptime) - _tr_t0))
@@ -262,9 +267,9 @@ tr_unpack() {
 }
 
 _tr_fs_used() {
-    df -k "$1" 2> /dev/null | awk 'NR == 2 { print $3 * 1024 }'
+    df -k "$1" 2> /dev/null | awk 'NR == 2 { printf "%.0f\n", $3 * 1024 }'
 }
 
 _tr_fs_size() {
-    df -k "$1" 2> /dev/null | awk 'NR == 2 { print $2 * 1024 }'
+    df -k "$1" 2> /dev/null | awk 'NR == 2 { printf "%.0f\n", $2 * 1024 }'
 }

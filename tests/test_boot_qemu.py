@@ -1,0 +1,133 @@
+"""Real boots: the engine builds initramfs images with the real dracut and our
+module inside a Debian 12 target, and QEMU (TCG) boots them against disk images.
+
+Both initramfs flavours (systemd and dracut's shell init) boot every case.  The
+boots of the whole module run two at a time (one per core) the first time a
+test asks for one; each test then reads its own serial log.
+"""
+
+import hashlib
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.infra import (FLAVOURS, MARKER, Part, build_test_initramfs, debian_target,
+                         make_disk_image, make_lvm_disk, make_test_rootfs, pack, qemu_boot,
+                         target_kernel)
+
+pytestmark = [pytest.mark.qemu, pytest.mark.needs("qemu-system-x86_64", "debootstrap", "dracut")]
+
+UUID = "5b1f9c8e-0d7a-4c39-9a51-0f6f4c2d8e11"
+PARTUUID = "8c2e6c9a-54e1-4b0e-9d0b-2f1a3c4d5e6f"
+ONCE = "rd.shell=0 rd.emergency=reboot panic=10 rd.retry=20"
+
+# name: (kernel arguments, expected: "ok" or (message part, parameter))
+CASES = {
+    "path-tar": ("root=tmpfs:/dev/vda1 rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=64M", "ok"),
+    "label-gzip": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar.gz rd.tmpfs.size=64M", "ok"),
+    "uuid-xz-sha256": (f"root=tmpfs:UUID={UUID} rd.tmpfs.imgfile=images/root.tar.xz rd.tmpfs.size=10% "
+                       "rd.tmpfs.sha256={sha_xz}", "ok"),
+    "partuuid-zstd-nosize": (f"root=tmpfs:PARTUUID={PARTUUID} rd.tmpfs.imgfile=images/root.tar.zst", "ok"),
+    "partlabel-bzip2": ("root=tmpfs:PARTLABEL=tmpfsimg rd.tmpfs.imgfile=images/root.tar.bz2 "
+                        "rd.tmpfs.size=64M rd.tmpfs.opts=mpol=interleave", "ok"),
+    "lvm-lz4": ("root=tmpfs:/dev/mapper/tvg-images rd.lvm.lv=tvg/images "
+                "rd.tmpfs.imgfile=images/root.tar.lz4 rd.tmpfs.size=64M", "ok"),
+    "fault-missing": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/absent.tar.zst",
+                      ("images/absent.tar.zst not found on LABEL=IMGVOL", "rd.tmpfs.imgfile")),
+    "fault-corrupt": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/corrupt.tar.zst rd.tmpfs.size=64M",
+                      ("corrupt.tar.zst is not a valid zstd archive", "rd.tmpfs.imgfile")),
+    "fault-sha256": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar.gz rd.tmpfs.size=64M "
+                     "rd.tmpfs.sha256=" + "0" * 64, ("sha256 of the image is", "rd.tmpfs.sha256")),
+    "fault-too-small": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=1M",
+                        ("is too small for images/root.tar", "rd.tmpfs.size")),
+    "fault-no-source": ("root=tmpfs:LABEL=NOSUCHVOL rd.tmpfs.imgfile=images/root.tar rd.retry=10",
+                        ("source LABEL=NOSUCHVOL never appeared", "root=")),
+}
+
+
+class World:
+    """Everything the boots share, built once: kernel, both initramfs images, disks."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        target = debian_target()
+        self.kernel = target / f"boot/vmlinuz-{target_kernel(target)}"
+        with ThreadPoolExecutor(2) as pool:
+            initrds = {f: pool.submit(build_test_initramfs, target, f, tmp) for f in FLAVOURS}
+            rootfs = make_test_rootfs(tmp / "rootfs")
+            content = tmp / "content"
+            (content / "images").mkdir(parents=True)
+            for fmt in ("tar", "gz", "xz", "zst", "bz2", "lz4"):
+                pack(rootfs, content / f"images/root.tar.{fmt}".replace(".tar.tar", ".tar"), fmt)
+            zst = (content / "images/root.tar.zst").read_bytes()
+            (content / "images/corrupt.tar.zst").write_bytes(zst[:64] + bytes(len(zst) - 64))
+            self.sha = {"sha_xz": hashlib.sha256((content / "images/root.tar.xz").read_bytes()).hexdigest()}
+            self.disk = tmp / "disk.img"
+            make_disk_image(self.disk, [Part(48, "ext4", label="IMGVOL", uuid=UUID, partlabel="tmpfsimg",
+                                             partuuid=PARTUUID, content=content)], tmp)
+            lvm_content = tmp / "lvm-content"
+            (lvm_content / "images").mkdir(parents=True)
+            shutil.copy(content / "images/root.tar.lz4", lvm_content / "images")
+            self.lvm_disk = tmp / "lvm.img"
+            make_lvm_disk(self.lvm_disk, lvm_content, "LVMIMG", tmp)
+            self.initrd = {f: fut.result() for f, fut in initrds.items()}
+        self.results = {}
+        self.lock = threading.Lock()
+
+    def boot(self, flavour: str, case: str):
+        append, _ = CASES[case]
+        append = append.format(**self.sha)
+        disks = [self.disk, self.lvm_disk] if case.startswith("lvm") else [self.disk]
+        log = self.tmp / f"boot-{flavour}-{case}.log"
+        return qemu_boot(self.kernel, self.initrd[flavour], f"{append} {ONCE}", disks, log)
+
+    def boot_all(self, wanted):
+        todo = [w for w in wanted if w not in self.results]
+        with ThreadPoolExecutor(2) as pool:  # one VM per core
+            for key, result in zip(todo, pool.map(lambda w: self.boot(*w), todo)):
+                self.results[key] = result
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, request):
+    w = World(tmp_path_factory.mktemp("boot"))
+    wanted = [(item.callspec.params["flavour"], item.callspec.params["case"])
+              for item in request.session.items
+              if item.module is request.module and hasattr(item, "callspec")]
+    w.boot_all(wanted)
+    return w
+
+
+def _log_tail(boot) -> str:
+    return "\n".join(boot.log.splitlines()[-40:])
+
+
+@pytest.mark.parametrize("case", [c for c, (_, e) in CASES.items() if e == "ok"])
+@pytest.mark.parametrize("flavour", list(FLAVOURS))
+def test_boots_into_tmpfs(world, flavour, case):
+    boot = world.results[(flavour, case)]
+    assert boot.returncode is not None, "hung until the timeout:\n" + _log_tail(boot)
+    assert "TMPFS-ROOT-TEST: / is tmpfs" in boot.log, _log_tail(boot)
+    assert f"TMPFS-ROOT-TEST: marker {MARKER}" in boot.log, _log_tail(boot)
+    assert "TMPFS-ROOT-TEST: hardlink 2" in boot.log, _log_tail(boot)
+    assert "tmpfs-root: root filesystem ready in RAM" in boot.log
+    if case == "uuid-xz-sha256":
+        assert "tmpfs-root: sha256 verified" in boot.log
+    if case == "partuuid-zstd-nosize":
+        chosen = boot.lines("tmpfs-root: tmpfs of")
+        assert chosen and "uncompressed" in chosen[0] and "headroom" in chosen[0], chosen
+
+
+@pytest.mark.parametrize("case", [c for c, (_, e) in CASES.items() if e != "ok"])
+@pytest.mark.parametrize("flavour", list(FLAVOURS))
+def test_fault_names_cause_and_parameter_then_reboots(world, flavour, case):
+    boot = world.results[(flavour, case)]
+    message, parameter = CASES[case][1]
+    assert boot.returncode is not None, "hung instead of rebooting:\n" + _log_tail(boot)
+    ours = [line for line in boot.lines("tmpfs-root: ") if message in line]
+    assert ours, _log_tail(boot)
+    assert ours[0].endswith(f"({parameter})"), ours[0]
+    assert "TMPFS-ROOT-TEST" not in boot.log  # never switched into a half-made root

@@ -1,0 +1,270 @@
+"""The dracut module's shell, without a VM: shellcheck, and every branch of the
+library and the hooks run under dash and busybox sh with dracut's functions
+stubbed (getarg from a fake command line, emergency_shell recorded)."""
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.infra import REPO, make_test_rootfs, pack
+from tui.dracut import MODULE_SOURCE
+
+SHELLS = [["dash"], ["busybox", "sh"]]
+LIB = MODULE_SOURCE / "tmpfs-root-lib.sh"
+
+STUBS = r"""
+getarg() {
+    _k=${1%=}
+    for _a in $CMDLINE; do
+        case "$_a" in "$_k="*) echo "${_a#"$_k="}"; return 0 ;; esac
+    done
+    return 1
+}
+getargbool() { return 0; }
+warn() { echo "warn: $*" >&2; }
+wait_for_dev() { echo "WAIT_FOR_DEV $*"; }
+emergency_shell() { echo "EMERGENCY $*"; }
+ismounted() { return 1; }
+mount() {
+    case "$*" in
+        *"-t tmpfs"*) echo "MOUNT_TMPFS $*" ;;
+        *) rmdir "$TR_SRC_MNT" && ln -s "$SOURCE_DIR" "$TR_SRC_MNT" ;;
+    esac
+}
+umount() { [ -L "$1" ] && rm "$1"; return 0; }
+"""
+
+
+def run_sh(shell, script: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*shell, "-c", STUBS + f". {LIB}\n" + script], capture_output=True,
+                          text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
+                          cwd=cwd, timeout=60)
+
+
+def test_shellcheck_clean():
+    files = sorted(str(p) for p in MODULE_SOURCE.glob("*.sh"))
+    posix = [f for f in files if not f.endswith("module-setup.sh")]
+    r = subprocess.run(["shellcheck", "-x", "--source-path=SCRIPTDIR", "-s", "sh", *posix],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    r = subprocess.run(["shellcheck", "-s", "bash", str(MODULE_SOURCE / "module-setup.sh"),
+                        str(REPO / "tui/grub/42_tmpfs-root")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+@pytest.mark.parametrize("source,dev", [
+    ("LABEL=IMG VOL/1", r"/dev/disk/by-label/IMG\x20VOL\x2f1"),
+    ("PARTLABEL=images", "/dev/disk/by-partlabel/images"),
+    ("UUID=ABCD-1234", "/dev/disk/by-uuid/abcd-1234"),
+    ("PARTUUID=8C2E6C9A", "/dev/disk/by-partuuid/8c2e6c9a"),
+    ("/dev/mapper/vg-lv", "/dev/mapper/vg-lv"),
+])
+def test_source_to_device(shell, source, dev):
+    assert run_sh(shell, f'tr_source_dev "{source}"').stdout.strip() == dev
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("arch")
+    root = make_test_rootfs(tmp / "root")
+    out = {fmt: pack(root, tmp / f"root.{fmt}", fmt) for fmt in ("tar", "gz", "xz", "zst", "bz2", "lz4")}
+    (tmp / "junk").write_text("hello, not an archive\n" * 40)
+    out["junk"] = tmp / "junk"
+    return out
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_format_by_magic_bytes(shell, archives):
+    names = {"tar": "tar", "gz": "gzip", "xz": "xz", "zst": "zstd", "bz2": "bzip2", "lz4": "lz4", "junk": "unknown"}
+    for key, expected in names.items():
+        assert run_sh(shell, f'tr_format "{archives[key]}"').stdout.strip() == expected, key
+
+
+def test_uncompressed_size_when_recorded(archives):
+    tar_size = archives["tar"].stat().st_size
+    for fmt in ("tar", "xz", "zst"):
+        got = run_sh(["dash"], f'tr_uncompressed_size "{archives[fmt]}" {dict(tar="tar", xz="xz", zst="zstd")[fmt]}')
+        assert got.stdout.strip() == str(tar_size), fmt
+    assert run_sh(["dash"], f'tr_uncompressed_size "{archives["gz"]}" gzip').stdout.strip() == ""
+
+
+@pytest.fixture
+def meminfo(tmp_path):
+    f = tmp_path / "meminfo"
+    f.write_text("MemTotal:        1048576 kB\nMemAvailable:     900000 kB\n")
+    return {"TR_MEMINFO": str(f)}
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+@pytest.mark.parametrize("size,expected", [("2G", 2 << 30), ("512m", 512 << 20), ("100k", 100 << 10),
+                                           ("4096", 4096), ("50%", 512 << 20), ("3Q", None), ("1.5G", None),
+                                           ("G", None), ("", None)])
+def test_size_grammar(shell, meminfo, size, expected):
+    r = run_sh(shell, f'tr_size_bytes "{size}"', meminfo)
+    assert (r.stdout.strip() if r.returncode == 0 else None) == (str(expected) if expected else None)
+
+
+def test_size_chosen_without_rd_tmpfs_size(meminfo):
+    def choose(given, usize):
+        return run_sh(["dash"], f'tr_choose_size "{given}" "{usize}"', meminfo).stdout.strip()
+    assert choose("2G", "") == f"{2 << 30} rd.tmpfs.size=2G"
+    assert choose("", str(100 << 20)).startswith(f"{(100 << 20) + (256 << 20)} image 100.0M")
+    big = 700 << 20  # half again would pass 90% of the 1 GiB RAM: capped
+    assert choose("", str(big)).split()[0] == str((1 << 30) * 9 // 10)
+    assert choose("", "") == f"{512 << 20} 50% of RAM, image size unknown"
+
+
+@pytest.mark.parametrize("opts,bad", [("mpol=interleave,huge=within_size", ""), ("nr_inodes=10k", ""),
+                                      ("size=1G", "size=1G"), ("mpol=interleave,uid=0", "uid=0")])
+def test_tmpfs_opts(opts, bad):
+    r = run_sh(["dash"], f'tr_check_opts "{opts}"')
+    assert (r.returncode == 0) == (bad == "") and r.stdout.strip() == bad
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+@pytest.mark.parametrize("fmt", ["tar", "gz", "xz", "zst", "bz2", "lz4"])
+def test_unpack_each_format_with_progress_and_hash(shell, archives, tmp_path, fmt):
+    dest, run = tmp_path / "dest", tmp_path / "run"
+    dest.mkdir(), run.mkdir()
+    sha = hashlib.sha256(archives[fmt].read_bytes()).hexdigest()
+    kind = run_sh(shell, f'tr_format "{archives[fmt]}"').stdout.strip()
+    r = run_sh(shell, f'tr_unpack "{archives[fmt]}" {kind} "{dest}" {sha}; echo rc=$?',
+               {"TR_RUN": str(run)})
+    assert "rc=0" in r.stdout, r.stderr
+    assert (dest / "etc/marker").read_text().startswith("tmpfs-root-marker")
+    assert (dest / "etc/marker").stat().st_nlink == 2  # hard link kept
+    assert "sha256 verified" in r.stderr
+
+
+def test_unpack_reports_progress_while_reading(archives, tmp_path):
+    big_root = tmp_path / "big"
+    make_test_rootfs(big_root)
+    (big_root / "blob").write_bytes(__import__("os").urandom(32 << 20))
+    archive = pack(big_root, tmp_path / "big.gz", "gz")
+    dest, run = tmp_path / "dest", tmp_path / "run"
+    dest.mkdir(), run.mkdir()
+    r = run_sh(["dash"], f'tr_unpack "{archive}" gzip "{dest}" ""', {"TR_RUN": str(run), "TR_PROGRESS_EVERY": "0.05"})
+    progress = [line for line in r.stderr.splitlines() if "unpacking:" in line]
+    assert progress, r.stderr
+    assert "MB/s" in progress[-1] and "%" in progress[-1]
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_unpack_failures_say_why(shell, archives, tmp_path):
+    run, dest = tmp_path / "run", tmp_path / "dest"
+    run.mkdir(), dest.mkdir()
+    data = archives["zst"].read_bytes()
+    corrupt = tmp_path / "corrupt.zst"
+    corrupt.write_bytes(data[:64] + bytes(len(data) - 64))
+    r = run_sh(shell, f'tr_unpack "{corrupt}" zstd "{dest}" ""; echo rc=$?', {"TR_RUN": str(run)})
+    assert "rc=1" in r.stdout and "not a valid zstd archive" in (run / "why").read_text()
+    r = run_sh(shell, f'tr_unpack "{archives["gz"]}" gzip "{dest}" {"0" * 64}; echo rc=$?', {"TR_RUN": str(run)})
+    assert "rc=3" in r.stdout and "sha256 of the image is" in (run / "why").read_text()
+
+
+# ------------------------------------------------------------ the hooks
+def fake_dev(tmp_path) -> Path:
+    """A block device node under /dev (root=tmpfs:/dev/... must be there); the mount stub
+    never opens it. Removed again by the autouse fixture below."""
+    return Path(f"/dev/tmpfs-root-test-{tmp_path.name}")
+
+
+@pytest.fixture(autouse=True)
+def _fake_dev_node(tmp_path):
+    node = fake_dev(tmp_path)
+    subprocess.run(["mknod", str(node), "b", "7", "250"], check=False, capture_output=True)
+    yield
+    node.unlink(missing_ok=True)
+
+
+def run_hook(shell, tmp_path, cmdline: str, source_dir: Path | None = None, hook="tmpfs-root.sh"):
+    run = tmp_path / "run"
+    newroot = tmp_path / "newroot"
+    newroot.mkdir(exist_ok=True)
+    fake = fake_dev(tmp_path)
+    cmdline = cmdline.replace("@DEV@", str(fake))
+    env = {"CMDLINE": cmdline, "TR_RUN": str(run), "NEWROOT": str(newroot),
+           "SOURCE_DIR": str(source_dir or tmp_path / "nosource"), "TR_MEMINFO": "/proc/meminfo"}
+    return run_sh(shell, f". {MODULE_SOURCE / hook}", env)
+
+
+@pytest.fixture
+def source_dir(tmp_path, archives):
+    d = tmp_path / "source"
+    (d / "images").mkdir(parents=True)
+    for fmt in ("tar", "zst"):
+        (d / f"images/root.{fmt}").write_bytes(archives[fmt].read_bytes())
+    (d / "images/junk").write_bytes(archives["junk"].read_bytes())
+    return d
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+@pytest.mark.parametrize("args,message,param", [
+    ("rd.tmpfs.size=1G", "no image given", "rd.tmpfs.imgfile"),
+    ("rd.tmpfs.imgfile=/abs.tar", "must be a relative path", "rd.tmpfs.imgfile"),
+    ("rd.tmpfs.imgfile=../x.tar", "must be a relative path", "rd.tmpfs.imgfile"),
+    ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=3Q", "is not a tmpfs size", "rd.tmpfs.size"),
+    ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.sha256=xyz", "is not a sha256", "rd.tmpfs.sha256"),
+    ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.opts=size=1G", "tmpfs option 'size=1G'", "rd.tmpfs.opts"),
+    ("rd.tmpfs.imgfile=images/absent.tar", "images/absent.tar not found on @DEV@", "rd.tmpfs.imgfile"),
+    ("rd.tmpfs.imgfile=images/junk", "images/junk is not an archive", "rd.tmpfs.imgfile"),
+    ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=4k", "is too small for images/root.tar", "rd.tmpfs.size"),
+])
+def test_pre_mount_hook_failures(shell, tmp_path, source_dir, args, message, param):
+    r = run_hook(shell, tmp_path, f"root=tmpfs:@DEV@ {args}", source_dir)
+    message = message.replace("@DEV@", str(fake_dev(tmp_path)))
+    said = [line for line in r.stderr.splitlines() if line.startswith("tmpfs-root: ")]
+    assert said and message in said[-1] and said[-1].endswith(f"({param})"), r.stderr
+    assert f"EMERGENCY -n tmpfs-root tmpfs-root: " in r.stdout
+    assert "MOUNT_TMPFS" not in r.stdout or "too small" not in message
+
+
+def test_pre_mount_hook_source_missing(tmp_path):
+    r = run_hook(["dash"], tmp_path, "root=tmpfs:LABEL=NOSUCH rd.tmpfs.imgfile=x.tar")
+    assert "source LABEL=NOSUCH not found (/dev/disk/by-label/NOSUCH missing) (root=)" in r.stderr
+
+
+def test_pre_mount_hook_fills_newroot(tmp_path, source_dir):
+    r = run_hook(["dash"], tmp_path, "root=tmpfs:@DEV@ rd.tmpfs.imgfile=images/root.zst", source_dir)
+    assert "MOUNT_TMPFS -t tmpfs -o mode=0755,size=" in r.stdout, r.stderr
+    assert (tmp_path / "newroot/etc/marker").exists()
+    assert "root filesystem ready in RAM" in r.stderr
+    assert "EMERGENCY" not in r.stdout
+
+
+def test_pre_mount_hook_ignores_other_roots(tmp_path):
+    r = run_hook(["dash"], tmp_path, "root=UUID=1234 rd.tmpfs.imgfile=x.tar")
+    assert r.returncode == 0 and r.stdout == "" and "tmpfs-root" not in r.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_cmdline_hook_claims_root_and_waits_for_the_device(shell, tmp_path):
+    r = run_hook(shell, tmp_path, "root=tmpfs:LABEL=IMGVOL", hook="parse-tmpfs-root.sh")
+    assert "WAIT_FOR_DEV /dev/disk/by-label/IMGVOL" in r.stdout
+    r = run_sh(shell, f". {MODULE_SOURCE / 'parse-tmpfs-root.sh'}; echo rootok=$rootok",
+               {"CMDLINE": "root=tmpfs:NFS=nfs:10.0.0.1:/srv"})
+    assert "rootok=1" in r.stdout and "WAIT_FOR_DEV" not in r.stdout
+    r = run_sh(shell, f". {MODULE_SOURCE / 'parse-tmpfs-root.sh'}; echo rootok=$rootok",
+               {"CMDLINE": "root=/dev/sda1"})
+    assert "rootok=\n" in r.stdout
+
+
+def test_emergency_hook_names_the_missing_source(tmp_path):
+    r = run_sh(["dash"], f". {MODULE_SOURCE / 'tmpfs-root-emergency.sh'}",
+               {"CMDLINE": "root=tmpfs:LABEL=GONE rd.retry=10"})
+    assert "source LABEL=GONE never appeared (/dev/disk/by-label/GONE missing; root=, waited rd.retry=10 s)" in r.stderr
+
+
+def test_generator_overrides_sysroot_mount_only_for_tmpfs_roots(tmp_path):
+    gen = MODULE_SOURCE / "tmpfs-root-generator.sh"
+    for cmdline, expected in (("root=tmpfs:LABEL=X", True), ("root=UUID=1", False)):
+        out = tmp_path / cmdline.replace("=", "_").replace(":", "_")
+        run_sh(["dash"], f'set -- "{out}/normal" "{out}/early" "{out}/late"; . {gen}', {"CMDLINE": cmdline})
+        unit = out / "early/sysroot.mount"
+        assert unit.exists() == expected
+        if expected:
+            text = unit.read_text()
+            assert "Type=tmpfs" in text and "Where=/sysroot" in text
