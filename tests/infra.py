@@ -209,8 +209,8 @@ def have(*programs: str) -> bool:
 # ------------------------------------------------------- the Debian target
 TARGET_PACKAGES = ["linux-image-amd64", "dracut", "dracut-network", "systemd", "udev", "lvm2",
                    "zstd", "pigz", "lz4", "xz-utils", "bzip2", "tar", "nfs-common", "grub-pc",
-                   "isc-dhcp-client", "dbus"]  # dhclient: dracut network-legacy, for NFS
-TARGET_VERSION = "1"  # bump to rebuild cached targets when the recipe changes
+                   "isc-dhcp-client", "dbus", "procps", "iproute2", "systemd-sysv"]  # dracut network-legacy, for NFS
+TARGET_VERSION = "2"  # bump to rebuild cached targets when the recipe changes
 
 
 def debian_target() -> Path:
@@ -327,32 +327,43 @@ def make_lvm_disk(path: Path, fs_content: Path, label: str, workdir: Path,
 # ------------------------------------------------------ initramfs builds
 FLAVOURS = {
     # systemd in the initramfs: Debian's default when systemd is installed
-    "systemd": [],
-    # without systemd (dracut's shell init)
-    "nosystemd": ["--omit", "systemd"],
+    "systemd": ["--add", "lvm nfs"],
+    # without systemd (dracut's shell init). Debian's dracut picks systemd-networkd as the
+    # network handler whenever the system has systemd, so network (and Debian's forced
+    # ifcfg, and nfs with them) cannot go into an initramfs without systemd here.
+    "nosystemd": ["--omit", "systemd ifcfg network nfs", "--add", "lvm"],
 }
 
 
 def build_test_initramfs(target: Path, flavour: str, out_dir: Path) -> Path:
-    """Build a generic (-N) initramfs with our module through the engine, in the target."""
+    """Build a generic (-N) initramfs with our module through the engine, in the target
+    (install_test_module first, once)."""
     from tui import dracut
     from tui.host import Host
     from tui.plan import Plan
 
     kver = target_kernel(target)
     host = Host(target)
-    dracut.install_module(host)
-    host.commit()
     output = f"/boot/tmpfs-root-test-{flavour}.img"
     plan = Plan(source="LABEL=IMGVOL", image="x", hostonly=False)
     log = out_dir / f"dracut-{flavour}.log"
     with open(log, "w") as f, host.chroot_mounts():
         dracut.build_initramfs(host, plan, kver, output, on_line=lambda line: f.write(line + "\n"),
-                               extra_args=[*FLAVOURS[flavour], "--add", "lvm nfs"])
+                               extra_args=FLAVOURS[flavour])
     host.commit()
     built = out_dir / f"initrd-{flavour}.img"
     shutil.move(host.path(output), built)
     return built
+
+
+def install_test_module(target: Path) -> None:
+    """Install the module into the target through the engine, as apply does."""
+    from tui import dracut
+    from tui.host import Host
+
+    host = Host(target)
+    dracut.install_module(host)
+    host.commit()
 
 
 # ------------------------------------------------------------- QEMU boots

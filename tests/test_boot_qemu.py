@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import (FLAVOURS, MARKER, Part, build_test_initramfs, debian_target,
+from tests.infra import (FLAVOURS, MARKER, Part, build_test_initramfs, debian_target, install_test_module,
                          make_disk_image, make_lvm_disk, make_test_rootfs, pack, qemu_boot,
                          target_kernel)
 
@@ -55,6 +55,7 @@ class World:
         self.tmp = tmp
         target = debian_target()
         self.kernel = target / f"boot/vmlinuz-{target_kernel(target)}"
+        install_test_module(target)
         with ThreadPoolExecutor(2) as pool:
             initrds = {f: pool.submit(build_test_initramfs, target, f, tmp) for f in FLAVOURS}
             rootfs = make_test_rootfs(tmp / "rootfs")

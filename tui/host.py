@@ -254,7 +254,10 @@ class Host:
             missing.append(d)
             d = d.parent
         for d in reversed(missing):
-            d.mkdir(mode=0o755)
+            try:
+                d.mkdir(mode=0o755)
+            except FileExistsError:  # made meanwhile by someone else: not ours to remove
+                continue
             self._journal_add({"path": self._to_target(d), "dir": True})
 
     def _to_target(self, real: Path) -> str:
