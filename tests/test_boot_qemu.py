@@ -18,11 +18,11 @@ from tests.infra import (FLAVOURS, MARKER, Part, build_test_initramfs, debian_ta
                          make_disk_image, make_lvm_disk, make_test_rootfs, pack, qemu_boot,
                          target_kernel)
 
-pytestmark = [pytest.mark.qemu, pytest.mark.needs("qemu-system-x86_64", "debootstrap", "dracut")]
+pytestmark = [pytest.mark.qemu, pytest.mark.needs("qemu-system-x86_64", "debootstrap")]
 
 UUID = "5b1f9c8e-0d7a-4c39-9a51-0f6f4c2d8e11"
 PARTUUID = "8c2e6c9a-54e1-4b0e-9d0b-2f1a3c4d5e6f"
-ONCE = "rd.shell=0 rd.emergency=reboot panic=10 rd.retry=20"
+ONCE = "rd.shell=0 rd.emergency=reboot panic=10"
 
 # name: (kernel arguments, expected: "ok" or (message part, parameter))
 CASES = {

@@ -65,8 +65,7 @@ class Plan:
         for key, value in data.items():
             if key not in known:
                 raise PlanError(f"{origin}: unknown key '{key}'; accepted: {', '.join(known)}")
-            default = getattr(plan, key)
-            expected = _expected_type(key, default)
+            expected = _expected_type(key)
             if not _type_ok(value, expected):
                 raise PlanError(f"{origin}: '{key}' must be {expected}, not {type(value).__name__}")
             setattr(plan, key, list(value) if isinstance(value, list) else value)
@@ -76,7 +75,7 @@ class Plan:
         return asdict(self)
 
 
-def _expected_type(key: str, default) -> str:
+def _expected_type(key: str) -> str:
     if key == "kernels":
         return "a list of strings"
     if key == "hostonly":

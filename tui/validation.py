@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tui.devices import BlockDevice, human_size, match_source
 from tui.images import cheap_uncompressed_size, detect_format
-from tui.plan import BOOT_MODES, Plan, parse_source, target_kernels
+from tui.plan import BOOT_MODES, SOURCE_FORMS, Plan, parse_source, target_kernels
 
 #: How each plan field is spelled on the command line, so messages name what the user typed.
 FIELD_OPTIONS = {
@@ -122,7 +122,7 @@ def _unsafe(value: str) -> str | None:
 
 def _check_source(plan: Plan, ctx: Context, problems: list[Problem]):
     if not plan.source.strip():
-        problems.append(Problem("source", "", "is required; accepted: " + _source_forms()))
+        problems.append(Problem("source", "", "is required; accepted: " + SOURCE_FORMS))
         return None
     bad = _unsafe(plan.source)
     if bad:
@@ -149,11 +149,6 @@ def _check_source(plan: Plan, ctx: Context, problems: list[Problem]):
         problems.append(Problem("source", plan.source, f"{matches[0].path} holds no filesystem "
                                 f"({matches[0].fstype or 'none'}); accepted: a device with a filesystem"))
     return source
-
-
-def _source_forms() -> str:
-    from tui.plan import SOURCE_FORMS
-    return SOURCE_FORMS
 
 
 def _check_image_path(plan: Plan, problems: list[Problem]) -> None:
