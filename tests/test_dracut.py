@@ -77,3 +77,9 @@ def test_failed_build_leaves_the_previous_image_untouched(chroot_target):
     assert (chroot_target / output).read_text() == "previous image"
     assert not (chroot_target / (output + ".new")).exists()
     assert (chroot_target / f"boot/initrd.img-{FAKE_KVER}").read_text() == "the distro's initramfs"
+
+
+def test_lvm_module_for_a_mapper_path_not_yet_present():
+    """Same rule as the command line's rd.lvm.lv: both come from plan.source_lvm."""
+    assert dracut.extra_modules(Plan(source="/dev/mapper/vg0-images", image="r.tar"), []) == ["lvm"]
+    assert dracut.extra_modules(Plan(source="LABEL=X", image="r.tar"), []) == []

@@ -93,3 +93,9 @@ def test_which_looks_in_the_target(fake_target):
     host = Host(fake_target)
     assert host.which("dracut") == "/usr/bin/dracut"
     assert host.which("no-such-tool") is None
+
+
+def test_a_renamed_build_output_is_described_without_a_mode(tmp_path):
+    host = Host(tmp_path, dry_run=True)
+    host.rename("/boot/initrd.img.new", "/boot/initrd.img")
+    assert host.written_files()[0].describe() == "write /boot/initrd.img (built)"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tui.devices import BlockDevice, match_source
+from tui.devices import BlockDevice
 from tui.host import Host, LineCallback
-from tui.plan import Plan, parse_source
+from tui.plan import Plan, source_device, source_lvm
 
 MODULE_NAME = "tmpfs-root"
 MODULE_DIRNAME = "90tmpfs-root"
@@ -58,21 +58,16 @@ def remove_module(host: Host) -> None:
 
 def extra_modules(plan: Plan, devices: list[BlockDevice] | None) -> list[str]:
     """dracut modules the source needs besides ours (nfs, lvm, mdraid)."""
-    try:
-        source = parse_source(plan.source)
-    except ValueError:
+    source, device = source_device(plan, devices)
+    if source is None:
         return []
     if source.is_nfs:
         return ["nfs"]
     mods = []
-    matches = match_source(source.value, devices or [])
-    if len(matches) == 1:
-        if matches[0].lvm:
-            mods.append("lvm")
-        if matches[0].md_uuid:
-            mods.append("mdraid")
-    elif source.value.startswith("/dev/mapper/"):
+    if source_lvm(source, device):
         mods.append("lvm")
+    if device is not None and device.md_uuid:
+        mods.append("mdraid")
     return mods
 
 
@@ -84,14 +79,9 @@ def dracut_argv(plan: Plan, kver: str, output: str,
         # Host-only keeps the image small, but must not bake the host's own root=
         # into it, and must carry the drivers of the source device.
         argv += ["--hostonly", "--no-hostonly-cmdline"]
-        try:
-            source = parse_source(plan.source)
-        except ValueError:
-            source = None
-        if source is not None and not source.is_nfs:
-            matches = match_source(source.value, devices or [])
-            if len(matches) == 1:
-                argv += ["--add-device", matches[0].path]
+        _, device = source_device(plan, devices)
+        if device is not None:
+            argv += ["--add-device", device.path]
     else:
         argv += ["--no-hostonly"]
     argv.append(output)

@@ -71,8 +71,9 @@ class Action:
         if self.kind == "run":
             return " ".join(_shell_quote(a) for a in self.argv)
         if self.kind == "write":
-            size = len(self.content) if self.content is not None else 0
-            return f"write {self.path} ({size} bytes, mode {self.mode:04o})"
+            size = f"{len(self.content)} bytes" if self.content is not None else "built"
+            mode = f", mode {self.mode:04o}" if self.mode is not None else ""
+            return f"write {self.path} ({size}{mode})"
         return f"{self.kind} {self.path}"
 
     def to_json(self) -> dict:

@@ -210,11 +210,29 @@ class Resolved:
         return f"{self.title} ({kver})"
 
 
-def kernel_cmdline(plan: Plan, devices: list[BlockDevice] | None = None) -> list[str]:
-    """The kernel arguments the entry boots with (our part of the command line)."""
+def source_device(plan: Plan, devices: list[BlockDevice] | None) -> tuple[Source | None, BlockDevice | None]:
+    """The plan's parsed source (None if it does not parse) and the one device it names, if exactly one."""
     try:
         source = parse_source(plan.source)
     except ValueError:
+        return None, None
+    if source.is_nfs:
+        return source, None
+    matches = match_source(source.value, devices or [])
+    return source, (matches[0] if len(matches) == 1 else None)
+
+
+def source_lvm(source: Source, device: BlockDevice | None) -> str | None:
+    """``vg/lv`` when the source is an LVM volume: from the device, else from a /dev/mapper path."""
+    if device is not None:
+        return device.lvm
+    return lvm_from_path(source.value) if source.kind == "path" else None
+
+
+def kernel_cmdline(plan: Plan, devices: list[BlockDevice] | None = None) -> list[str]:
+    """The kernel arguments the entry boots with (our part of the command line)."""
+    source, device = source_device(plan, devices)
+    if source is None:
         source = Source("path", plan.source)
     args = [f"root=tmpfs:{source.value}", f"rd.tmpfs.imgfile={plan.image}"]
     if plan.size:
@@ -225,14 +243,10 @@ def kernel_cmdline(plan: Plan, devices: list[BlockDevice] | None = None) -> list
         args.append(f"rd.tmpfs.opts={plan.tmpfs_opts}")
     if source.is_nfs:
         args += [f"ip={plan.network or 'dhcp'}", "rd.neednet=1"]
-    else:
-        matches = match_source(source.value, devices or [])
-        extra: list[str] = []
-        if len(matches) == 1:
-            extra = matches[0].extra_args()
-        elif source.kind == "path" and lvm_from_path(source.value):
-            extra = [f"rd.lvm.lv={lvm_from_path(source.value)}"]
-        args += extra
+    elif device is not None:
+        args += device.extra_args()
+    elif source_lvm(source, None):
+        args.append(f"rd.lvm.lv={source_lvm(source, None)}")
     if plan.boot == "once":
         args += ONCE_ARGS
     if plan.append.strip():

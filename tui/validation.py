@@ -103,9 +103,9 @@ class Context:
 
 def validate(plan: Plan, ctx: Context) -> list[Problem]:
     problems: list[Problem] = []
-    source = _check_source(plan, ctx, problems)
+    source, device = _check_source(plan, ctx, problems)
     _check_image_path(plan, problems)
-    image_size = _check_image_on_source(plan, source, ctx, problems)
+    image_size = _check_image_on_source(plan, device, problems)
     _check_size(plan, ctx, image_size, problems)
     _check_kernels(plan, ctx, problems)
     _check_text_fields(plan, problems)
@@ -121,34 +121,37 @@ def _unsafe(value: str) -> str | None:
 
 
 def _check_source(plan: Plan, ctx: Context, problems: list[Problem]):
+    """The parsed source and the one device it names (each None when there is none)."""
     if not plan.source.strip():
         problems.append(Problem("source", "", "is required; accepted: " + SOURCE_FORMS))
-        return None
+        return None, None
     bad = _unsafe(plan.source)
     if bad:
         problems.append(Problem("source", plan.source, f"contains {bad}, which breaks the kernel "
                                 "command line; name the volume by UUID= instead"))
-        return None
+        return None, None
     try:
         source = parse_source(plan.source)
     except ValueError as e:
         problems.append(Problem("source", plan.source, str(e)))
-        return None
+        return None, None
     if source.is_nfs or ctx.devices is None:
-        return source
+        return source, None
     matches = match_source(source.value, ctx.devices)
     if len(matches) > 1:
         names = ", ".join(d.path for d in matches)
         problems.append(Problem("source", plan.source, f"matches {len(matches)} devices ({names}); "
                                 "accepted: an identifier that names one device, e.g. its UUID="))
-    elif not matches:
+        return source, None
+    if not matches:
         problems.append(Problem("source", plan.source, "matches no block device now; the boot will "
                                 "wait for it (check the identifier with `tmpfs-root devices`)",
                                 "warning"))
-    elif not matches[0].usable:
+        return source, None
+    if not matches[0].usable:
         problems.append(Problem("source", plan.source, f"{matches[0].path} holds no filesystem "
                                 f"({matches[0].fstype or 'none'}); accepted: a device with a filesystem"))
-    return source
+    return source, matches[0]
 
 
 def _check_image_path(plan: Plan, problems: list[Problem]) -> None:
@@ -167,16 +170,13 @@ def _check_image_path(plan: Plan, problems: list[Problem]) -> None:
                                 f"line or grub.cfg; accepted: {accepted} without spaces, quotes, $ ; \\"))
 
 
-def _check_image_on_source(plan: Plan, source, ctx: Context, problems: list[Problem]) -> int | None:
+def _check_image_on_source(plan: Plan, device: BlockDevice | None, problems: list[Problem]) -> int | None:
     """When the source volume is mounted here, check the image exists and is an archive."""
-    if source is None or source.is_nfs or ctx.devices is None or not plan.image:
+    if device is None or not device.mountpoints or not plan.image:
         return None
     if any(p.field == "image" for p in problems):
         return None
-    matches = match_source(source.value, ctx.devices)
-    if len(matches) != 1 or not matches[0].mountpoints:
-        return None
-    mountpoint = matches[0].mountpoints[0]
+    mountpoint = device.mountpoints[0]
     path = os.path.join(mountpoint, plan.image)
     if not os.path.isfile(path):
         problems.append(Problem("image", plan.image, f"not found on {plan.source} (mounted at "
