@@ -269,3 +269,48 @@ def test_generator_overrides_sysroot_mount_only_for_tmpfs_roots(tmp_path):
         if expected:
             text = unit.read_text()
             assert "Type=tmpfs" in text and "Where=/sysroot" in text
+
+
+def test_ram_fit_check_at_boot(tmp_path, source_dir):
+    """The image must fit in the RAM available, whatever rd.tmpfs.size says; a size above
+    RAM is only a warning (tmpfs may be sized above RAM, it is a limit)."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal: {1 << 20} kB\nMemAvailable: {65 << 10} kB\n")  # 1 GiB, 65 MiB free
+    env_meminfo = {"TR_MEMINFO": str(meminfo)}
+    node = fake_dev(tmp_path)
+    base = {"TR_RUN": str(tmp_path / "run"), "NEWROOT": str(tmp_path / "newroot"), "SOURCE_DIR": str(source_dir)}
+    (tmp_path / "newroot").mkdir()
+    hook = MODULE_SOURCE / "tmpfs-root.sh"
+    r = run_sh(["dash"], f". {hook}", {**base, **env_meminfo,
+               "CMDLINE": f"root=tmpfs:{node} rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=64M"})
+    said = [line for line in r.stderr.splitlines() if line.startswith("tmpfs-root: ")]
+    assert said and "needs 1.9M of RAM uncompressed, only 65.0M available (rd.tmpfs.imgfile)" in said[-1], r.stderr
+    assert "MOUNT_TMPFS" not in r.stdout
+    meminfo.write_text(f"MemTotal: {1 << 20} kB\nMemAvailable: {900 << 10} kB\n")
+    base["TR_RUN"] = str(tmp_path / "run2")  # the stubbed source "mount" of the first run is a symlink
+    r = run_sh(["dash"], f". {hook}", {**base, **env_meminfo,
+               "CMDLINE": f"root=tmpfs:{node} rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=2G"})
+    assert "warning: tmpfs size 2.0G is above RAM (1.0G)" in r.stderr
+    assert "root filesystem ready in RAM" in r.stderr
+
+
+def test_selinux_contexts_restored_only_when_the_new_root_enables_selinux(tmp_path):
+    newroot = tmp_path / "newroot"
+    (newroot / "etc/selinux").mkdir(parents=True)
+    (newroot / "sbin").mkdir()
+    load_policy = newroot / "sbin/load_policy"
+    load_policy.write_text("#!/bin/sh\n")
+    load_policy.chmod(0o755)
+    hook = MODULE_SOURCE / "tmpfs-root-selinux.sh"
+    stub = 'chroot() { echo "CHROOT $*"; }\n'
+    for mode, expected in (("enforcing", True), ("permissive", True), ("disabled", False)):
+        (newroot / "etc/selinux/config").write_text(f"SELINUX={mode}\nSELINUXTYPE=targeted\n")
+        r = run_sh(["dash"], stub + f". {hook}", {"CMDLINE": "root=tmpfs:LABEL=X", "NEWROOT": str(newroot)})
+        calls = [line for line in r.stdout.splitlines() if line.startswith("CHROOT")]
+        if expected:
+            assert calls == [f"CHROOT {newroot} /sbin/load_policy -i",
+                             f"CHROOT {newroot} restorecon -R -e /proc -e /sys -e /dev /"], r.stdout
+        else:
+            assert calls == []
+    r = run_sh(["dash"], stub + f". {hook}", {"CMDLINE": "root=UUID=1", "NEWROOT": str(newroot)})
+    assert "CHROOT" not in r.stdout  # not a tmpfs-root boot: not ours to touch
