@@ -209,8 +209,9 @@ def have(*programs: str) -> bool:
 # ------------------------------------------------------- the Debian target
 TARGET_PACKAGES = ["linux-image-amd64", "dracut", "dracut-network", "systemd", "udev", "lvm2",
                    "zstd", "pigz", "lz4", "xz-utils", "bzip2", "tar", "nfs-common", "grub-pc",
-                   "isc-dhcp-client", "dbus", "procps", "iproute2", "systemd-sysv"]  # dracut network-legacy, for NFS
-TARGET_VERSION = "2"  # bump to rebuild cached targets when the recipe changes
+                   # dracut's network handlers (NFS): network-legacy needs dhclient and arping
+                   "isc-dhcp-client", "iputils-arping", "dbus", "procps", "iproute2", "systemd-sysv"]
+TARGET_VERSION = "3"  # bump to rebuild cached targets when the recipe changes
 
 
 def debian_target() -> Path:
@@ -325,13 +326,26 @@ def make_lvm_disk(path: Path, fs_content: Path, label: str, workdir: Path,
 
 
 # ------------------------------------------------------ initramfs builds
+@dataclass
+class Flavour:
+    hostonly: bool  # the engine's default build (dracut -H --no-hostonly-cmdline)
+    extra_args: list
+
+
 FLAVOURS = {
-    # systemd in the initramfs: Debian's default when systemd is installed
-    "systemd": ["--add", "lvm nfs"],
+    # systemd in the initramfs (Debian's default when systemd is installed), generic (-N)
+    "systemd": Flavour(False, ["--add", "lvm nfs"]),
     # without systemd (dracut's shell init). Debian's dracut picks systemd-networkd as the
-    # network handler whenever the system has systemd, so network (and Debian's forced
-    # ifcfg, and nfs with them) cannot go into an initramfs without systemd here.
-    "nosystemd": ["--omit", "systemd ifcfg network nfs", "--add", "lvm"],
+    # network handler whenever the system has systemd; naming network-legacy makes it the
+    # handler, so NFS works without systemd too.
+    "nosystemd": Flavour(False, ["--omit", "systemd", "--add", "lvm nfs network-legacy"]),
+    # host-only, with the engine's default dracut arguments (--hostonly
+    # --no-hostonly-cmdline). This machine's kernel has no loadable modules (no
+    # /proc/modules), so dracut itself switches to non-hostonly mode here: what this
+    # proves is that the engine's default command line builds an image that boots, not
+    # host-only's module selection. The guest's storage drivers are named, as they must
+    # be wherever the building machine's kernel has them built in.
+    "hostonly": Flavour(True, ["--add-drivers", "virtio_blk virtio_pci"]),
 }
 
 
@@ -345,11 +359,11 @@ def build_test_initramfs(target: Path, flavour: str, out_dir: Path) -> Path:
     kver = target_kernel(target)
     host = Host(target)
     output = f"/boot/tmpfs-root-test-{flavour}.img"
-    plan = Plan(source="LABEL=IMGVOL", image="x", hostonly=False)
+    plan = Plan(source="LABEL=IMGVOL", image="x", hostonly=FLAVOURS[flavour].hostonly)
     log = out_dir / f"dracut-{flavour}.log"
     with open(log, "w") as f, host.chroot_mounts():
         dracut.build_initramfs(host, plan, kver, output, on_line=lambda line: f.write(line + "\n"),
-                               extra_args=FLAVOURS[flavour])
+                               extra_args=FLAVOURS[flavour].extra_args)
     host.commit()
     built = out_dir / f"initrd-{flavour}.img"
     shutil.move(host.path(output), built)
@@ -370,30 +384,107 @@ def install_test_module(target: Path) -> None:
 @dataclass
 class Boot:
     log: str
-    returncode: int | None  # None: killed at the timeout
+    returncode: int | None  # None: killed (at the timeout, or when *until* was seen)
     seconds: float
+    reached: bool = False  # the *until* text appeared on the console
 
     def lines(self, prefix: str) -> list[str]:
         return [line.strip() for line in self.log.splitlines() if prefix in line]
 
 
 def qemu_boot(kernel: Path, initrd: Path, append: str, disks: list[Path], log: Path,
-              timeout: float = 300, memory: str = "768M") -> Boot:
-    """Boot under QEMU TCG (KVM hangs on this machine), serial console to *log*."""
+              timeout: float = 300, memory: str = "768M", network: bool = False,
+              until: str | None = None) -> Boot:
+    """Boot under QEMU TCG (KVM hangs on this machine), serial console to *log*.
+
+    With *network*, the guest gets QEMU's user network: 10.0.2.2 is this machine's
+    loopback, where nfs_server listens. With *until*, the VM is stopped as soon as that
+    text appears on the console (an emergency shell waits for input forever).
+    """
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", "1",
             "-display", "none", "-monitor", "none", "-serial", f"file:{log}", "-no-reboot",
             "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", f"console=ttyS0 {append}"]
+            "-append", f"console=ttyS0 {append}",
+            "-nic", "user,model=virtio-net-pci" if network else "none"]
     for disk in disks:
         argv += ["-drive", f"file={disk},format=raw,if=virtio,snapshot=on"]
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        proc.wait(timeout=timeout)
-        rc = proc.returncode
-    except subprocess.TimeoutExpired:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reached = False
+    while proc.poll() is None and time.monotonic() - t0 < timeout:
+        time.sleep(1)
+        if until and log.exists() and until in log.read_text(errors="replace"):
+            reached = True
+            break
+    if proc.poll() is None:
         proc.kill()
-        proc.wait()
-        rc = None
+    proc.wait()
+    rc = None if reached or proc.returncode < 0 else proc.returncode
     text = log.read_text(errors="replace") if log.exists() else ""
-    return Boot(text, rc, time.monotonic() - t0)
+    return Boot(text, rc, time.monotonic() - t0, reached)
+
+
+# ------------------------------------------------------------- NFS server
+GANESHA_CONF = """
+NFS_CORE_PARAM {{
+    Protocols = 4;
+    NFS_Port = {port};
+    Bind_addr = 127.0.0.1;
+    Enable_NLM = false;
+    Enable_RQUOTA = false;
+}}
+NFSV4 {{
+    Graceless = true;
+    RecoveryBackend = fs;
+    RecoveryRoot = "{state}";
+}}
+EXPORT {{
+    Export_Id = 1;
+    Path = "{export}";
+    Pseudo = /export;
+    Access_Type = RO;
+    Squash = No_Root_Squash;
+    Protocols = 4;
+    Transports = TCP;
+    SecType = sys;
+    FSAL {{ Name = VFS; }}
+}}
+"""
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def nfs_server(export: Path, workdir: Path):
+    """A userspace NFSv4 server (nfs-ganesha) exporting *export* read-only as /export,
+    on a free port of this machine's loopback only; yields the port."""
+    import socket
+    port = free_port()
+    state = workdir / "ganesha-state"
+    state.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "ganesha.conf"
+    conf.write_text(GANESHA_CONF.format(port=port, state=state, export=export))
+    proc = subprocess.Popen(["ganesha.nfsd", "-F", "-f", conf, "-L", workdir / "ganesha.log",
+                             "-p", workdir / "ganesha.pid", "-N", "NIV_EVENT"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None:
+                raise RuntimeError("ganesha.nfsd exited: " + (workdir / "ganesha.log").read_text()[-2000:])
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

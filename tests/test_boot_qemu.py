@@ -6,19 +6,19 @@ boots of the whole module run two at a time (one per core) the first time a
 test asks for one; each test then reads its own serial log.
 """
 
+import contextlib
 import hashlib
 import shutil
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.infra import (FLAVOURS, MARKER, Part, build_test_initramfs, debian_target, install_test_module,
-                         make_disk_image, make_lvm_disk, make_test_rootfs, pack, qemu_boot,
+                         make_disk_image, make_lvm_disk, make_test_rootfs, nfs_server, pack, qemu_boot,
                          target_kernel)
 
-pytestmark = [pytest.mark.qemu, pytest.mark.needs("qemu-system-x86_64", "debootstrap")]
+pytestmark = [pytest.mark.qemu, pytest.mark.needs("qemu-system-x86_64", "debootstrap", "ganesha.nfsd")]
 
 UUID = "5b1f9c8e-0d7a-4c39-9a51-0f6f4c2d8e11"
 PARTUUID = "8c2e6c9a-54e1-4b0e-9d0b-2f1a3c4d5e6f"
@@ -33,6 +33,8 @@ CASES = {
     "partuuid-zstd-nosize": (f"root=tmpfs:PARTUUID={PARTUUID} rd.tmpfs.imgfile=images/root.tar.zst", "ok"),
     "partlabel-bzip2": ("root=tmpfs:PARTLABEL=tmpfsimg rd.tmpfs.imgfile=images/root.tar.bz2 "
                         "rd.tmpfs.size=64M rd.tmpfs.opts=mpol=interleave", "ok"),
+    "nfs4-zstd": ("root=tmpfs:NFS=nfs4:10.0.2.2:/export,port={nfs_port} ip=dhcp rd.neednet=1 "
+                  "rd.tmpfs.imgfile=images/root.tar.zst rd.tmpfs.size=64M", "ok"),
     "lvm-lz4": ("root=tmpfs:/dev/mapper/tvg-images rd.lvm.lv=tvg/images "
                 "rd.tmpfs.imgfile=images/root.tar.lz4 rd.tmpfs.size=64M", "ok"),
     "fault-missing": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/absent.tar.zst",
@@ -43,9 +45,28 @@ CASES = {
                      "rd.tmpfs.sha256=" + "0" * 64, ("sha256 of the image is", "rd.tmpfs.sha256")),
     "fault-too-small": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=1M",
                         ("is too small for images/root.tar", "rd.tmpfs.size")),
+    "fault-full-gzip": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/big.tar.gz rd.tmpfs.size=2M",
+                        ("the tmpfs is full: the image does not fit in 2.0M", "rd.tmpfs.size")),
     "fault-no-source": ("root=tmpfs:LABEL=NOSUCHVOL rd.tmpfs.imgfile=images/root.tar rd.retry=10",
                         ("source LABEL=NOSUCHVOL never appeared", "root=")),
 }
+
+
+#: Without rd.shell=0 rd.emergency=reboot a failure takes dracut's default path: a shell.
+SHELL_ARGS = "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/absent.tar.zst"
+#: What each flavour's emergency shell shows (systemd's dracut-emergency.service asks
+#: for Enter first; dracut's shell init prompts with the name tr_fail gives it).
+SHELL_SHOWS = {"systemd": "Entering emergency mode. Exit the shell to continue.",
+               "nosystemd": "tmpfs-root:/# "}
+
+#: Every case boots with the two generic flavours; the host-only build boots a few.
+MATRIX = ([(f, c) for f in ("systemd", "nosystemd") for c in CASES]
+          + [("hostonly", "label-gzip"), ("hostonly", "partuuid-zstd-nosize"), ("hostonly", "fault-missing")])
+SHELL_MATRIX = [("systemd", "shell"), ("nosystemd", "shell")]
+
+
+def matrix(ok: bool):
+    return [pytest.param(f, c, id=f"{f}-{c}") for f, c in MATRIX if (CASES[c][1] == "ok") == ok]
 
 
 class World:
@@ -63,9 +84,15 @@ class World:
             (content / "images").mkdir(parents=True)
             for fmt in ("tar", "gz", "xz", "zst", "bz2", "lz4"):
                 pack(rootfs, content / f"images/root.tar.{fmt}".replace(".tar.tar", ".tar"), fmt)
+            # Bigger than its tmpfs once unpacked, in a format that does not record its size.
+            big = tmp / "bigroot"
+            shutil.copytree(rootfs, big, symlinks=True)
+            (big / "blob").write_bytes(bytes(range(256)) * 16384)
+            pack(big, content / "images/big.tar.gz", "gz")
             zst = (content / "images/root.tar.zst").read_bytes()
             (content / "images/corrupt.tar.zst").write_bytes(zst[:64] + bytes(len(zst) - 64))
-            self.sha = {"sha_xz": hashlib.sha256((content / "images/root.tar.xz").read_bytes()).hexdigest()}
+            # Values the cases' kernel arguments are formatted with.
+            self.params = {"sha_xz": hashlib.sha256((content / "images/root.tar.xz").read_bytes()).hexdigest()}
             self.disk = tmp / "disk.img"
             make_disk_image(self.disk, [Part(48, "ext4", label="IMGVOL", uuid=UUID, partlabel="tmpfsimg",
                                              partuuid=PARTUUID, content=content)], tmp)
@@ -75,21 +102,28 @@ class World:
             self.lvm_disk = tmp / "lvm.img"
             make_lvm_disk(self.lvm_disk, lvm_content, "LVMIMG", tmp)
             self.initrd = {f: fut.result() for f, fut in initrds.items()}
+        self.content = content
         self.results = {}
-        self.lock = threading.Lock()
 
     def boot(self, flavour: str, case: str):
-        append, _ = CASES[case]
-        append = append.format(**self.sha)
-        disks = [self.disk, self.lvm_disk] if case.startswith("lvm") else [self.disk]
         log = self.tmp / f"boot-{flavour}-{case}.log"
-        return qemu_boot(self.kernel, self.initrd[flavour], f"{append} {ONCE}", disks, log)
+        if case == "shell":
+            return qemu_boot(self.kernel, self.initrd[flavour], SHELL_ARGS, [self.disk], log,
+                             until=SHELL_SHOWS[flavour])
+        append = CASES[case][0].format(**self.params)
+        disks = [self.disk, self.lvm_disk] if case.startswith("lvm") else [self.disk]
+        return qemu_boot(self.kernel, self.initrd[flavour], f"{append} {ONCE}", disks, log,
+                         network=case.startswith("nfs"))
 
     def boot_all(self, wanted):
         todo = [w for w in wanted if w not in self.results]
-        with ThreadPoolExecutor(2) as pool:  # one VM per core
-            for key, result in zip(todo, pool.map(lambda w: self.boot(*w), todo)):
-                self.results[key] = result
+        with contextlib.ExitStack() as stack:
+            if any(case.startswith("nfs") for _, case in todo):
+                # The same files as on the disk, exported by a userspace NFS server on loopback.
+                self.params["nfs_port"] = stack.enter_context(nfs_server(self.content, self.tmp / "nfs"))
+            with ThreadPoolExecutor(2) as pool:  # one VM per core
+                for key, result in zip(todo, pool.map(lambda w: self.boot(*w), todo)):
+                    self.results[key] = result
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +140,7 @@ def _log_tail(boot) -> str:
     return "\n".join(boot.log.splitlines()[-40:])
 
 
-@pytest.mark.parametrize("case", [c for c, (_, e) in CASES.items() if e == "ok"])
-@pytest.mark.parametrize("flavour", list(FLAVOURS))
+@pytest.mark.parametrize("flavour,case", matrix(ok=True))
 def test_boots_into_tmpfs(world, flavour, case):
     boot = world.results[(flavour, case)]
     assert boot.returncode is not None, "hung until the timeout:\n" + _log_tail(boot)
@@ -122,8 +155,7 @@ def test_boots_into_tmpfs(world, flavour, case):
         assert chosen and "uncompressed" in chosen[0] and "headroom" in chosen[0], chosen
 
 
-@pytest.mark.parametrize("case", [c for c, (_, e) in CASES.items() if e != "ok"])
-@pytest.mark.parametrize("flavour", list(FLAVOURS))
+@pytest.mark.parametrize("flavour,case", matrix(ok=False))
 def test_fault_names_cause_and_parameter_then_reboots(world, flavour, case):
     boot = world.results[(flavour, case)]
     message, parameter = CASES[case][1]
@@ -132,3 +164,12 @@ def test_fault_names_cause_and_parameter_then_reboots(world, flavour, case):
     assert ours, _log_tail(boot)
     assert ours[0].endswith(f"({parameter})"), ours[0]
     assert "TMPFS-ROOT-TEST" not in boot.log  # never switched into a half-made root
+
+
+@pytest.mark.parametrize("flavour,case", SHELL_MATRIX, ids=[f for f, _ in SHELL_MATRIX])
+def test_fault_without_boot_once_args_opens_the_emergency_shell(world, flavour, case):
+    boot = world.results[(flavour, case)]
+    assert boot.reached, "no emergency shell prompt:\n" + _log_tail(boot)
+    ours = [line for line in boot.lines("tmpfs-root: ") if "absent.tar.zst not found" in line]
+    assert ours and ours[0].endswith("(rd.tmpfs.imgfile)"), _log_tail(boot)
+    assert "TMPFS-ROOT-TEST" not in boot.log

@@ -3,6 +3,7 @@ library and the hooks run under dash and busybox sh with dracut's functions
 stubbed (getarg from a fake command line, emergency_shell recorded)."""
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -30,6 +31,7 @@ ismounted() { return 1; }
 mount() {
     case "$*" in
         *"-t tmpfs"*) echo "MOUNT_TMPFS $*" ;;
+        *remount*) echo "REMOUNT $*" ;;
         *) rmdir "$TR_SRC_MNT" && ln -s "$SOURCE_DIR" "$TR_SRC_MNT" ;;
     esac
 }
@@ -142,7 +144,7 @@ def test_unpack_each_format_with_progress_and_hash(shell, archives, tmp_path, fm
 def test_unpack_reports_progress_while_reading(archives, tmp_path):
     big_root = tmp_path / "big"
     make_test_rootfs(big_root)
-    (big_root / "blob").write_bytes(__import__("os").urandom(32 << 20))
+    (big_root / "blob").write_bytes(os.urandom(32 << 20))
     archive = pack(big_root, tmp_path / "big.gz", "gz")
     dest, run = tmp_path / "dest", tmp_path / "run"
     dest.mkdir(), run.mkdir()
@@ -314,3 +316,68 @@ def test_selinux_contexts_restored_only_when_the_new_root_enables_selinux(tmp_pa
             assert calls == []
     r = run_sh(["dash"], stub + f". {hook}", {"CMDLINE": "root=UUID=1", "NEWROOT": str(newroot)})
     assert "CHROOT" not in r.stdout  # not a tmpfs-root boot: not ours to touch
+
+
+def test_nfs_source_without_nfs_support_in_the_initramfs(tmp_path):
+    """On this machine there is no /lib/nfs-lib.sh, as in an initramfs built without dracut's nfs."""
+    assert not Path("/lib/nfs-lib.sh").exists()
+    r = run_hook(["dash"], tmp_path, "root=tmpfs:NFS=nfs4:10.0.0.1:/srv rd.tmpfs.imgfile=r.tar")
+    assert "tmpfs-root: no NFS support in this initramfs (add dracut's nfs module) (root=)" in r.stderr
+
+
+def test_nfs_source_is_mounted_with_dracuts_nfs_lib_then_made_read_only(tmp_path, source_dir):
+    (tmp_path / "newroot").mkdir()
+    nfslib = tmp_path / "nfs-lib.sh"
+    nfslib.write_text('mount_nfs() { echo "MOUNT_NFS $1 $2"; rmdir "$2" && ln -s "$SOURCE_DIR" "$2"; }\n')
+    r = run_sh(["dash"], f". {MODULE_SOURCE / 'tmpfs-root.sh'}", {
+        "CMDLINE": "root=tmpfs:NFS=nfs4:10.0.2.2:/export,port=2049 rd.tmpfs.imgfile=images/root.zst rw",
+        "TR_NFS_LIB": str(nfslib), "TR_RUN": str(tmp_path / "run"), "NEWROOT": str(tmp_path / "newroot"),
+        "SOURCE_DIR": str(source_dir), "TR_MEMINFO": "/proc/meminfo"})
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"MOUNT_NFS nfs4:10.0.2.2:/export,port=2049 {tmp_path}/run/source"
+    assert lines[1] == f"REMOUNT -i -o remount,ro {tmp_path}/run/source"
+    assert "root filesystem ready in RAM; NFS=nfs4:10.0.2.2:/export,port=2049 unmounted" in r.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_a_full_tmpfs_is_reported_as_full_not_as_a_bad_archive(shell, tmp_path):
+    """Size unknown beforehand (gzip), so only the unpack finds out: a real 1 MiB tmpfs."""
+    root = make_test_rootfs(tmp_path / "root")
+    (root / "blob").write_bytes(bytes(range(256)) * 16384)  # 4 MiB, compresses well
+    archive = pack(root, tmp_path / "root.gz", "gz")
+    dest, run = tmp_path / "dest", tmp_path / "run"
+    dest.mkdir(), run.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(dest)], check=True)
+    try:
+        r = run_sh(shell, f'tr_unpack "{archive}" gzip "{dest}" ""; echo rc=$?', {"TR_RUN": str(run)})
+    finally:
+        subprocess.run(["umount", str(dest)], check=True)
+    assert "rc=1" in r.stdout
+    assert (run / "why").read_text().startswith("the tmpfs is full: the image does not fit in 1.0M")
+
+
+def test_unpack_keeps_owners_modes_xattrs_acls_and_capabilities(tmp_path):
+    """The flags tr_unpack gives GNU tar (the tar the initramfs carries) keep all of it."""
+    root = tmp_path / "root"
+    root.mkdir()
+    f = root / "tool"
+    f.write_text("#!/bin/sh\n")
+    os.chown(f, 1234, 5678)
+    f.chmod(0o4750)
+    subprocess.run(["setfattr", "-n", "user.origin", "-v", "tmpfs-root", str(f)], check=True)
+    subprocess.run(["setfacl", "-m", "u:4321:r", str(f)], check=True)
+    subprocess.run(["setcap", "cap_net_raw+ep", str(f)], check=True)
+    os.chmod(f, 0o4750)  # setcap clears setuid on some systems; the mode is part of the test
+    archive = tmp_path / "meta.tar"
+    subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-C", str(root),
+                    "-cf", str(archive), "."], check=True)
+    dest, run = tmp_path / "dest", tmp_path / "run"
+    dest.mkdir(), run.mkdir()
+    r = run_sh(["dash"], f'tr_unpack "{archive}" tar "{dest}" ""; echo rc=$?', {"TR_RUN": str(run)})
+    assert "rc=0" in r.stdout, r.stderr
+    g = dest / "tool"
+    st = g.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 5678, 0o4750)
+    assert "user.origin=\"tmpfs-root\"" in subprocess.run(["getfattr", "-d", str(g)], capture_output=True, text=True).stdout
+    assert "user:4321:r--" in subprocess.run(["getfacl", "-p", str(g)], capture_output=True, text=True).stdout
+    assert "cap_net_raw=ep" in subprocess.run(["getcap", str(g)], capture_output=True, text=True).stdout

@@ -242,16 +242,18 @@ tr_unpack() {
     [ -n "$_tr_sha" ] && wait "$_tr_hasher"
     kill "$_tr_progress" 2> /dev/null
     wait "$_tr_progress" 2> /dev/null
+    # A full tmpfs first: tar stops, and the decompressor then fails on the broken pipe
+    # (SIGPIPE, or an error exit), which must not be blamed on the archive.
+    if [ "$(cat "$TR_RUN/st.tar")" != 0 ] && grep -q "No space left" "$TR_RUN/tar.err"; then
+        echo "the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$_tr_dest")")" > "$TR_RUN/why"
+        return 1
+    fi
     if [ "$(cat "$TR_RUN/st.decomp")" != 0 ]; then
         echo "${_tr_file##*/} is not a valid $_tr_fmt archive (${_tr_decomp%% *} failed)" > "$TR_RUN/why"
         return 1
     fi
     if [ "$(cat "$TR_RUN/st.tar")" != 0 ]; then
-        if grep -q "No space left" "$TR_RUN/tar.err"; then
-            echo "the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$_tr_dest")")" > "$TR_RUN/why"
-        else
-            echo "tar failed: $(grep -v '^$' "$TR_RUN/tar.err" | tail -n 1)" > "$TR_RUN/why"
-        fi
+        echo "tar failed: $(grep -v '^$' "$TR_RUN/tar.err" | tail -n 1)" > "$TR_RUN/why"
         return 1
     fi
     tr_say "unpacked $(tr_human "$(wc -c < "$_tr_file")") ($_tr_fmt) into $(tr_human "$(_tr_fs_used "$_tr_dest")")"

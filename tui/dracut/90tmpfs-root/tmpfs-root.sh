@@ -59,9 +59,10 @@ tr_main() {
 
     case "$_tr_src" in
         NFS=*)
-            [ -e /lib/nfs-lib.sh ] || { tr_fail "no NFS support in this initramfs (add dracut's nfs module)" root=; return 1; }
+            _tr_nfslib=${TR_NFS_LIB:-/lib/nfs-lib.sh}
+            [ -e "$_tr_nfslib" ] || { tr_fail "no NFS support in this initramfs (add dracut's nfs module)" root=; return 1; }
             # shellcheck source=/dev/null # dracut's nfs module, in the initramfs
-            . /lib/nfs-lib.sh
+            . "$_tr_nfslib"
             _tr_netif=
             for _tr_did in /tmp/net.*.did-setup; do
                 [ -e "$_tr_did" ] || continue
@@ -71,6 +72,12 @@ tr_main() {
             done
             if ! mount_nfs "${_tr_src#NFS=}" "$TR_SRC_MNT" "$_tr_netif"; then
                 tr_fail "cannot mount the NFS export ${_tr_src#NFS=}" root=
+                return 1
+            fi
+            # mount_nfs mounts read-write when the kernel command line says rw: not the source.
+            # -i: the kernel remounts it; mount.nfs would need /etc/protocols, not in the initramfs.
+            if ! mount -i -o remount,ro "$TR_SRC_MNT" 2> "$TR_RUN/mount.err"; then
+                tr_fail "cannot make the NFS export ${_tr_src#NFS=} read-only: $(tail -n 1 "$TR_RUN/mount.err")" root=
                 return 1
             fi
             ;;
