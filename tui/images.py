@@ -93,3 +93,124 @@ def _zstd_list_size(path) -> int | None:
             if inner.isdigit():
                 return int(inner)
     return None
+
+
+# ------------------------------------------------------------------ inspect
+class ImageError(Exception):
+    """An image that cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class ImageInfo:
+    path: str
+    format: str
+    compressed: int
+    uncompressed: int
+    files: int  # archive members (files, directories, links, nodes)
+    sha256: str | None
+    recommended_size: str  # for rd.tmpfs.size / --size
+
+    def to_json(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)
+
+
+#: The decompressor `inspect` streams through (the module picks the fastest at boot).
+_STREAM = {"gzip": ["gzip", "-dc"], "xz": ["xz", "-dc"], "zstd": ["zstd", "-dcq"], "bzip2": ["bzip2", "-dc"],
+           "lz4": ["lz4", "-dcq"], "tar": ["cat"]}
+MiB = 1 << 20
+
+
+def recommended_size(uncompressed: int, ram: int) -> int:
+    """The tmpfs size the module chooses without rd.tmpfs.size (tr_choose_size): the image
+    plus half again, at least 256 MiB more, at most 90% of RAM."""
+    want = uncompressed + max(uncompressed // 2, 256 * MiB)
+    return min(want, ram * 9 // 10) if ram else want
+
+
+def size_arg(n: int) -> str:
+    """Bytes as a tmpfs size argument, rounded up to whole MiB (e.g. 1536M)."""
+    return f"{-(-n // MiB)}M"
+
+
+def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
+            progress=None) -> ImageInfo:
+    """Format, sizes and file count of an image in one streaming pass (no temporary files).
+
+    *progress*, if given, is called with (compressed bytes read, compressed total).
+    """
+    import hashlib
+    import tarfile
+    import threading
+
+    path = os.fspath(path)
+    try:
+        fmt = detect_format(path)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot be read ({e.strerror})") from None
+    if fmt is None:
+        raise ImageError(f"{path}: not an archive (by its first bytes); accepted: tar, or tar "
+                         "compressed with gzip, xz, zstd, bzip2 or lz4")
+    compressed = os.path.getsize(path)
+    digest = hashlib.sha256() if with_sha256 else None
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(_STREAM[fmt], stdin=read_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        os.close(read_fd), os.close(write_fd)
+        raise ImageError(f"{path}: {_STREAM[fmt][0]} is not installed, needed to read a {fmt} image") from None
+    os.close(read_fd)
+    fed = [0]
+
+    def feed():  # read the file once: to the decompressor, and to the hash
+        with open(path, "rb") as f, os.fdopen(write_fd, "wb") as out:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                if digest:
+                    digest.update(chunk)
+                try:
+                    out.write(chunk)
+                except BrokenPipeError:
+                    return
+                fed[0] += len(chunk)
+                if progress:
+                    progress(fed[0], compressed)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    counter = _CountingReader(proc.stdout)
+    files = 0
+    tar_error = None
+    try:
+        with tarfile.open(fileobj=counter, mode="r|") as tar:
+            for _ in tar:
+                files += 1
+        while counter.read(1 << 20):  # the end-of-archive blocks and padding count too
+            pass
+    except (tarfile.TarError, EOFError) as e:
+        tar_error = str(e)
+        proc.kill()
+    finally:
+        feeder.join()
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace").strip()
+        rc = proc.wait()
+    if (rc != 0 and rc != -9) or tar_error:
+        # The decompressor's own words say most (when it was not we who stopped it).
+        why = err.splitlines()[-1] if err and rc not in (0, -9) else tar_error or f"exit status {rc}"
+        raise ImageError(f"{path}: truncated or corrupt {fmt} archive ({why})")
+    if files == 0:
+        raise ImageError(f"{path}: the archive holds no files")
+    return ImageInfo(path=path, format=fmt, compressed=compressed, uncompressed=counter.count,
+                     files=files, sha256=digest.hexdigest() if digest else None,
+                     recommended_size=size_arg(recommended_size(counter.count, ram)))
+
+
+class _CountingReader:
+    def __init__(self, raw):
+        self.raw = raw
+        self.count = 0
+
+    def read(self, n=-1):
+        data = self.raw.read(n)
+        self.count += len(data)
+        return data

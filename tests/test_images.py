@@ -1,0 +1,300 @@
+"""Root images: create from a tree with every hard case, round trip through the
+module's own unpack into a real tmpfs, excludes, the fstab rewrite, interrupted
+creates, inspect on every format and on broken input."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.infra import REPO, make_test_rootfs, pack, run_cli
+from tests.test_module_shell import run_sh
+from tui.images import inspect, recommended_size
+
+LONG = "/".join(["a-rather-long-directory-name-for-tar"] * 7)  # > 255 bytes: needs GNU/pax headers
+ODD = b"caf\xe9-latin1-\xff"  # not UTF-8
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A real tmpfs, as at boot; unmounted afterwards."""
+    mounted = []
+
+    def make(name: str, size: str = "64m") -> Path:
+        where = tmp_path / name
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+    yield make
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def make_hard_tree(root: Path) -> Path:
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/fstab").write_text("UUID=1111 / ext4 defaults 0 1\nUUID=2222 /srv/images ext4 ro 0 2\n"
+                                    "tmpfs /tmp tmpfs defaults 0 0\n")
+    (root / "bin").mkdir()
+    tool = root / "bin/ping"
+    tool.write_bytes(b"\x7fELF pretend")
+    os.chown(tool, 0, 0)
+    tool.chmod(0o755)
+    subprocess.run(["setcap", "cap_net_raw+ep", str(tool)], check=True)
+    data = root / "home/user/data"
+    data.parent.mkdir(parents=True)
+    data.write_text("owned by 1000:1000")
+    os.chown(data, 1000, 1000)
+    os.chown(data.parent, 1000, 1000)
+    data.chmod(0o640)
+    subprocess.run(["setfattr", "-n", "user.note", "-v", "kept", str(data)], check=True)
+    subprocess.run(["setfacl", "-m", "u:2000:rw,g:3000:r", str(data)], check=True)
+    os.link(data, root / "home/user/data.hardlink")
+    sparse = root / "var/lib/sparse.img"
+    sparse.parent.mkdir(parents=True)
+    with open(sparse, "wb") as f:
+        f.seek(64 << 20)
+        f.write(b"end")
+    (root / "dev").mkdir()
+    os.mknod(root / "dev/console", stat.S_IFCHR | 0o600, os.makedev(5, 1))  # /dev contents: never packed
+    # Device nodes elsewhere (a chroot, a container's rootfs) are the tree's own: packed.
+    (root / "srv/nodes").mkdir(parents=True)
+    os.mknod(root / "srv/nodes/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mknod(root / "srv/nodes/loop9", stat.S_IFBLK | 0o660, os.makedev(7, 9))
+    (root / "run").mkdir()
+    (root / "srv/sock").mkdir(parents=True)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "srv/sock/control"))
+    sock.close()
+    (root / LONG).mkdir(parents=True)
+    (root / LONG / "file").write_text("deep")
+    os.makedirs(os.fsencode(root / "srv") + b"/" + ODD)
+    with open(os.fsencode(root / "srv") + b"/" + ODD + b"/x", "w") as f:
+        f.write("odd name")
+    os.symlink("../home/user/data", root / "etc/link")
+    return root
+
+
+def tree_metadata(root: Path, skip=()) -> dict:
+    """Everything a round trip must keep, per path (bytes paths, so odd names compare)."""
+    result = {}
+    inodes: dict[int, list] = {}
+    broot = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(broot):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, broot)
+            if any(rel.startswith(os.fsencode(s)) for s in skip):
+                continue
+            st = os.lstat(p)
+            entry = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid}
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    entry["sha"] = hashlib.sha256(f.read()).hexdigest()
+                entry["sparse"] = st.st_blocks * 512 < st.st_size
+                entry["links"] = st.st_nlink
+                inodes.setdefault(st.st_ino, []).append(rel)
+                entry["inode"] = st.st_ino
+            elif stat.S_ISLNK(st.st_mode):
+                entry["target"] = os.readlink(p)
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                entry["rdev"] = st.st_rdev
+            if not stat.S_ISLNK(st.st_mode):
+                entry["xattrs"] = {k: os.getxattr(p, k) for k in sorted(os.listxattr(p))}
+            result[rel] = entry
+    for entry in result.values():  # hard links: the names sharing an inode, not inode numbers
+        if "inode" in entry:
+            entry["hardlinks"] = sorted(inodes[entry.pop("inode")])
+    return result
+
+
+def create_cli(source, output, *args, timeout=300):
+    return run_cli("image", "create", f"--from={source}", f"--output={output}", *args, timeout=timeout)
+
+
+def test_round_trip_through_the_module_unpack_into_a_tmpfs_loses_nothing(tmp_path, tmpfs):
+    tree = make_hard_tree(tmp_path / "tree")
+    out = tmp_path / "out"
+    out.mkdir()
+    made = create_cli(tree, out / "root.tar.zst")
+    assert made.returncode == 0, made.stderr
+    assert "socket" not in made.stderr  # a socket is runtime state: silently not packed
+    dest = tmpfs("newroot", "256m")
+    run = tmp_path / "run"
+    run.mkdir()
+    r = run_sh(["dash"], f'tr_unpack "{out}/root.tar.zst" zstd "{dest}" ""; echo rc=$?', {"TR_RUN": str(run)})
+    assert "rc=0" in r.stdout, r.stderr
+    skip = ("srv/sock/control", "etc/fstab", "dev/console")
+    before = tree_metadata(tree, skip=skip)
+    after = tree_metadata(dest, skip=skip)
+    assert after == before
+    assert (dest / "dev").is_dir() and list((dest / "dev").iterdir()) == []
+    assert not (dest / "srv/sock/control").exists()
+    meta = after[b"home/user/data"]
+    assert "system.posix_acl_access" in meta["xattrs"] and meta["xattrs"]["user.note"] == b"kept"
+    assert "security.capability" in after[b"bin/ping"]["xattrs"]
+    assert after[b"var/lib/sparse.img"]["sparse"]
+    assert after[b"home/user/data"]["hardlinks"] == [b"home/user/data", b"home/user/data.hardlink"]
+    assert stat.S_ISBLK(after[b"srv/nodes/loop9"]["mode"]) and after[b"srv/nodes/loop9"]["rdev"] == os.makedev(7, 9)
+    sha = hashlib.sha256((out / "root.tar.zst").read_bytes()).hexdigest()
+    assert (out / "root.tar.zst.sha256").read_text() == f"{sha}  root.tar.zst\n"
+
+
+def test_fstab_is_rewritten_in_the_image_only(tmp_path, tmpfs):
+    tree = make_hard_tree(tmp_path / "tree")
+    host_fstab = (tree / "etc/fstab").read_text()
+    images = tree / "srv/images"
+    images.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(images)], check=True)
+    try:
+        made = create_cli(tree, images / "root.tar")
+        assert made.returncode == 0, made.stderr
+        listing = subprocess.run(["tar", "-tf", str(images / "root.tar")], capture_output=True, text=True).stdout
+        fstab = subprocess.run(["tar", "-xOf", str(images / "root.tar"), "etc/fstab"], capture_output=True,
+                               text=True).stdout
+    finally:
+        subprocess.run(["umount", str(images)], check=True)
+    assert (tree / "etc/fstab").read_text() == host_fstab  # the tree is never changed
+    lines = fstab.splitlines()
+    assert "#UUID=1111 / ext4 defaults 0 1" in lines
+    assert "#UUID=2222 /srv/images ext4 ro 0 2" in lines
+    assert "tmpfs /tmp tmpfs defaults 0 0" in lines
+    assert sum(line.startswith("# tmpfs-root: commented out") for line in lines) == 2
+    assert "./srv/images/root.tar" not in listing  # the output and its folder are not packed
+    assert listing.count("etc/fstab") == 1
+
+
+def test_excludes_and_volatile_trees(tmp_path):
+    tree = make_test_rootfs(tmp_path / "tree")
+    for rel in ("proc/1/status", "sys/kernel/x", "run/lock/y", "tmp/scratch", "var/cache/apt/a.deb",
+                "var/log/syslog.log", "var/lib/keep"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text("x")
+    swap = tree / "swapfile"
+    swap.write_bytes(b"\0" * 4096)
+    (tree / "etc/fstab").write_text("/swapfile none swap sw 0 0\n")
+    out = tmp_path / "root.tar"
+    made = create_cli(tree, out, "--format=tar", "--exclude=/var/cache/*", "--exclude=*.log")
+    assert made.returncode == 0, made.stderr
+    names = set(subprocess.run(["tar", "-tf", str(out)], capture_output=True, text=True).stdout.split())
+    for gone in ("./proc/1/status", "./sys/kernel/x", "./run/lock/y", "./tmp/scratch",
+                 "./var/cache/apt/a.deb", "./var/log/syslog.log", "./swapfile"):
+        assert gone not in names, gone
+    for kept in ("./proc/", "./sys/", "./run/", "./tmp/", "./var/lib/keep", "./etc/marker"):
+        assert kept in names, kept
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_create_leaves_nothing_at_the_output_name(tmp_path, sig):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(8):
+        (tree / f"blob{i}").write_bytes(os.urandom(16 << 20))
+    out = tmp_path / "out/root.tar.xz"
+    out.parent.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "tui", "image", "create", f"--from={tree}", f"--output={out}",
+                             "--format=xz", "--level=9"], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = out.with_name(".root.tar.xz.partial")
+    for _ in range(100):
+        if partial.exists() and partial.stat().st_size > 0:
+            break
+        time.sleep(0.1)
+    assert partial.exists(), "create never started writing"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert not out.exists() and not out.with_name("root.tar.xz.sha256").exists()
+    if sig == signal.SIGINT:  # a catchable interruption also removes the partial file
+        assert not partial.exists()
+        assert "Traceback" not in proc.stderr.read().decode()
+
+
+def test_refuses_when_the_output_filesystem_lacks_room(tmp_path, tmpfs):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "blob").write_bytes(os.urandom(8 << 20))
+    small = tmpfs("small", "1m")
+    made = create_cli(tree, small / "root.tar.zst")
+    assert made.returncode == 2
+    assert "--output" in made.stderr and "needs about" in made.stderr and "free on" in made.stderr
+    assert list(small.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--from=/nonexistent"], "--from"),
+    (["--format=rar"], "--format"),
+    (["--format=gz", "--level=12"], "--level"),
+    (["--format=tar", "--level=3"], "--level"),
+    (["--with-mount=/nothing-mounted-here"], "--with-mount"),
+])
+def test_create_bad_input(tmp_path, args, field):
+    tree = make_test_rootfs(tmp_path / "tree")
+    argv = [f"--from={tree}", *args] if not args[0].startswith("--from") else args
+    r = run_cli("image", "create", f"--output={tmp_path}/o.tar", *argv)
+    assert r.returncode == 2 and field in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.tar").exists()
+
+
+def test_create_will_not_replace_without_yes(tmp_path):
+    tree = make_test_rootfs(tmp_path / "tree")
+    (tmp_path / "o.tar").write_text("previous")
+    r = create_cli(tree, tmp_path / "o.tar", "--format=tar")
+    assert r.returncode == 2 and "--yes" in r.stderr
+    assert (tmp_path / "o.tar").read_text() == "previous"
+    assert create_cli(tree, tmp_path / "o.tar", "--format=tar", "--yes").returncode == 0
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("packed")
+    root = make_test_rootfs(tmp / "root")
+    tar = pack(root, tmp / "ref.tar", "tar")
+    files = len(subprocess.run(["tar", "-tf", str(tar)], capture_output=True, text=True).stdout.split())
+    return tmp, root, tar.stat().st_size, files
+
+
+@pytest.mark.parametrize("fmt,name", [("tar", "tar"), ("gz", "gzip"), ("xz", "xz"), ("zst", "zstd"),
+                                      ("bz2", "bzip2"), ("lz4", "lz4")])
+def test_inspect_each_format(packed, fmt, name):
+    tmp, root, tar_size, files = packed
+    archive = pack(root, tmp / f"root.{fmt}", fmt)
+    r = run_cli("image", "inspect", archive, "--json", "--sha256")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["format"] == name and info["files"] == files
+    assert info["uncompressed"] == tar_size and info["compressed"] == archive.stat().st_size
+    assert info["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_inspect_truncated_and_non_archives(packed, tmp_path):
+    tmp, root, _, _ = packed
+    archive = pack(root, tmp_path / "root.zst", "zst")
+    data = archive.read_bytes()
+    truncated = tmp_path / "truncated.zst"
+    truncated.write_bytes(data[: len(data) // 2])
+    r = run_cli("image", "inspect", truncated)
+    assert r.returncode == 2 and "truncated or corrupt zstd archive" in r.stderr
+    assert r.stderr.count("\n") == 1
+    junk = tmp_path / "notes.tar.zst"
+    junk.write_text("not an archive, whatever its name says\n")
+    r = run_cli("image", "inspect", junk)
+    assert r.returncode == 2 and "not an archive (by its first bytes)" in r.stderr
+    r = run_cli("image", "inspect", tmp_path / "absent.tar")
+    assert r.returncode == 2 and "cannot be read" in r.stderr
+
+
+@pytest.mark.parametrize("usize", [1 << 20, 300 << 20, 700 << 20])
+def test_recommended_size_is_what_the_module_chooses(tmp_path, usize):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 1048576 kB\nMemAvailable: 900000 kB\n")
+    r = run_sh(["dash"], f'tr_choose_size "" {usize}', {"TR_MEMINFO": str(meminfo)})
+    assert int(r.stdout.split()[0]) == recommended_size(usize, 1 << 30)

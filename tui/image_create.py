@@ -1,0 +1,321 @@
+"""Packing a root filesystem into an image that boots on a tmpfs root.
+
+``create`` packs a running or mounted root with GNU tar (numeric owners, modes,
+hard links, sparse files, xattrs, ACLs, SELinux labels, file capabilities) and a
+multi-threaded compressor. It never packs pseudo or volatile trees, the output
+file or the folder of images; the image's /etc/fstab (never the host's) has the
+entries for / and for the volume holding the images commented out. The archive
+is written under a temporary name and renamed at the end, then FILE.sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tui.devices import human_size, parse_mountinfo
+from tui.host import atomic_write
+
+#: format -> (compressor argv with {level}, default level, accepted levels)
+COMPRESSORS = {
+    "zst": (["zstd", "-q", "-T0", "-{level}"], 3, range(1, 20)),
+    "gz": (["pigz", "-{level}"], 6, range(1, 10)),
+    "xz": (["xz", "-T0", "-{level}"], 6, range(0, 10)),
+    "lz4": (["lz4", "-q", "-{level}"], 1, range(1, 13)),
+    "tar": (None, None, range(0)),
+}
+#: zstd: about 3x faster to unpack than gzip at a smaller size (see the README's benchmark).
+DEFAULT_FORMAT = "zst"
+#: Contents never packed (the directories themselves are kept as mount points).
+VOLATILE = ("proc", "sys", "dev", "run", "tmp")
+#: Separate mounts that are part of the OS, packed without asking.
+SYSTEM_MOUNTS = ("usr", "var")
+#: A guess of the compressed share, to refuse early when the output's filesystem lacks room.
+RATIO_GUESS = {"zst": 0.5, "gz": 0.55, "xz": 0.4, "lz4": 0.65, "tar": 1.0}
+FSTAB_NOTE = "# tmpfs-root: commented out in the image: / is a tmpfs unpacked at boot"
+
+Progress = Callable[[int, int, int, int], None]  # bytes done, bytes total, files done, files total
+
+
+class CreateError(Exception):
+    """The image cannot be made; one line for the user."""
+
+
+@dataclass
+class CreatePlan:
+    source: Path
+    output: Path
+    format: str
+    level: int | None
+    excludes: list[str] = field(default_factory=list)  # tar patterns, anchored ones start with ./
+    mounts: list[str] = field(default_factory=list)  # separate mounts packed (relative: usr, var, home)
+    skipped_mounts: list[str] = field(default_factory=list)  # separate mounts left out
+    fstab: str | None = None  # the image's rewritten /etc/fstab
+
+    def tar_argv(self, staging: Path) -> list[str]:
+        argv = ["tar", "--create", "--file=-", "--numeric-owner", "--sparse", "--one-file-system",
+                "--xattrs", "--xattrs-include=*", "--acls", "--verbose"]
+        if _tar_supports("--selinux"):
+            argv.append("--selinux")
+        argv += ["-C", str(self.source), "--anchored", "--wildcards"]
+        argv += [f"--exclude={p}" for p in self.excludes if p.startswith("./")]
+        argv += ["--no-anchored"] + [f"--exclude={p}" for p in self.excludes if not p.startswith("./")]
+        argv += ["--anchored", "."] + [f"./{m}" for m in self.mounts]
+        if self.fstab is not None:
+            argv += ["-C", str(staging), "etc/fstab"]
+        return argv
+
+    def compressor_argv(self) -> list[str] | None:
+        template, default, _ = COMPRESSORS[self.format]
+        if template is None:
+            return None
+        argv = [a.format(level=self.level if self.level is not None else default) for a in template]
+        if argv[0] == "pigz" and not shutil.which("pigz"):
+            argv[0] = "gzip"
+        return argv
+
+
+def _tar_supports(option: str) -> bool:
+    try:
+        return option in subprocess.run(["tar", "--help"], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+
+
+def make_plan(source: str, output: str, fmt: str = DEFAULT_FORMAT, level: int | None = None,
+              excludes: list[str] | None = None, with_mounts: list[str] | None = None,
+              mountinfo: str | None = None) -> CreatePlan:
+    """Decide what to pack; raises CreateError naming the option at fault."""
+    src = Path(os.path.abspath(source))
+    out = Path(os.path.abspath(output))
+    if not src.is_dir():
+        raise CreateError(f"--from '{source}': is not a directory; accepted: / or a mounted root")
+    if fmt not in COMPRESSORS:
+        raise CreateError(f"--format '{fmt}': accepted: {', '.join(COMPRESSORS)}")
+    accepted = COMPRESSORS[fmt][2]
+    if level is not None and level not in accepted:
+        what = f"{accepted.start}-{accepted.stop - 1}" if len(accepted) else "none (tar is not compressed)"
+        raise CreateError(f"--level {level}: accepted for {fmt}: {what}")
+    if not out.parent.is_dir():
+        raise CreateError(f"--output '{output}': directory {out.parent} does not exist")
+    if out.is_dir():
+        raise CreateError(f"--output '{output}': is a directory; accepted: a file name, e.g. rootfs.tar.{fmt}")
+    plan = CreatePlan(src, out, fmt, level)
+    plan.excludes += [f"./{d}/*" for d in VOLATILE] + ["./etc/fstab"]
+    for pattern in excludes or []:
+        if not pattern or any(c in pattern for c in "\n\0"):
+            raise CreateError(f"--exclude {pattern!r}: accepted: a tar pattern, e.g. /var/cache/apt/*")
+        plan.excludes.append("./" + pattern.lstrip("/") if pattern.startswith("/") else pattern)
+    # The output and the folder it is in, when they are inside the tree.
+    for inside in (out, out.parent):
+        try:
+            rel = inside.relative_to(src)
+        except ValueError:
+            continue
+        if str(rel) != ".":
+            plan.excludes += [f"./{rel}", f"./{rel}/*"]
+    plan.excludes += [f"./{p}" for p in _swap_files(src)]
+    # Separate filesystems below the root: the OS's own are packed, others only when asked.
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+    below = sorted({mp for mps in parse_mountinfo(mountinfo).values() for mp in mps
+                    if mp != str(src) and mp.startswith(str(src).rstrip("/") + "/")})
+    wanted = {m.strip("/") for m in with_mounts or []}
+    for mp in below:
+        rel = os.path.relpath(mp, src)
+        if rel.split("/")[0] in VOLATILE or any(rel == e[2:] or rel.startswith(e[2:].rstrip("*")) for e in plan.excludes if e.startswith("./")):
+            continue
+        if rel in SYSTEM_MOUNTS or rel in wanted:
+            plan.mounts.append(rel)
+        else:
+            plan.skipped_mounts.append(rel)
+    for m in wanted - set(plan.mounts):
+        raise CreateError(f"--with-mount /{m}: no filesystem is mounted there under {src}")
+    fstab = src / "etc/fstab"
+    if fstab.is_file():
+        plan.fstab = rewrite_fstab(fstab.read_text(errors="replace"), _images_mountpoint(src, out, below))
+    return plan
+
+
+def _swap_files(src: Path) -> list[str]:
+    """Swap files inside the tree, from /proc/swaps and the tree's own fstab."""
+    found = []
+    candidates = []
+    try:
+        candidates += [line.split()[0] for line in Path("/proc/swaps").read_text().splitlines()[1:]]
+    except OSError:
+        pass
+    try:
+        for line in (src / "etc/fstab").read_text(errors="replace").splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and not fields[0].startswith("#") and fields[2] == "swap" and fields[0].startswith("/"):
+                candidates.append(str(src / fields[0].lstrip("/")))
+    except OSError:
+        pass
+    for c in candidates:
+        try:
+            rel = Path(c).relative_to(src)
+        except ValueError:
+            continue
+        if (src / rel).is_file():
+            found.append(str(rel))
+    return found
+
+
+def _images_mountpoint(src: Path, out: Path, below: list[str]) -> str | None:
+    """The mountpoint, as the tree's fstab names it, of the volume the image is written to."""
+    best = None
+    for mp in below:
+        if out.is_relative_to(mp) and (best is None or len(mp) > len(best)):
+            best = mp
+    return "/" + os.path.relpath(best, src) if best else None
+
+
+def rewrite_fstab(text: str, images_mountpoint: str | None) -> str:
+    """Comment out the entries for / and for the images' volume, with a note."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not fields[0].startswith("#"):
+            mountpoint = fields[1].rstrip("/") or "/"
+            if mountpoint == "/" or (images_mountpoint and mountpoint == images_mountpoint.rstrip("/")):
+                why = "/ is a tmpfs unpacked at boot" if mountpoint == "/" else "the volume holding the root image"
+                out.append(f"# tmpfs-root: commented out in the image ({why}):")
+                out.append("#" + line)
+                continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def scan(plan: CreatePlan) -> tuple[int, int]:
+    """Bytes and entries that will be packed, for progress and the room check."""
+    total_bytes = total_files = 0
+    roots = [plan.source] + [plan.source / m for m in plan.mounts]
+    anchored = [e[2:] for e in plan.excludes if e.startswith("./")]
+    for root in roots:
+        dev = root.lstat().st_dev
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel_dir = os.path.relpath(dirpath, plan.source)
+            keep = []
+            for d in dirnames:
+                p = os.path.join(dirpath, d)
+                rel = os.path.normpath(os.path.join(rel_dir, d))
+                total_files += 1
+                if _excluded(rel, anchored) or os.path.ismount(p) or os.lstat(p).st_dev != dev:
+                    continue
+                keep.append(d)
+            dirnames[:] = keep
+            for name in filenames:
+                rel = os.path.normpath(os.path.join(rel_dir, name))
+                if _excluded(rel, anchored):
+                    continue
+                total_files += 1
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                total_bytes += min(st.st_size, st.st_blocks * 512) + 512
+    return total_bytes, total_files
+
+
+def _excluded(rel: str, anchored: list[str]) -> bool:
+    import fnmatch
+    return any(fnmatch.fnmatchcase(rel, pat) for pat in anchored)
+
+
+@dataclass
+class Created:
+    path: str
+    size: int
+    sha256: str
+    files: int
+    warnings: list[str]
+
+
+def create(plan: CreatePlan, progress: Progress | None = None) -> Created:
+    """Pack *plan* into its output; a failure or interruption leaves nothing at the output name."""
+    total_bytes, total_files = scan(plan)
+    free = shutil.disk_usage(plan.output.parent).free
+    needed = int(total_bytes * RATIO_GUESS[plan.format])
+    if needed > free:
+        raise CreateError(f"--output '{plan.output}': the image needs about {human_size(needed)}, "
+                          f"only {human_size(free)} free on {plan.output.parent}")
+    tmp = plan.output.with_name(f".{plan.output.name}.partial")
+    with tempfile.TemporaryDirectory(prefix="tmpfs-root-image-") as staging:
+        staging = Path(staging)
+        if plan.fstab is not None:
+            (staging / "etc").mkdir()
+            (staging / "etc/fstab").write_text(plan.fstab)
+        try:
+            files, warnings = _pack(plan, staging, tmp, total_bytes, total_files, progress)
+            digest = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+                os.fsync(f.fileno())
+            os.rename(tmp, plan.output)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    sha = digest.hexdigest()
+    atomic_write(plan.output.with_name(plan.output.name + ".sha256"),
+                 f"{sha}  {plan.output.name}\n".encode())
+    return Created(str(plan.output), plan.output.stat().st_size, sha, files, warnings)
+
+
+def _pack(plan: CreatePlan, staging: Path, tmp: Path, total_bytes: int, total_files: int,
+          progress: Progress | None) -> tuple[int, list[str]]:
+    compressor = plan.compressor_argv()
+    out = open(tmp, "wb")
+    tar = subprocess.Popen(plan.tar_argv(staging), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    comp = (subprocess.Popen(compressor, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+            if compressor else None)
+    files = [0]
+    messages: list[str] = []
+
+    def listing():  # tar --verbose names each member on stderr; its complaints start with "tar: "
+        for raw in tar.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.startswith("tar: "):
+                messages.append(line[5:])
+            else:
+                files[0] += 1
+
+    reader = threading.Thread(target=listing, daemon=True)
+    reader.start()
+    done = 0
+    sink = comp.stdin if comp else out
+    try:
+        for chunk in iter(lambda: tar.stdout.read(1 << 20), b""):
+            sink.write(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, max(total_bytes, done), files[0], max(total_files, files[0]))
+        if comp:
+            comp.stdin.close()
+    except OSError as e:
+        tar.kill()
+        if comp:
+            comp.kill()
+        raise CreateError(f"--output '{plan.output}': writing failed ({e.strerror})") from None
+    finally:
+        rc_tar = tar.wait()
+        reader.join()
+        rc_comp = comp.wait() if comp else 0
+        out.close()
+    if rc_comp != 0:
+        err = comp.stderr.read().decode(errors="replace").strip().splitlines()
+        raise CreateError(f"--output '{plan.output}': {compressor[0]} failed ({err[-1] if err else rc_comp})")
+    # tar exits 1 when files changed while being read (a live root): a warning, not a failure.
+    if rc_tar not in (0, 1):
+        raise CreateError(f"--from '{plan.source}': tar failed ({messages[-1] if messages else rc_tar})")
+    return files[0], [m for m in messages if not re.search(r"socket ignored$", m)]
