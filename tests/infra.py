@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -61,6 +62,8 @@ def tree_digest(root: Path) -> dict[str, str]:
                 result[rel] = "link:" + os.readlink(p)
             elif p.is_dir():
                 result[rel] = f"dir:{st.st_mode:o}"
+            elif not stat.S_ISREG(st.st_mode):  # device node, fifo, socket
+                result[rel] = f"{st.st_mode:o}:rdev={st.st_rdev}"
             else:
                 result[rel] = f"{st.st_mode:o}:" + hashlib.sha256(p.read_bytes()).hexdigest()
     return result
@@ -131,11 +134,12 @@ def make_fs_image(path: Path, part: Part) -> None:
         raise ValueError(part.fs)
 
 
-def make_disk_image(path: Path, parts: list[Part], workdir: Path) -> list[int]:
-    """A GPT disk image with *parts*, filesystems written with dd; returns each part's offset."""
+def make_disk_image(path: Path, parts: list[Part], workdir: Path, label: str = "gpt") -> list[int]:
+    """A disk image (GPT, or "dos" for MBR) with *parts*, filesystems written with dd;
+    returns each part's offset."""
     total = 2 + sum(p.size_mib for p in parts) + 2
     sh("truncate", "-s", f"{total}M", path)
-    lines = ["label: gpt", "unit: sectors"]
+    lines = [f"label: {label}", "unit: sectors"]
     offsets = []
     start = 2048
     for p in parts:
@@ -380,6 +384,82 @@ def install_test_module(target: Path) -> None:
     host.commit()
 
 
+# ------------------------------------------------ the target on a real disk
+SYSTEM_DISK_VERSION = "3"
+SYSTEM_UUID = "7d1c0a5e-2b44-4f3a-9c1e-5a0b7e2f0001"
+GRUB_DEFAULTS = """GRUB_DEFAULT=0
+GRUB_TIMEOUT=1
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=ttyS0"
+GRUB_TERMINAL=serial
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+"""
+
+
+@contextlib.contextmanager
+def mounted_disk(image: Path, where: Path, part: int = 1):
+    """Attach a disk image, mount its partition *part* on *where*; yields the loop device.
+
+    A udevd runs meanwhile, so /dev/disk/by-uuid exists as on a real system (grub-mkconfig
+    writes root=UUID=… only when it does)."""
+    where.mkdir(parents=True, exist_ok=True)
+    with loop_device(image) as dev, udevd():
+        sh("mount", f"{dev}p{part}", where)
+        try:
+            yield dev
+        finally:
+            sh("umount", "-R", where, check=False)
+
+
+def system_disk() -> Path:
+    """A disk with the Debian target installed as a real system: MBR with one ext4 root
+    partition, fstab, GRUB on a serial console installed for BIOS by
+    the target's own grub-install, grub.cfg by its own grub-mkconfig. Cached."""
+    disk = CACHE / f"system-disk-{TARGET_VERSION}.{SYSTEM_DISK_VERSION}.img"
+    if disk.exists():
+        return disk
+    target = debian_target()
+    import fcntl
+    with open(CACHE / ".lock-disk", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if disk.exists():
+            return disk
+        work = CACHE / f"disk-{os.getpid()}"
+        work.mkdir(exist_ok=True)
+        tmp = work / "disk.img"
+        # MBR: GRUB embeds its core image in the gap before the first partition
+        make_disk_image(tmp, [Part(3072, fs="ext4", label="tr-system", uuid=SYSTEM_UUID,
+                                   content=target, type="83")], work, label="dos")
+        mnt = work / "mnt"
+        with mounted_disk(tmp, mnt) as dev:
+            (mnt / ".complete").unlink(missing_ok=True)
+            # other tests install the module into the shared target: this system starts without it
+            shutil.rmtree(mnt / "usr/lib/dracut/modules.d/90tmpfs-root", ignore_errors=True)
+            shutil.rmtree(mnt / "var/lib/tmpfs-root", ignore_errors=True)
+            (mnt / "etc/fstab").write_text(f"UUID={SYSTEM_UUID} / ext4 errors=remount-ro 0 1\n")
+            (mnt / "etc/hostname").write_text("tmpfs-root-test\n")
+            (mnt / "etc/default/grub").write_text(GRUB_DEFAULTS)
+            from tui.host import Host
+            host = Host(mnt)
+            with host.chroot_mounts():
+                host.run(["grub-install", "--target=i386-pc", dev])
+                host.run(["grub-mkconfig", "-o", "/boot/grub/grub.cfg"])
+        work.joinpath("disk.img").rename(disk)
+        shutil.rmtree(work, ignore_errors=True)
+    return disk
+
+
+@contextlib.contextmanager
+def system_disk_copy(tmp_path: Path):
+    """A private copy of the system disk, mounted: yields (image, mountpoint, loop device)."""
+    image = tmp_path / "disk.img"
+    sh("cp", "--sparse=always", system_disk(), image)
+    mnt = tmp_path / "mnt"
+    with mounted_disk(image, mnt) as dev:
+        yield image, mnt, dev
+
+
 # ------------------------------------------------------------- QEMU boots
 @dataclass
 class Boot:
@@ -392,22 +472,24 @@ class Boot:
         return [line.strip() for line in self.log.splitlines() if prefix in line]
 
 
-def qemu_boot(kernel: Path, initrd: Path, append: str, disks: list[Path], log: Path,
+def qemu_boot(kernel: Path | None, initrd: Path | None, append: str, disks: list[Path], log: Path,
               timeout: float = 300, memory: str = "768M", network: bool = False,
-              until: str | None = None) -> Boot:
+              until: str | None = None, snapshot: bool = True) -> Boot:
     """Boot under QEMU TCG (KVM hangs on this machine), serial console to *log*.
 
     With *network*, the guest gets QEMU's user network: 10.0.2.2 is this machine's
     loopback, where nfs_server listens. With *until*, the VM is stopped as soon as that
-    text appears on the console (an emergency shell waits for input forever).
+    text appears on the console (an emergency shell waits for input forever). Without
+    *kernel*, the machine boots from its first disk (SeaBIOS, then whatever is installed
+    there); without *snapshot*, what the guest writes stays on the disk image.
     """
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", "1",
             "-display", "none", "-monitor", "none", "-serial", f"file:{log}", "-no-reboot",
-            "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", f"console=ttyS0 {append}",
             "-nic", "user,model=virtio-net-pci" if network else "none"]
+    if kernel is not None:
+        argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", f"console=ttyS0 {append}"]
     for disk in disks:
-        argv += ["-drive", f"file={disk},format=raw,if=virtio,snapshot=on"]
+        argv += ["-drive", f"file={disk},format=raw,if=virtio,snapshot={'on' if snapshot else 'off'}"]
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reached = False

@@ -1,13 +1,34 @@
-"""Boot entries: a GRUB script in /etc/grub.d, regeneration of grub.cfg, boot-once.
+"""Boot entries: what bootloader the target uses, our entries in it, and the boot modes.
 
-The script (``tui/grub/42_tmpfs-root``) is a real shell file run by
-grub-mkconfig; it reads the title and kernel arguments from
-``/etc/tmpfs-root/grub.env`` and emits one entry per kernel that has a
-tmpfs-root initramfs, with the stable id ``tmpfs-root-<kver>``.
+Two styles, detected from the target itself:
+
+``grub``
+    GRUB with ``/etc/grub.d`` (Debian, Ubuntu, RHEL/Fedora without BLS).  Our
+    entries come from a real shell script, ``/etc/grub.d/42_tmpfs-root``
+    (shipped as ``tui/grub/42_tmpfs-root``), run by the target's own
+    ``grub-mkconfig``; it reads the title and kernel arguments from
+    ``/etc/tmpfs-root/grub.env`` and emits one ``menuentry`` per kernel that
+    has a tmpfs-root initramfs, with the stable id ``tmpfs-root-<kver>``.  The
+    configuration is generated to a temporary name, checked with
+    ``grub-script-check`` and renamed over the real one, so a failure never
+    leaves a broken grub.cfg.
+``bls``
+    Boot Loader Specification entries (RHEL 8+, Fedora: ``/boot/loader/entries``
+    with ``GRUB_ENABLE_BLSCFG=true``): one entry file of our own per kernel,
+    ``tmpfs-root-<kver>.conf`` (its id is the file name); the distro's entries
+    are never touched and no configuration is regenerated.
+
+Boot modes: ``menu`` (the entry only), ``once`` (``grub-reboot``: the next
+boot only, refused when GRUB cannot clear it at boot) and ``default``
+(``grub-set-default``, with ``GRUB_DEFAULT=saved`` set through a drop-in when
+the target supports ``/etc/default/grub.d``).
 """
 
 from __future__ import annotations
 
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from tui.host import Host, LineCallback
@@ -15,28 +36,145 @@ from tui.host import Host, LineCallback
 GRUB_SCRIPT_SOURCE = Path(__file__).parent / "grub" / "42_tmpfs-root"
 GRUB_SCRIPT = "/etc/grub.d/42_tmpfs-root"
 GRUB_ENV = "/etc/tmpfs-root/grub.env"
+BLS_DIR = "/boot/loader/entries"
+#: GRUB_DEFAULT=saved for the ``default`` mode, where the target reads /etc/default/grub.d.
+DEFAULT_DROPIN = "/etc/default/grub.d/tmpfs-root.cfg"
+ENTRY_PREFIX = "tmpfs-root-"
+
+#: Where GRUB cannot write its environment block at boot (so a boot-once is never cleared).
+_UNWRITABLE_FS = {"btrfs", "zfs", "xfs"}  # GRUB refuses save_env on these
+_UNWRITABLE_ABSTRACTIONS = ("lvm", "diskfilter", "raid", "mdraid", "cryptodisk", "luks", "zfs")
+
+
+class BootloaderError(Exception):
+    """The target's bootloader cannot do what was asked; one line for the user."""
 
 
 def entry_id(kver: str) -> str:
-    return f"tmpfs-root-{kver}"
+    return f"{ENTRY_PREFIX}{kver}"
 
 
-def grub_config_path(host: Host) -> str:
-    """The grub.cfg the target's distro uses (Debian /boot/grub, RHEL /boot/grub2)."""
-    for candidate in ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"):
-        if host.exists(candidate):
-            return candidate
-    return "/boot/grub2/grub.cfg" if host.is_dir("/boot/grub2") else "/boot/grub/grub.cfg"
+@dataclass
+class Bootloader:
+    style: str  # "grub", "bls", or "" when no GRUB was found
+    prefix: str  # tool prefix: "grub" (Debian) or "grub2" (RHEL, Fedora, SUSE)
+    grub_dir: str  # /boot/grub or /boot/grub2
+    config: str  # the grub.cfg GRUB reads at boot
+
+    @property
+    def grubenv(self) -> str:
+        return f"{self.grub_dir}/grubenv"
+
+    def tool(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def describe(self) -> str:
+        if self.style == "bls":
+            return f"GRUB with BLS entries ({BLS_DIR}, {self.config})"
+        if self.style == "grub":
+            return f"GRUB ({self.config} by {self.tool('mkconfig')})"
+        return "no GRUB found"
+
+    def to_json(self) -> dict:
+        return {"style": self.style, "config": self.config, "grubenv": self.grubenv,
+                "tools": self.prefix}
 
 
-def regenerate_argv(host: Host) -> list[str]:
-    if host.which("grub-mkconfig"):
-        return ["grub-mkconfig", "-o", grub_config_path(host)]
-    if host.which("grub2-mkconfig"):
-        return ["grub2-mkconfig", "-o", grub_config_path(host)]
-    return ["grub-mkconfig", "-o", grub_config_path(host)]
+def detect(host: Host) -> Bootloader:
+    """The target's bootloader, from its files and tools."""
+    prefix = "grub2" if host.which("grub2-mkconfig") and not host.which("grub-mkconfig") else "grub"
+    grub_dir = "/boot/grub2" if host.is_dir("/boot/grub2") and not host.is_dir("/boot/grub") else "/boot/grub"
+    config = _config_path(host, grub_dir)
+    if not host.which(f"{prefix}-mkconfig") and not host.exists(config):
+        return Bootloader("", prefix, grub_dir, config)
+    if host.is_dir(BLS_DIR) and _default_grub(host).get("GRUB_ENABLE_BLSCFG") == "true":
+        return Bootloader("bls", prefix, grub_dir, config)
+    return Bootloader("grub", prefix, grub_dir, config)
 
 
+def _config_path(host: Host, grub_dir: str) -> str:
+    """grub.cfg: in the GRUB directory, unless an EFI system partition holds the real one
+    (RHEL 8 on EFI) rather than a stub that loads it."""
+    efi = "/boot/efi/EFI"
+    if host.is_dir(efi):
+        for vendor in host.listdir(efi):
+            candidate = f"{efi}/{vendor}/grub.cfg"
+            if host.exists(candidate) and "configfile" not in host.read_text(candidate):
+                return candidate
+    return f"{grub_dir}/grub.cfg"
+
+
+def _default_grub(host: Host) -> dict[str, str]:
+    """Simple assignments in /etc/default/grub and its drop-ins (later ones win)."""
+    values: dict[str, str] = {}
+    paths = ["/etc/default/grub"]
+    if host.is_dir("/etc/default/grub.d"):
+        paths += [f"/etc/default/grub.d/{n}" for n in host.listdir("/etc/default/grub.d") if n.endswith(".cfg")]
+    for path in paths:
+        try:
+            text = host.read_text(path)
+        except OSError:
+            continue
+        for m in re.finditer(r"^\s*(GRUB_[A-Z_]+)=(.*)$", text, re.M):
+            values[m.group(1)] = m.group(2).strip().strip("\"'")
+    return values
+
+
+def supports_dropins(host: Host, bl: Bootloader) -> bool:
+    """Whether the target's grub-mkconfig reads /etc/default/grub.d/*.cfg (Debian, Ubuntu)."""
+    mkconfig = host.which(bl.tool("mkconfig"))
+    return bool(mkconfig) and "/etc/default/grub.d" in host.read_text(mkconfig)
+
+
+# ------------------------------------------------------------ grubenv
+def parse_grubenv(text: str) -> dict[str, str]:
+    """The variables of a GRUB environment block."""
+    env = {}
+    for line in text.splitlines():
+        if line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        env[key] = value
+    return env
+
+
+def grubenv(host: Host, bl: Bootloader) -> dict[str, str]:
+    try:
+        return parse_grubenv(host.read_text(bl.grubenv))
+    except OSError:
+        return {}
+
+
+def once_refusal(fs: str, abstraction: str) -> str | None:
+    """Why a boot-once cannot work with GRUB's directory on *fs* / *abstraction*, or None."""
+    fs = fs.strip()
+    layers = abstraction.split()
+    bad = [a for a in layers if a.startswith(_UNWRITABLE_ABSTRACTIONS)]
+    if bad:
+        return f"is on {' '.join(bad)}, where GRUB cannot clear the one-time entry at boot"
+    if fs in _UNWRITABLE_FS:
+        return f"is on {fs}, where GRUB cannot clear the one-time entry at boot"
+    return None
+
+
+def check_once(host: Host, bl: Bootloader) -> str | None:
+    """Why ``--boot once`` cannot work on this target (GRUB must write grubenv at boot), or None."""
+    if bl.style == "":
+        return None
+    probe = host.which(bl.tool("probe"))
+    if probe is None:
+        return None
+    with host.chroot_mounts():
+        fs = host.run([bl.tool("probe"), "--target=fs", bl.grub_dir], query=True, check=False)
+        abstraction = host.run([bl.tool("probe"), "--target=abstraction", bl.grub_dir],
+                               query=True, check=False)
+    if fs.returncode != 0:
+        return None  # cannot tell (a directory target without a device): grub-reboot will say
+    reason = once_refusal(fs.output, abstraction.output if abstraction.returncode == 0 else "")
+    return f"{bl.grub_dir} {reason}" if reason else None
+
+
+# -------------------------------------------------------------- grub.d style
 def _sh_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
@@ -47,19 +185,131 @@ def grub_env(title: str, cmdline: list[str]) -> str:
             f"TMPFS_ROOT_CMDLINE={_sh_quote(' '.join(cmdline))}\n")
 
 
-def write_entry(host: Host, title: str, cmdline: list[str]) -> None:
+# -------------------------------------------------------------- BLS style
+def bls_path(kver: str) -> str:
+    return f"{BLS_DIR}/{entry_id(kver)}.conf"
+
+
+def bls_prefix(host: Host) -> str:
+    """How BLS entries name files in /boot: "/" when /boot is its own filesystem, else "/boot/".
+
+    Taken from the distro's own entries when there are any (as grubby --copy-default would)."""
+    for name in host.listdir(BLS_DIR) if host.is_dir(BLS_DIR) else []:
+        if name.startswith(ENTRY_PREFIX) or not name.endswith(".conf"):
+            continue
+        for line in host.read_text(f"{BLS_DIR}/{name}").splitlines():
+            key, _, value = line.strip().partition(" ")
+            if key == "linux" and "vmlinuz" in value:
+                return value.strip()[: value.strip().rindex("vmlinuz")]
+    return "/" if os.path.ismount(host.path("/boot")) else "/boot/"
+
+
+def bls_entry(title: str, kver: str, cmdline: list[str], prefix: str) -> str:
+    """A BLS entry; the kernel hook writes the very same text (tested)."""
+    return (f"title {title} ({kver})\n"
+            f"version {kver}\n"
+            f"linux {prefix}vmlinuz-{kver}\n"
+            f"initrd {prefix}initrd-tmpfs-root-{kver}.img\n"
+            f"options {' '.join(cmdline)}\n"
+            "grub_users $grub_users\n"
+            "grub_arg --unrestricted\n"
+            "grub_class kernel\n")
+
+
+def parse_bls(text: str) -> dict[str, str]:
+    entry = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and not key.startswith("#"):
+            entry[key] = value.strip()
+    return entry
+
+
+def our_bls_entries(host: Host) -> list[str]:
+    if not host.is_dir(BLS_DIR):
+        return []
+    return [f"{BLS_DIR}/{n}" for n in host.listdir(BLS_DIR)
+            if n.startswith(ENTRY_PREFIX) and n.endswith(".conf")]
+
+
+# -------------------------------------------------------------------- writing
+def write_entries(host: Host, bl: Bootloader, title: str, cmdline: list[str], kernels: list[str],
+                  boot: str) -> None:
+    """Write our entry files (not the generated configuration)."""
+    if bl.style == "bls":
+        prefix = bls_prefix(host)
+        wanted = {bls_path(k): bls_entry(title, k, cmdline, prefix) for k in kernels}
+        for path in our_bls_entries(host):
+            if path not in wanted:
+                host.remove(path)
+        for path, text in wanted.items():
+            host.write_file(path, text)
+        return
     host.write_file(GRUB_ENV, grub_env(title, cmdline))
     host.write_file(GRUB_SCRIPT, GRUB_SCRIPT_SOURCE.read_bytes(), 0o755)
+    if boot == "default" and _default_grub(host).get("GRUB_DEFAULT") != "saved":
+        if not supports_dropins(host, bl):
+            raise BootloaderError("--boot 'default': GRUB_DEFAULT is not 'saved' in /etc/default/grub "
+                                  "and this GRUB reads no drop-ins; set GRUB_DEFAULT=saved there, or "
+                                  "use --boot once or menu")
+        host.write_file(DEFAULT_DROPIN, "# Written by tmpfs-root (--boot default); "
+                                        "`tmpfs-root remove` deletes it.\nGRUB_DEFAULT=saved\n")
+    elif boot != "default":
+        host.remove(DEFAULT_DROPIN)
 
 
-def regenerate(host: Host, on_line: LineCallback | None = None) -> None:
-    argv = regenerate_argv(host)
-    host.preserve(argv[-1])
-    host.run(argv, on_line=on_line)
+def remove_entries(host: Host) -> None:
+    for path in our_bls_entries(host):
+        host.remove(path)
+    for path in (GRUB_SCRIPT, GRUB_ENV, DEFAULT_DROPIN):
+        host.remove(path)
 
 
-def set_boot_once(host: Host, kver: str, on_line: LineCallback | None = None) -> None:
-    tool = "grub2-reboot" if host.which("grub2-reboot") and not host.which("grub-reboot") else "grub-reboot"
-    env = "/boot/grub2/grubenv" if tool == "grub2-reboot" else "/boot/grub/grubenv"
-    host.preserve(env)
-    host.run([tool, entry_id(kver)], on_line=on_line)
+def regenerate(host: Host, bl: Bootloader, on_line: LineCallback | None = None) -> None:
+    """Regenerate grub.cfg with the target's own grub-mkconfig; checked before it replaces the old one."""
+    if bl.style != "grub":
+        return
+    new = f"{bl.config}.tmpfs-root.new"
+    host.preserve(new)  # a killed run leaves it: the journal knows to remove it
+    try:
+        host.run([bl.tool("mkconfig"), "-o", new], on_line=on_line)
+        host.run([bl.tool("script-check"), new], on_line=on_line)
+    except BaseException:
+        host.discard(new)
+        raise
+    host.rename(new, bl.config)
+
+
+def config_has_entry(host: Host, bl: Bootloader, kver: str) -> bool:
+    if bl.style == "bls":
+        return host.exists(bls_path(kver))
+    try:
+        return f"'{entry_id(kver)}'" in host.read_text(bl.config)
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------- boot modes
+def set_boot_once(host: Host, bl: Bootloader, kver: str, on_line: LineCallback | None = None) -> None:
+    host.preserve(bl.grubenv)
+    host.run([bl.tool("reboot"), entry_id(kver)], on_line=on_line)
+
+
+def set_default(host: Host, bl: Bootloader, kver: str, on_line: LineCallback | None = None) -> None:
+    host.preserve(bl.grubenv)
+    host.run([bl.tool("set-default"), entry_id(kver)], on_line=on_line)
+
+
+def clear_boot_modes(host: Host, bl: Bootloader, default_before: str | None,
+                     on_line: LineCallback | None = None) -> None:
+    """Undo our boot-once and saved default, if they still point at our entries."""
+    env = grubenv(host, bl)
+    if env.get("next_entry", "").startswith(ENTRY_PREFIX):
+        host.preserve(bl.grubenv)
+        host.run([bl.tool("editenv"), bl.grubenv, "unset", "next_entry"], on_line=on_line)
+    if env.get("saved_entry", "").startswith(ENTRY_PREFIX):
+        host.preserve(bl.grubenv)
+        if default_before:
+            host.run([bl.tool("editenv"), bl.grubenv, "set", f"saved_entry={default_before}"], on_line=on_line)
+        else:
+            host.run([bl.tool("editenv"), bl.grubenv, "unset", "saved_entry"], on_line=on_line)

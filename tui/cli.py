@@ -8,8 +8,10 @@ on stderr with exit status 2, and nothing is written anywhere.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -40,6 +42,21 @@ exit status: 0 valid (warnings are printed), 2 errors (one line each on stderr).
 """
 
 
+EPILOG_APPLY = """\
+examples:
+  tmpfs-root apply --source LABEL=IMGVOL --image images/rootfs.tar.zst --size 2G
+  tmpfs-root apply --plan /root/ram.toml --yes
+  tmpfs-root apply --root /mnt/target --source UUID=0a1b… --image rootfs.tar.zst --boot menu --yes
+
+boot modes: once (default) boots the entry on the next reboot only, with rd.shell=0
+rd.emergency=reboot panic=10 so a failed boot reboots into the unchanged default entry;
+menu only adds the entry; default makes it the default entry (asks to confirm).
+
+exit status: 0 applied (or nothing to change), 1 a step failed (everything was rolled back),
+2 bad input (nothing written).
+"""
+
+
 def _add_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", metavar="DIR", default="/",
                    help="the target system: / for this one (default), or a directory holding a "
@@ -56,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n  devices   list the block devices that can hold the image\n"
                "  plan      show (and check) what a conversion would do, writing nothing\n"
+               "  apply     convert: install the module, build the initramfs, add the boot entry\n"
+               "  status    what is installed, and whether it still matches what apply wrote\n"
+               "  remove    undo apply: every file the tool did not create is as before\n"
                "  image     create an image from this system, or inspect one\n\n"
                "run `tmpfs-root COMMAND --help` for a command's options and examples.")
     parser.add_argument("--version", action="version", version=f"tmpfs-root {__version__}")
@@ -86,6 +106,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="FILE", help="save the plan as TOML (only when it is valid), "
                                                   "e.g. --save /root/tmpfs-root.toml")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+
+    p = sub.add_parser("apply", help="convert the target: module, initramfs, boot entry",
+                       description="Check the plan, show it and ask, then: install the dracut module, "
+                                   "build a separate initramfs per kernel (the distro's own is not "
+                                   "touched), install kernel hooks (new kernels get theirs), write the "
+                                   "boot entry, regenerate the GRUB configuration (checked with "
+                                   "grub-script-check before it replaces the old one), set the boot "
+                                   "mode, and record the state in /etc/tmpfs-root. If any step fails, "
+                                   "every step before it is undone. Applying the same plan again "
+                                   "changes nothing; a changed plan updates the setup in place.",
+                       epilog=EPILOG_APPLY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_root(p)
+    add_plan_options(p)
+    p.add_argument("--yes", "-y", action="store_true",
+                   help="do not ask for confirmation (needed when there is no terminal)")
+    p.add_argument("--dry-run", action="store_true", help="show what apply would do and write nothing")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="print the full output of dracut and grub-mkconfig")
+
+    p = sub.add_parser("status", help="what is installed, and is it intact",
+                       description="Show the installed setup: the boot mode and entry, each kernel's "
+                                   "initramfs (missing, older than its kernel, built by another module "
+                                   "version), whether every file still matches what apply wrote, and "
+                                   "whether a boot-once is pending. Exit status: 0 intact or not "
+                                   "installed, 1 something needs attention.",
+                       epilog="examples:\n  tmpfs-root status\n  tmpfs-root status --root /mnt/target --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_root(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("remove", help="undo apply",
+                       description="Remove the boot entry, the kernel hooks, the tmpfs-root initramfs "
+                                   "images, the dracut module and the state, clear a pending boot-once "
+                                   "(and restore the previous default entry), then regenerate the GRUB "
+                                   "configuration. Everything the tool did not create is as before apply.",
+                       epilog="examples:\n  tmpfs-root remove\n  tmpfs-root remove --root /mnt/target --yes",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_root(p)
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--verbose", "-v", action="store_true", help="print the full output of grub-mkconfig")
 
     p = sub.add_parser("image", help="create or inspect root images",
                        description="Root images: pack a root filesystem into an archive that boots "
@@ -383,7 +443,197 @@ def cmd_image(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"devices": cmd_devices, "plan": cmd_plan, "image": cmd_image, None: cmd_tui}
+# ------------------------------------------------------------ apply / remove
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the transaction rolls back."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    def handler(signum, frame):
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _confirm(question: str, yes: bool, what: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"error: {what}: no terminal to ask for confirmation on; pass --yes")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise UsageError(f"error: {what}: not confirmed; nothing was changed")
+
+
+class StepPrinter:
+    """Steps as lines ([2/7] build the initramfs … ok, 38.2 s), with the command's latest
+    output line as a live status on a terminal, or every line with --verbose."""
+
+    def __init__(self, console, verbose: bool):
+        import time
+
+        self.console, self.verbose, self.clock = console, verbose, time.monotonic
+        self.started = 0.0
+        self.status = None
+
+    def on_step(self, i: int, total: int, name: str, event: str, note: str) -> None:
+        if event == "start":
+            self.started = self.clock()
+            self.console.print(f"[{i + 1}/{total}] {name} …", markup=False, highlight=False)
+            if self.console.is_terminal and not self.verbose:
+                self.status = self.console.status(name)
+                self.status.start()
+            return
+        if self.status:
+            self.status.stop()
+            self.status = None
+        took = self.clock() - self.started
+        if event == "done":
+            self.console.print(f"      {note or 'done'} ({took:.1f} s)", markup=False, highlight=False)
+        else:
+            self.console.print(f"      FAILED after {took:.1f} s", markup=False, highlight=False)
+
+    def on_line(self, line: str) -> None:
+        if self.verbose:
+            self.console.print(f"      | {line}", markup=False, highlight=False)
+        elif self.status:
+            self.status.update(line[-100:])
+
+
+def _report_failure(console, e) -> None:
+    for line in e.tail[-15:]:
+        console.print(f"      | {line.rstrip()}", markup=False, highlight=False)
+
+
+def cmd_apply(args) -> int:
+    from rich.console import Console
+
+    from tui.host import Host
+    from tui.transaction import TransactionError, apply, record
+    from tui.validation import Context, errors, validate
+
+    plan = plan_from_args(args)
+    host = _host(args)
+    devices, warning = _discover()
+    problems = validate(plan, Context(host=host, devices=devices))
+    for line in [p.line() for p in problems] + ([warning] if warning else []):
+        print(f"tmpfs-root: {line}", file=sys.stderr)
+    if errors(problems):
+        return EXIT_USAGE
+    preview = Host(host.root, dry_run=True)
+    if preview.pending_journal():
+        print("tmpfs-root: note: an earlier apply or remove was interrupted; its changes are rolled "
+              "back first", file=sys.stderr)
+    resolved = record(plan, preview, devices)
+    if not preview.actions and not preview.pending_journal():
+        print(f"tmpfs-root: already applied to {host.root}; nothing to change")
+        return EXIT_OK
+    _print_plan(resolved, preview)
+    if args.dry_run:
+        print("(dry run: nothing was written)")
+        return EXIT_OK
+    _confirm(f"Apply these changes to {host.root}?", args.yes, "apply")
+    if plan.boot == "default":
+        _confirm("--boot default: every reboot will boot this entry (root in RAM) until you change "
+                 "it or run 'tmpfs-root remove'. Make it the default?", args.yes, "--boot default")
+    console = Console(stderr=True, highlight=False)
+    printer = StepPrinter(console, args.verbose)
+    try:
+        with _terminate_as_interrupt():
+            outcome = apply(plan, host, devices, on_line=printer.on_line, on_step=printer.on_step)
+    except TransactionError as e:
+        _report_failure(console, e)
+        raise
+    except KeyboardInterrupt:
+        print("tmpfs-root: interrupted; every step done so far was rolled back", file=sys.stderr)
+        return 130
+    if outcome.recovered:
+        print(f"tmpfs-root: rolled back {len(outcome.recovered)} change(s) left by an interrupted run")
+    kver = max(resolved.kernels, key=_version_key)
+    print(f"Applied to {host.root}: entry 'tmpfs-root-{kver}' ({resolved.title}).")
+    if plan.boot == "once":
+        print("Next: reboot (systemctl reboot) to boot it once; if it fails, the machine reboots into "
+              "its normal entry.")
+    elif plan.boot == "default":
+        print("Next: reboot (systemctl reboot); it boots from RAM until you run 'tmpfs-root remove'.")
+    else:
+        print("Next: reboot and choose the entry in the GRUB menu.")
+    print("Check after the boot: findmnt / shows tmpfs. Check the setup: tmpfs-root status. "
+          "Undo: tmpfs-root remove.")
+    return EXIT_OK
+
+
+def _version_key(kver: str):
+    from tui.plan import version_key
+
+    return version_key(kver)
+
+
+def cmd_status(args) -> int:
+    from tui.transaction import status
+
+    host = _host(args)
+    report = status(host)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_FAILED if report["problems"] else EXIT_OK
+    bl = report["bootloader"]
+    if not report["installed"]:
+        print(f"tmpfs-root is not installed in {host.root}.")
+    else:
+        print(f"tmpfs-root is installed in {host.root}: boot mode {report['boot']}, entry "
+              f"'{report['entry']}', {bl['style']} ({bl['config']})")
+        print(f"  command line  {report['cmdline']}")
+        for k in report["kernels"]:
+            marks = [m for m, on in (("initramfs missing", k["initrd"] is None),
+                                     ("no entry", not k["entry"]),
+                                     ("older than its kernel", k["older_than_kernel"]),
+                                     ("built by another module version", k["module_changed"])) if on]
+            print(f"  kernel        {k['kver']}: {', '.join(marks) if marks else 'ok'}")
+        changed = [f for f in report["files"] if f["state"] != "ok"]
+        print(f"  files         {len(report['files']) - len(changed)} of {len(report['files'])} "
+              "as apply wrote them")
+        print(f"  boot-once     {'pending: the next reboot boots it' if report['boot_once_pending'] else 'not pending'}")
+        if report["default_is_ours"]:
+            print("  default       tmpfs-root's entry is the default")
+    for problem in report["problems"]:
+        print(f"tmpfs-root: attention: {problem}", file=sys.stderr)
+    return EXIT_FAILED if report["problems"] else EXIT_OK
+
+
+def cmd_remove(args) -> int:
+    from rich.console import Console
+
+    from tui.transaction import TransactionError, is_installed, remove
+
+    host = _host(args)
+    if not is_installed(host) and not host.pending_journal():
+        print(f"tmpfs-root is not installed in {host.root}; nothing to remove")
+        return EXIT_OK
+    _confirm(f"Remove tmpfs-root (entry, hooks, module, initramfs images, state) from {host.root}?",
+             args.yes, "remove")
+    console = Console(stderr=True, highlight=False)
+    printer = StepPrinter(console, args.verbose)
+    try:
+        with _terminate_as_interrupt():
+            remove(host, on_line=printer.on_line, on_step=printer.on_step)
+    except TransactionError as e:
+        _report_failure(console, e)
+        raise
+    except KeyboardInterrupt:
+        print("tmpfs-root: interrupted; the removal was rolled back", file=sys.stderr)
+        return 130
+    print(f"Removed tmpfs-root from {host.root}.")
+    return EXIT_OK
+
+
+COMMANDS = {"devices": cmd_devices, "plan": cmd_plan, "apply": cmd_apply, "status": cmd_status,
+            "remove": cmd_remove, "image": cmd_image, None: cmd_tui}
 
 
 def main(argv: list[str] | None = None) -> int:

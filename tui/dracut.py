@@ -71,21 +71,26 @@ def extra_modules(plan: Plan, devices: list[BlockDevice] | None) -> list[str]:
     return mods
 
 
-def dracut_argv(plan: Plan, kver: str, output: str,
-                devices: list[BlockDevice] | None = None) -> list[str]:
-    """The dracut command line that builds the image for *kver* into *output*."""
-    argv = ["dracut", "--force", "--kver", kver, "--add", " ".join([MODULE_NAME, *extra_modules(plan, devices)])]
+def dracut_options(plan: Plan, devices: list[BlockDevice] | None = None) -> list[str]:
+    """dracut's options for the plan, without the kernel version and output (the kernel hook
+    reuses them for new kernels)."""
+    options = ["--add", " ".join([MODULE_NAME, *extra_modules(plan, devices)])]
     if plan.hostonly:
         # Host-only keeps the image small, but must not bake the host's own root=
         # into it, and must carry the drivers of the source device.
-        argv += ["--hostonly", "--no-hostonly-cmdline"]
+        options += ["--hostonly", "--no-hostonly-cmdline"]
         _, device = source_device(plan, devices)
         if device is not None:
-            argv += ["--add-device", device.path]
+            options += ["--add-device", device.path]
     else:
-        argv += ["--no-hostonly"]
-    argv.append(output)
-    return argv
+        options += ["--no-hostonly"]
+    return options
+
+
+def dracut_argv(plan: Plan, kver: str, output: str,
+                devices: list[BlockDevice] | None = None) -> list[str]:
+    """The dracut command line that builds the image for *kver* into *output*."""
+    return ["dracut", "--force", "--kver", kver, *dracut_options(plan, devices), output]
 
 
 def build_initramfs(host: Host, plan: Plan, kver: str, output: str,
@@ -96,6 +101,7 @@ def build_initramfs(host: Host, plan: Plan, kver: str, output: str,
     argv = dracut_argv(plan, kver, tmp, devices)
     if extra_args:
         argv[1:1] = extra_args
+    host.preserve(tmp)  # a killed build leaves it behind: the journal knows to remove it
     try:
         host.run(argv, on_line=on_line)
     except BaseException:

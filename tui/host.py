@@ -192,9 +192,11 @@ class Host:
 
     # ---------------------------------------------------------------- writes
     def write_file(self, target_path: str, data: bytes | str, mode: int = 0o644) -> None:
-        """Write atomically, backing up what is replaced."""
+        """Write atomically, backing up what is replaced; identical content is left alone."""
         if isinstance(data, str):
             data = data.encode("utf-8")
+        if self._unchanged(target_path, data, mode):
+            return
         self.actions.append(Action("write", path=target_path, mode=mode, content=data))
         if self.dry_run:
             self._overlay[target_path] = data
@@ -203,6 +205,17 @@ class Host:
         self._ensure_dir(real.parent)
         self._backup(target_path)
         atomic_write(real, data, mode)
+
+    def _unchanged(self, target_path: str, data: bytes, mode: int) -> bool:
+        """True when *target_path* already holds *data* with *mode* (so writing changes nothing)."""
+        try:
+            if self.read_bytes(target_path) != data:
+                return False
+        except OSError:
+            return False
+        if target_path in self._overlay:
+            return True
+        return (self.path(target_path).stat().st_mode & 0o7777) == mode
 
     def remove(self, target_path: str) -> None:
         """Remove a file (after backing it up); a missing file is not an error."""
@@ -240,13 +253,27 @@ class Host:
         if not self.dry_run:
             self._backup(target_path)
 
-    def remove_tree(self, target_path: str) -> None:
-        """Remove a directory the tool owns (module directory, state)."""
+    def remove_tree(self, target_path: str, backup: bool = True) -> None:
+        """Remove a directory the tool owns (module directory, state), file by file with backups
+        (without, for the backup area itself)."""
         if not self.exists(target_path):
             return
-        self.actions.append(Action("remove", path=target_path))
-        if not self.dry_run:
-            shutil.rmtree(self.path(target_path))
+        real = self.path(target_path)
+        if not backup:
+            self.actions.append(Action("remove", path=target_path))
+            if not self.dry_run:
+                shutil.rmtree(real)
+            return
+        if self.dry_run or not real.is_dir():
+            self.remove(target_path)
+            return
+        for dirpath, dirnames, filenames in os.walk(real, topdown=False):
+            for name in filenames:
+                self.remove(self._to_target(Path(dirpath) / name))
+            for name in dirnames:
+                os.rmdir(Path(dirpath) / name)
+        os.rmdir(real)
+        _fsync_dir(real.parent)
 
     def _ensure_dir(self, real_dir: Path) -> None:
         missing = []
@@ -314,6 +341,7 @@ class Host:
                 continue
             if entry.get("existed"):
                 backup = self.path(entry["backup"])
+                real.parent.mkdir(parents=True, exist_ok=True)
                 tmp = real.with_name(f".{real.name}.restore")
                 shutil.copy2(backup, tmp)
                 os.rename(tmp, real)
@@ -359,7 +387,8 @@ class Host:
         try:
             proc = subprocess.Popen(self.command_argv(argv), stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=full_env, start_new_session=True)
+                                    env=full_env, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
         except FileNotFoundError:
             raise HostError(f"{argv[0]}: command not found in {self.root}") from None
         self._proc = proc
@@ -439,6 +468,16 @@ def atomic_write(real: Path, data: bytes, mode: int = 0o644) -> None:
         _unlink_quietly(tmp)
         raise
     _fsync_dir(real.parent)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if tmpfs-root dies (even by SIGKILL), so no dracut outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _unlink_quietly(path: str | os.PathLike) -> None:

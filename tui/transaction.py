@@ -1,69 +1,417 @@
-"""The apply transaction: the ordered steps that convert a target.
+"""The apply and remove transactions, and the status of an applied target.
 
-The same steps run against a recording (dry-run) :class:`~tui.host.Host` to
-produce the list of files and commands that ``tmpfs-root plan`` prints, and
-against a real one for ``apply``.
+``apply`` is a list of :class:`Step` objects bound to a :class:`~tui.host.Host`.
+The same steps run against a recording (dry-run) host to show what ``plan``
+and ``apply --dry-run`` would do, and against a real one for ``apply``.  Every
+step is idempotent: it compares what it would write with what is there, so
+applying the same plan twice changes nothing and a changed plan updates the
+setup in place.
+
+Order matters for a machine that must always boot: the initramfs images are
+built (under a temporary name, renamed when complete) before any entry points at
+them, and grub.cfg is replaced in one rename, after ``grub-script-check``
+passed on the new one.  Any failure (or SIGINT/SIGTERM) rolls every step back
+from the host's backups; after a SIGKILL the on-disk journal lets the next run
+roll back first, then apply again.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
 
-from tui import bootloader, dracut
+from tui import bootloader, dracut, kernel_hooks
+from tui.bootloader import Bootloader
 from tui.devices import BlockDevice
-from tui.host import Host, LineCallback
-from tui.plan import Plan, Resolved, resolve
+from tui.host import BACKUP_DIR, Host, HostError, LineCallback
+from tui.plan import INITRD_TEMPLATE, KERNEL_TEMPLATE, Plan, Resolved, resolve, version_key
 
 STATE_DIR = "/etc/tmpfs-root"
 PLAN_FILE = f"{STATE_DIR}/plan.toml"
 STATE_FILE = f"{STATE_DIR}/state.json"
+VAR_DIR = str(Path(BACKUP_DIR).parent)
+STATE_VERSION = 1
+
+#: Called as on_step(index, total, step name, event, note): event is start, done or failed.
+StepCallback = Callable[[int, int, str, str, str], None]
 
 
 @dataclass
 class Step:
     name: str
-    action: Callable[[], None]
+    action: Callable[[], str | None]  # returns a note ("unchanged", …) or None
+
+
+class TransactionError(HostError):
+    """A step failed and everything done before it was rolled back."""
+
+    def __init__(self, step: str, cause: BaseException, restored: list[str]):
+        self.step = step
+        self.cause = cause
+        self.restored = restored
+        self.tail = getattr(cause, "tail", [])
+        super().__init__(f"step '{step}' failed: {cause}; rolled back, {len(restored)} "
+                         "change(s) undone: the target is as it was before")
+
+
+@dataclass
+class Outcome:
+    resolved: Resolved | None
+    changed: bool
+    recovered: list[str] = field(default_factory=list)  # undone from an interrupted earlier run
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ digests
+def shipped_digest() -> str:
+    """sha256 over everything the tool installs into a target (module, hook, GRUB script)."""
+    h = hashlib.sha256()
+    for name, data, _ in dracut.module_files():
+        h.update(name.encode() + b"\0" + data)
+    h.update(kernel_hooks.HOOK_SOURCE.read_bytes())
+    h.update(bootloader.GRUB_SCRIPT_SOURCE.read_bytes())
+    return h.hexdigest()
+
+
+def _sha256(host: Host, path: str) -> str | None:
+    try:
+        real = host.path(path)
+        if path in getattr(host, "_overlay", {}) or host.dry_run:
+            return hashlib.sha256(host.read_bytes(path)).hexdigest()
+        h = hashlib.sha256()
+        with open(real, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def read_state(host: Host) -> dict | None:
+    try:
+        state = json.loads(host.read_text(STATE_FILE))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def our_initrds(host: Host) -> dict[str, str]:
+    """kver -> path of every tmpfs-root initramfs in the target's /boot."""
+    found = {}
+    for name in host.listdir("/boot") if host.is_dir("/boot") else []:
+        if name.startswith("initrd-tmpfs-root-") and name.endswith(".img"):
+            found[name[len("initrd-tmpfs-root-"):-len(".img")]] = f"/boot/{name}"
+    return found
+
+
+def _installed(host: Host, kver: str) -> bool:
+    return host.exists(KERNEL_TEMPLATE.format(kver=kver))
+
+
+def owned_files(host: Host) -> list[str]:
+    """Every file of ours present in the target (state.json itself aside)."""
+    candidates = [f"{dracut.module_path(host)}/{name}" for name, _, _ in dracut.module_files()]
+    candidates += kernel_hooks.ALL_HOOKS + [kernel_hooks.HOOK_ENV, bootloader.GRUB_SCRIPT,
+                                            bootloader.GRUB_ENV, bootloader.DEFAULT_DROPIN, PLAN_FILE]
+    candidates += bootloader.our_bls_entries(host) + sorted(our_initrds(host).values())
+    return [p for p in candidates if host.exists(p)]
+
+
+# -------------------------------------------------------------------- apply
+class _Apply:
+    """The apply steps of one plan on one host; each step compares before it writes."""
+
+    def __init__(self, plan: Plan, host: Host, devices: list[BlockDevice] | None,
+                 on_line: LineCallback | None, bl: Bootloader | None = None):
+        self.plan, self.host, self.devices, self.on_line = plan, host, devices, on_line
+        self.bl = bl or bootloader.detect(host)
+        self.resolved = resolve(plan, host, devices)
+        self.state = read_state(host) or {}
+        self.options = dracut.dracut_options(plan, devices)
+        self.digest = shipped_digest()
+        existing = [k for k in our_initrds(host) if _installed(host, k)]
+        self.kernels = sorted(set(self.resolved.kernels) | set(existing), key=version_key)
+        self.stale = [k for k in our_initrds(host) if not _installed(host, k)]
+        self.entry_kver = max(self.resolved.kernels, key=version_key)
+        self.mark = 0
+
+    def steps(self) -> list[Step]:
+        steps = [Step("install the dracut module", self.install_module)]
+        for kver in self.kernels:
+            steps.append(Step(f"build the initramfs for {kver}", lambda k=kver: self.build(k)))
+        steps.append(Step("install the kernel hooks", self.install_hooks))
+        steps.append(Step("write the boot entries", self.write_entries))
+        if self.bl.style == "grub":
+            steps.append(Step("regenerate the GRUB configuration", self.regenerate))
+        if self.stale:
+            steps.append(Step("remove initramfs images of removed kernels", self.remove_stale))
+        steps.append(Step(f"set the boot mode ({self.plan.boot})", self.boot_mode))
+        steps.append(Step("record the state", self.record))
+        return steps
+
+    def _changes(self) -> int:
+        return sum(1 for a in self.host.actions if a.kind != "run" or a.argv[:1] == ["dracut"])
+
+    def install_module(self):
+        before = self._changes()
+        dracut.install_module(self.host)
+        return None if self._changes() > before else "unchanged"
+
+    def build(self, kver: str):
+        initrd = INITRD_TEMPLATE.format(kver=kver)
+        built = self.state.get("initrds", {}).get(kver, {})
+        current = (built.get("options") == self.options and built.get("shipped") == self.digest
+                   and self.host.exists(initrd)
+                   and self.state.get("files", {}).get(initrd) == _sha256(self.host, initrd)
+                   and not self._older_than_kernel(initrd, kver))
+        if current:
+            return "unchanged"
+        dracut.build_initramfs(self.host, self.plan, kver, initrd, self.devices, self.on_line)
+        self.state.setdefault("initrds", {})[kver] = {"options": self.options, "shipped": self.digest}
+        return None
+
+    def _older_than_kernel(self, initrd: str, kver: str) -> bool:
+        try:
+            return (self.host.path(initrd).stat().st_mtime
+                    < self.host.path(KERNEL_TEMPLATE.format(kver=kver)).stat().st_mtime)
+        except OSError:
+            return False
+
+    def install_hooks(self):
+        before = self._changes()
+        kernel_hooks.install_hooks(self.host, self.bl, self.options, self.resolved.title,
+                                   self.resolved.cmdline)
+        return None if self._changes() > before else "unchanged"
+
+    def write_entries(self):
+        self.mark = before = self._changes()
+        bootloader.write_entries(self.host, self.bl, self.resolved.title, self.resolved.cmdline,
+                                 self.kernels, self.plan.boot)
+        return None if self._changes() > before else "unchanged"
+
+    def regenerate(self):
+        entries_ok = all(bootloader.config_has_entry(self.host, self.bl, k) for k in self.kernels)
+        initrds_changed = any(a.kind == "run" and a.argv[:1] == ["dracut"] for a in self.host.actions)
+        if entries_ok and not initrds_changed and self._changes() == self.mark:
+            return "unchanged"
+        bootloader.regenerate(self.host, self.bl, self.on_line)
+        return None
+
+    def remove_stale(self):
+        for kver in self.stale:
+            self.host.remove(INITRD_TEMPLATE.format(kver=kver))
+            self.host.remove(bootloader.bls_path(kver))
+        return None
+
+    def boot_mode(self):
+        env = bootloader.grubenv(self.host, self.bl)
+        wanted = bootloader.entry_id(self.entry_kver)
+        if self.plan.boot == "once":
+            if env.get("next_entry") == wanted:
+                return "unchanged"
+            bootloader.set_boot_once(self.host, self.bl, self.entry_kver, self.on_line)
+        elif self.plan.boot == "default":
+            if env.get("saved_entry") == wanted:
+                return "unchanged"
+            if not env.get("saved_entry", "").startswith(bootloader.ENTRY_PREFIX):
+                self.state["default_before"] = env.get("saved_entry")
+            bootloader.set_default(self.host, self.bl, self.entry_kver, self.on_line)
+        else:
+            ours = [v for k, v in env.items() if k in ("next_entry", "saved_entry")
+                    and v.startswith(bootloader.ENTRY_PREFIX)]
+            if not ours:
+                return "unchanged"
+            bootloader.clear_boot_modes(self.host, self.bl, self.state.get("default_before"), self.on_line)
+        return None
+
+    def record(self):
+        before = self._changes()
+        self.host.write_file(PLAN_FILE, self.plan.to_toml())
+        files = {p: _sha256(self.host, p) for p in owned_files(self.host)}
+        state = {
+            "version": STATE_VERSION,
+            "bootloader": self.bl.to_json(),
+            "boot": self.plan.boot,
+            "entry": bootloader.entry_id(self.entry_kver),
+            "kernels": self.kernels,
+            "cmdline": self.resolved.cmdline,
+            "initrds": {k: v for k, v in self.state.get("initrds", {}).items() if k in self.kernels},
+            "default_before": self.state.get("default_before"),
+            "files": files,
+        }
+        self.host.write_file(STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        return None if self._changes() > before else "unchanged"
 
 
 def apply_steps(plan: Plan, host: Host, devices: list[BlockDevice] | None = None,
                 on_line: LineCallback | None = None) -> tuple[Resolved, list[Step]]:
     """The steps of ``apply``, in order, bound to *host*."""
-    resolved = resolve(plan, host, devices)
-    steps = [Step("install the dracut module", lambda: dracut.install_module(host))]
-    for kver in resolved.kernels:
-        steps.append(Step(f"build the initramfs for {kver}",
-                          lambda k=kver: dracut.build_initramfs(host, plan, k, resolved.initrds[k],
-                                                                devices, on_line)))
-    steps.append(Step("write the GRUB entry", lambda: bootloader.write_entry(
-        host, resolved.title, resolved.cmdline)))
-    steps.append(Step("regenerate the GRUB configuration", lambda: bootloader.regenerate(host, on_line)))
-    if plan.boot == "once":
-        steps.append(Step("boot the entry once on the next reboot",
-                          lambda: bootloader.set_boot_once(host, resolved.kernels[-1], on_line)))
-    steps.append(Step("record the state", lambda: record_state(host, plan)))
-    return resolved, steps
-
-
-def record_state(host: Host, plan: Plan) -> None:
-    files = {}
-    for action in host.actions:
-        if action.kind == "write" and action.path:
-            try:
-                data = host.read_bytes(action.path)
-            except OSError:
-                continue
-            files[action.path] = hashlib.sha256(data).hexdigest()
-    host.write_file(PLAN_FILE, plan.to_toml())
-    host.write_file(STATE_FILE, json.dumps({"files": files}, indent=2, sort_keys=True) + "\n")
+    a = _Apply(plan, host, devices, on_line)
+    return a.resolved, a.steps()
 
 
 def record(plan: Plan, host: Host, devices: list[BlockDevice] | None = None) -> Resolved:
-    """Run every step on a dry-run *host*; its actions are then the plan's files and commands."""
+    """Run every step on a dry-run *host*; its actions are then what apply would do."""
     assert host.dry_run
     resolved, steps = apply_steps(plan, host, devices)
     for step in steps:
         step.action()
     return resolved
+
+
+# ------------------------------------------------------------ running steps
+@contextmanager
+def locked(host: Host) -> Iterator[None]:
+    """One transaction at a time per target (the lock lives on this machine, not in the target)."""
+    if host.dry_run:
+        yield
+        return
+    key = hashlib.sha256(str(host.root).encode()).hexdigest()[:12]
+    lock_dir = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
+    with open(lock_dir / f"tmpfs-root.{key}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HostError(f"another tmpfs-root is changing {host.root}; wait for it to finish") from None
+        yield
+
+
+def recover(host: Host) -> list[str]:
+    """Roll back what an interrupted (killed) earlier run left; returns the paths restored."""
+    if host.dry_run:
+        return []
+    journal = host.pending_journal()
+    return host.rollback(journal) if journal else []
+
+
+def run_steps(host: Host, steps: list[Step], on_step: StepCallback | None = None) -> dict[str, str]:
+    """Run *steps* in order; on any failure (or interrupt) roll all of them back and raise."""
+    notes: dict[str, str] = {}
+    total = len(steps)
+    i, step = 0, steps[0]
+    try:
+        with host.chroot_mounts():
+            for i, step in enumerate(steps):
+                if on_step:
+                    on_step(i, total, step.name, "start", "")
+                note = step.action() or ""
+                notes[step.name] = note
+                if on_step:
+                    on_step(i, total, step.name, "done", note)
+    except BaseException as e:
+        if on_step:
+            on_step(i, total, step.name, "failed", str(e))
+        restored = host.rollback()
+        if isinstance(e, Exception):
+            raise TransactionError(step.name, e, restored) from e
+        raise
+    host.commit()
+    return notes
+
+
+def apply(plan: Plan, host: Host, devices: list[BlockDevice] | None = None, *,
+          on_line: LineCallback | None = None, on_step: StepCallback | None = None) -> Outcome:
+    """Convert the target: validated *plan* in, every step done or none."""
+    with locked(host):
+        recovered = recover(host)
+        resolved, steps = apply_steps(plan, host, devices, on_line)
+        notes = run_steps(host, steps, on_step)
+    changed = any(note != "unchanged" for note in notes.values())
+    return Outcome(resolved, changed, recovered, notes)
+
+
+# ------------------------------------------------------------------- remove
+def remove_steps(host: Host, on_line: LineCallback | None = None) -> list[Step]:
+    bl = bootloader.detect(host)
+    state = read_state(host) or {}
+
+    def clear_modes():
+        bootloader.clear_boot_modes(host, bl, state.get("default_before"), on_line)
+
+    def initrds():
+        for path in our_initrds(host).values():
+            host.remove(path)
+            host.remove(f"{path}.new")
+
+    steps = [Step("clear the boot-once and default entry", clear_modes),
+             Step("remove the boot entries", lambda: bootloader.remove_entries(host)),
+             Step("remove the kernel hooks", lambda: kernel_hooks.remove_hooks(host)),
+             Step("remove the initramfs images", initrds),
+             Step("remove the dracut module", lambda: dracut.remove_module(host))]
+    if bl.style == "grub":
+        steps.append(Step("regenerate the GRUB configuration", lambda: bootloader.regenerate(host, bl, on_line)))
+    steps.append(Step("remove the state", lambda: host.remove_tree(STATE_DIR)))
+    return steps
+
+
+def is_installed(host: Host) -> bool:
+    return host.exists(STATE_FILE) or bool(owned_files(host))
+
+
+def remove(host: Host, *, on_line: LineCallback | None = None, on_step: StepCallback | None = None) -> Outcome:
+    """Undo apply: everything the tool did not create is as it was before."""
+    with locked(host):
+        recovered = recover(host)
+        if not is_installed(host):
+            return Outcome(None, False, recovered)
+        notes = run_steps(host, remove_steps(host, on_line), on_step)
+        host.remove_tree(VAR_DIR, backup=False)  # our backups: the removal is complete
+    return Outcome(None, True, recovered, notes)
+
+
+# ------------------------------------------------------------------- status
+def status(host: Host) -> dict:
+    """What is installed and whether it still matches what apply wrote."""
+    state = read_state(host)
+    bl = bootloader.detect(host)
+    report: dict = {"installed": state is not None, "bootloader": bl.to_json(), "problems": [],
+                    "files": [], "kernels": [], "interrupted": bool(host.pending_journal())}
+    problems = report["problems"]
+    if report["interrupted"]:
+        problems.append("an apply or remove was interrupted: the next run rolls it back first")
+    if state is None:
+        if owned_files(host):
+            problems.append("files of tmpfs-root are present but no state: run 'tmpfs-root remove'")
+        return report
+    report.update(boot=state.get("boot"), entry=state.get("entry"), cmdline=" ".join(state.get("cmdline", [])))
+    for path, digest in sorted(state.get("files", {}).items()):
+        now = _sha256(host, path)
+        mark = "ok" if now == digest else ("missing" if now is None else "modified")
+        report["files"].append({"path": path, "state": mark})
+        if mark != "ok":
+            problems.append(f"{path} is {mark} since apply")
+    shipped = shipped_digest()
+    initrds = our_initrds(host)
+    for kver in sorted(set(state.get("kernels", [])) | set(initrds), key=version_key):
+        initrd = INITRD_TEMPLATE.format(kver=kver)
+        built = state.get("initrds", {}).get(kver, {})
+        k = {"kver": kver, "initrd": initrd if kver in initrds else None,
+             "entry": bootloader.config_has_entry(host, bl, kver),
+             "older_than_kernel": False, "module_changed": built.get("shipped") not in (None, shipped)}
+        if kver in initrds:
+            try:
+                k["older_than_kernel"] = (host.path(initrd).stat().st_mtime
+                                          < host.path(KERNEL_TEMPLATE.format(kver=kver)).stat().st_mtime)
+            except OSError:
+                pass
+        report["kernels"].append(k)
+        if k["initrd"] is None:
+            problems.append(f"{initrd} is missing: run 'tmpfs-root apply --plan {PLAN_FILE}'")
+        if not k["entry"]:
+            problems.append(f"no boot entry for {kver} in {bl.config}: run 'tmpfs-root apply --plan {PLAN_FILE}'")
+        if k["older_than_kernel"]:
+            problems.append(f"{initrd} is older than its kernel: run 'tmpfs-root apply --plan {PLAN_FILE}'")
+        if k["module_changed"]:
+            problems.append(f"{initrd} was built with another version of the module: run "
+                            f"'tmpfs-root apply --plan {PLAN_FILE}'")
+    env = bootloader.grubenv(host, bl)
+    report["boot_once_pending"] = env.get("next_entry", "").startswith(bootloader.ENTRY_PREFIX)
+    report["default_is_ours"] = env.get("saved_entry", "").startswith(bootloader.ENTRY_PREFIX)
+    if state.get("boot") == "default" and not report["default_is_ours"]:
+        problems.append("the default entry is no longer tmpfs-root's (changed since apply)")
+    return report

@@ -19,7 +19,7 @@ FIELD_OPTIONS = {
     "source": "--source", "image": "--image", "size": "--size", "kernels": "--kernel",
     "title": "--title", "boot": "--boot", "append": "--append", "network": "--ip",
     "sha256": "--sha256", "tmpfs_opts": "--tmpfs-opts", "root": "--root", "dracut": "dracut",
-    "user": "user",
+    "user": "user", "bootloader": "bootloader",
 }
 SIZE_ACCEPTED = "N, N followed by k, m, g, t, p or e, or N% of RAM (e.g. 2G, 512m, 50%)"
 #: Characters that would break a kernel command line or grub.cfg quoting.
@@ -110,6 +110,7 @@ def validate(plan: Plan, ctx: Context) -> list[Problem]:
     _check_kernels(plan, ctx, problems)
     _check_text_fields(plan, problems)
     _check_target(ctx, problems)
+    _check_bootloader(plan, ctx, problems)
     return problems
 
 
@@ -296,3 +297,18 @@ def _check_target(ctx: Context, problems: list[Problem]) -> None:
     if host.is_live and ctx.euid != 0:
         problems.append(Problem("user", "", "not root: converting this system (--root /) needs root; "
                                 "run with sudo, or pass --root DIR for a mounted system"))
+
+
+def _check_bootloader(plan: Plan, ctx: Context, problems: list[Problem]) -> None:
+    from tui import bootloader
+
+    bl = bootloader.detect(ctx.host)
+    if bl.style == "":
+        problems.append(Problem("bootloader", str(ctx.host.root), "no GRUB found in the target "
+                                "(grub-mkconfig or grub2-mkconfig); accepted: GRUB with /etc/grub.d, "
+                                "or GRUB with BLS entries in /boot/loader/entries"))
+        return
+    if plan.boot == "once":
+        reason = bootloader.check_once(ctx.host, bl)
+        if reason:
+            problems.append(Problem("boot", plan.boot, f"{reason}; accepted here: menu, or default"))

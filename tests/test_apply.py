@@ -1,0 +1,259 @@
+"""apply / status / remove on a real Debian 12 system on a real disk (loop device), with
+the target's own dracut, grub-mkconfig, grub-script-check and grub-reboot run in a
+chroot; faults injected into the target (a broken dracut config, a failing grub.d
+script, a full /boot) and SIGKILL at every step.
+
+The target's dracut is configured (in the test copy only) to build a small,
+uncompressed image: these tests check the transaction, not the image, which
+test_full_chain.py and test_boot_qemu.py boot."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.infra import REPO, SYSTEM_UUID, run_cli, sh, system_disk_copy, target_kernel, tree_digest
+from tui.bootloader import parse_bls, parse_grubenv
+from tui.host import Host
+
+pytestmark = [pytest.mark.chroot]
+
+SMALL_DRACUT = 'dracutmodules="base tmpfs-root"\ncompress="cat"\n'
+PLAN = ["--source", f"UUID={SYSTEM_UUID}", "--image", "images/root.tar", "--no-hostonly"]
+#: What differs between two correct applies: build timestamps inside the image and its checksum.
+VOLATILE = re.compile(r"^(boot/initrd-tmpfs-root-.*|etc/tmpfs-root/state\.json|var/lib/tmpfs-root(/.*)?)$")
+
+
+@pytest.fixture
+def system(tmp_path):
+    """A private copy of the installed Debian disk, mounted, with a small image on it."""
+    with system_disk_copy(tmp_path) as (_disk, mnt, _dev):
+        (mnt / "etc/dracut.conf.d/50-test-small.conf").write_text(SMALL_DRACUT)
+        (mnt / "images").mkdir()
+        sh("tar", "-C", mnt / "etc", "-cf", mnt / "images/root.tar", "hostname")
+        yield mnt
+
+
+def apply(mnt: Path, *extra: str):
+    return run_cli("apply", "--root", mnt, *PLAN, *extra, "--yes", timeout=600)
+
+
+def entries(cfg: str) -> dict[str, str]:
+    """menuentry id -> body, from a grub.cfg."""
+    return {m.group(2): m.group(3) for m in re.finditer(
+        r"^menuentry '([^']*)'[^{]*--id '([^']+)' \{\n(.*?)^\}", cfg, re.M | re.S)}
+
+
+def _chroot_mounts(root: Path):
+    return Host(root).chroot_mounts()
+
+
+def digest_diff(a: dict, b: dict, ignore=None) -> list[str]:
+    keys = {k for k in a.keys() | b.keys() if not (ignore and ignore.match(k))}
+    return sorted(k for k in keys if a.get(k) != b.get(k))
+
+
+def test_apply_status_then_remove_leaves_every_other_file_as_it_was(system):
+    kver = target_kernel(system)
+    before = tree_digest(system)
+    r = apply(system)
+    assert r.returncode == 0, r.stderr
+    cfg = (system / "boot/grub/grub.cfg").read_text()
+    ours = entries(cfg)[f"tmpfs-root-{kver}"]
+    linux = re.search(r"^\s*linux\s+(\S+)\s+(.*)$", ours, re.M)
+    assert linux.group(1) == f"/boot/vmlinuz-{kver}"
+    assert f"root=tmpfs:UUID={SYSTEM_UUID} rd.tmpfs.imgfile=images/root.tar" in linux.group(2)
+    assert "rd.emergency=reboot" in linux.group(2)  # boot once: a failure falls back
+    assert re.search(rf"^\s*initrd\s+/boot/initrd-tmpfs-root-{kver}\.img$", ours, re.M)
+    assert (system / f"boot/initrd-tmpfs-root-{kver}.img").stat().st_size > 1 << 20
+    assert len([k for k in entries(cfg) if k.startswith("tmpfs-root-")]) == 1
+    assert sh("chroot", system, "grub-script-check", "/boot/grub/grub.cfg", check=False).returncode == 0
+    assert parse_grubenv((system / "boot/grub/grubenv").read_text())["next_entry"] == f"tmpfs-root-{kver}"
+    # the distro's own initramfs and entries are untouched
+    assert tree_digest(system / "boot")[f"initrd.img-{kver}"] == before[f"boot/initrd.img-{kver}"]
+    assert f"/boot/initrd.img-{kver}" in cfg
+
+    st = run_cli("status", "--root", system, "--json")
+    assert st.returncode == 0, st.stdout + st.stderr
+    report = json.loads(st.stdout)
+    assert report["installed"] and report["problems"] == [] and report["boot_once_pending"]
+    assert [k["kver"] for k in report["kernels"]] == [kver] and report["kernels"][0]["entry"]
+
+    applied = tree_digest(system)
+    again = apply(system)
+    assert again.returncode == 0 and "nothing to change" in again.stdout
+    assert digest_diff(applied, tree_digest(system)) == []
+
+    gone = run_cli("remove", "--root", system, "--yes", timeout=300)
+    assert gone.returncode == 0, gone.stderr
+    assert (diff := digest_diff(before, tree_digest(system))) == [], diff
+    assert "not installed" in run_cli("status", "--root", system).stdout
+
+
+def test_a_changed_plan_updates_in_place(system):
+    kver = target_kernel(system)
+    assert apply(system).returncode == 0
+    r = apply(system, "--size", "1G", "--boot", "menu")
+    assert r.returncode == 0, r.stderr
+    assert "[2/7] build the initramfs" in r.stderr and "unchanged" in r.stderr.split("[2/7]")[1].split("[3/7]")[0]
+    cfg = (system / "boot/grub/grub.cfg").read_text()
+    ids = [k for k in entries(cfg) if k.startswith("tmpfs-root-")]
+    assert ids == [f"tmpfs-root-{kver}"]
+    body = entries(cfg)[ids[0]]
+    assert "rd.tmpfs.size=1G" in body and "rd.emergency=reboot" not in body
+    assert "next_entry" not in parse_grubenv((system / "boot/grub/grubenv").read_text())
+    assert run_cli("status", "--root", system).returncode == 0
+
+
+def _broken_dracut(mnt: Path):
+    (mnt / "etc/dracut.conf.d/99-broken.conf").write_text('add_dracutmodules+=" no-such-module "\n')
+    return "build the initramfs", lambda: (mnt / "etc/dracut.conf.d/99-broken.conf").unlink()
+
+
+def _broken_grub_script(mnt: Path):
+    script = mnt / "etc/grub.d/41_broken"
+    script.write_text("#!/bin/sh\necho 'a third-party script fails' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return "regenerate the GRUB configuration", script.unlink
+
+
+def _full_boot(mnt: Path):
+    used = int(sh("du", "-sm", mnt / "boot").stdout.split()[0])
+    saved = mnt.parent / "boot-saved"
+    sh("cp", "-a", mnt / "boot", saved)
+    sh("mount", "-t", "tmpfs", "-o", f"size={used + 8}m", "tmpfs", mnt / "boot")
+    sh("cp", "-a", f"{saved}/.", mnt / "boot")
+
+    def undo():
+        sh("umount", mnt / "boot")
+    return "build the initramfs", undo
+
+
+@pytest.mark.parametrize("fault", [_broken_dracut, _broken_grub_script, _full_boot],
+                         ids=["dracut-fails", "grub-mkconfig-fails", "boot-full"])
+def test_a_failing_step_rolls_everything_back_and_a_rerun_converges(system, fault):
+    step, undo = fault(system)
+    before = tree_digest(system)
+    r = apply(system)
+    assert r.returncode == 1
+    assert f"step '{step}" in r.stderr and "rolled back" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()[-1]) < 400  # one line, not a traceback
+    assert "Traceback" not in r.stderr
+    assert (diff := digest_diff(before, tree_digest(system))) == [], diff
+    undo()
+    again = apply(system)
+    assert again.returncode == 0, again.stderr
+    assert run_cli("status", "--root", system).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The tree after one uninterrupted apply, for comparison."""
+    tmp = tmp_path_factory.mktemp("reference")
+    with system_disk_copy(tmp) as (_disk, mnt, _dev):
+        (mnt / "etc/dracut.conf.d/50-test-small.conf").write_text(SMALL_DRACUT)
+        (mnt / "images").mkdir()
+        sh("tar", "-C", mnt / "etc", "-cf", mnt / "images/root.tar", "hostname")
+        before = tree_digest(mnt)
+        assert apply(mnt).returncode == 0
+        return before, tree_digest(mnt)
+
+
+def boot_files(mnt: Path) -> dict[str, str]:
+    return {k: v for k, v in tree_digest(mnt / "boot").items() if not k.startswith("initrd-tmpfs-root-")}
+
+
+@pytest.mark.parametrize("step", range(1, 8))
+def test_sigkill_at_any_step_leaves_a_bootable_target_and_a_rerun_converges(system, reference, step):
+    before, applied = reference
+    kver = target_kernel(system)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "tui", "apply", "--root", str(system), *PLAN, "--yes"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(f"[{step}/7]"):
+            if step == 2:
+                time.sleep(1.0)  # dracut is running
+            proc.kill()
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    time.sleep(1)
+    assert sh("pgrep", "-f", f"dracut.*{system}|dracut --force --kver", check=False).returncode != 0
+
+    # What GRUB would boot now: the old configuration, or the new one whose every file is complete
+    cfg = (system / "boot/grub/grub.cfg").read_text()
+    if f"tmpfs-root-{kver}" in cfg:
+        assert (system / f"boot/initrd-tmpfs-root-{kver}.img").stat().st_size > 1 << 20
+        assert sh("chroot", system, "grub-script-check", "/boot/grub/grub.cfg", check=False).returncode == 0
+    else:
+        old = {k: v for k, v in before.items() if k.startswith("boot/") and "initrd-tmpfs-root" not in k}
+        assert {f"boot/{k}": v for k, v in boot_files(system).items() if f"boot/{k}" in old} == old
+    assert not list((system / "boot").glob("*.new"))[1:]  # at most dracut's own, removed by the rerun
+
+    again = apply(system)
+    assert again.returncode == 0, again.stderr
+    assert run_cli("status", "--root", system).returncode == 0
+    assert digest_diff(applied, tree_digest(system), ignore=VOLATILE) == []
+
+
+def test_kernel_hooks_follow_kernel_installs_and_removals(system):
+    kver = target_kernel(system)
+    assert apply(system).returncode == 0
+    ours = system / f"boot/initrd-tmpfs-root-{kver}.img"
+    args = [f"--arg={kver}", f"--arg=/boot/vmlinuz-{kver}"]
+    with _chroot_mounts(system):
+        sh("chroot", system, "run-parts", "--report", "--exit-on-error", *args, "/etc/kernel/postrm.d")
+        assert not ours.exists()
+        assert f"tmpfs-root-{kver}" not in (system / "boot/grub/grub.cfg").read_text()  # zz-update-grub ran
+        sh("chroot", system, "run-parts", "--report", "--exit-on-error", *args, "/etc/kernel/postinst.d")
+    assert ours.exists()
+    listing = sh("chroot", system, "lsinitrd", f"/boot/initrd-tmpfs-root-{kver}.img").stdout
+    assert "tmpfs-root.sh" in listing  # built with our module, from the plan's options
+    assert f"'tmpfs-root-{kver}'" in (system / "boot/grub/grub.cfg").read_text()
+
+
+def test_bls_target_gets_an_entry_file_of_its_own(system):
+    """A target laid out as RHEL does: /boot/grub2, /boot/loader/entries, GRUB_ENABLE_BLSCFG."""
+    kver = target_kernel(system)
+    sh("mv", system / "boot/grub", system / "boot/grub2")
+    entries_dir = system / "boot/loader/entries"
+    entries_dir.mkdir(parents=True)
+    distro = entries_dir / f"0123456789abcdef-{kver}.conf"
+    distro.write_text(f"title Distro ({kver})\nversion {kver}\nlinux /boot/vmlinuz-{kver}\n"
+                      f"initrd /boot/initrd.img-{kver}\noptions root=UUID={SYSTEM_UUID} ro\n")
+    with open(system / "etc/default/grub", "a") as f:
+        f.write("GRUB_ENABLE_BLSCFG=true\n")
+    before = tree_digest(system)
+    r = apply(system, "--boot", "menu")
+    assert r.returncode == 0, r.stderr
+    assert "grub-mkconfig" not in r.stdout  # BLS: nothing to regenerate
+    ours = entries_dir / f"tmpfs-root-{kver}.conf"
+    entry = parse_bls(ours.read_text())
+    assert (system / entry["linux"].lstrip("/")).is_file()
+    assert (system / entry["initrd"].lstrip("/")).is_file()
+    assert entry["options"].startswith(f"root=tmpfs:UUID={SYSTEM_UUID} rd.tmpfs.imgfile=images/root.tar")
+    assert entry["version"] == kver
+    assert digest_diff(before, tree_digest(system),
+                       ignore=re.compile(r"^(boot/initrd-tmpfs-root-.*|boot/loader/entries/tmpfs-root-.*|"
+                                         r"etc/tmpfs-root.*|var/lib/tmpfs-root.*|usr/lib/dracut/modules.d.*|"
+                                         r"etc/kernel/install.d.*)$")) == []
+    assert (system / "etc/kernel/install.d/90-tmpfs-root.install").exists()
+    assert not (system / "etc/kernel/postinst.d/z50-tmpfs-root").exists()
+    # the kernel-install plugin writes the very same entry for a (re)installed kernel
+    python_entry = ours.read_text()
+    ours.unlink()
+    with _chroot_mounts(system):
+        sh("chroot", system, "/etc/kernel/install.d/90-tmpfs-root.install", "add", kver,
+           "/boot/loader/entries", f"/boot/vmlinuz-{kver}")
+    assert ours.read_text() == python_entry
+    assert run_cli("remove", "--root", system, "--yes").returncode == 0
+    assert (diff := digest_diff(before, tree_digest(system))) == [], diff
