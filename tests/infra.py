@@ -239,10 +239,9 @@ def debian_target() -> Path:
         (work / "usr/sbin/policy-rc.d").chmod(0o755)
         from tui.host import Host
         host = Host(work)
-        with host.chroot_mounts():
-            host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *TARGET_PACKAGES],
-                     env={"DEBIAN_FRONTEND": "noninteractive"})
-            host.run(["apt-get", "clean"])
+        host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *TARGET_PACKAGES],
+                 env={"DEBIAN_FRONTEND": "noninteractive"})
+        host.run(["apt-get", "clean"])
         (work / ".complete").write_text(TARGET_VERSION)
         shutil.rmtree(target, ignore_errors=True)
         work.rename(target)
@@ -365,7 +364,7 @@ def build_test_initramfs(target: Path, flavour: str, out_dir: Path) -> Path:
     output = f"/boot/tmpfs-root-test-{flavour}.img"
     plan = Plan(source="LABEL=IMGVOL", image="x", hostonly=FLAVOURS[flavour].hostonly)
     log = out_dir / f"dracut-{flavour}.log"
-    with open(log, "w") as f, host.chroot_mounts():
+    with open(log, "w") as f:
         dracut.build_initramfs(host, plan, kver, output, on_line=lambda line: f.write(line + "\n"),
                                extra_args=FLAVOURS[flavour].extra_args)
     host.commit()
@@ -442,9 +441,8 @@ def system_disk() -> Path:
             (mnt / "etc/default/grub").write_text(GRUB_DEFAULTS)
             from tui.host import Host
             host = Host(mnt)
-            with host.chroot_mounts():
-                host.run(["grub-install", "--target=i386-pc", dev])
-                host.run(["grub-mkconfig", "-o", "/boot/grub/grub.cfg"])
+            host.run(["grub-install", "--target=i386-pc", dev])
+            host.run(["grub-mkconfig", "-o", "/boot/grub/grub.cfg"])
         work.joinpath("disk.img").rename(disk)
         shutil.rmtree(work, ignore_errors=True)
     return disk

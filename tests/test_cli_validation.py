@@ -67,10 +67,11 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("command", [["plan"], ["apply", "--yes"]], ids=["plan", "apply"])
 @pytest.mark.parametrize("args,field", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_input_is_one_line_naming_the_field(fake_target, args, field):
+def test_bad_input_is_one_line_naming_the_field(fake_target, args, field, command):
     before = tree_digest(fake_target)
-    result = run_cli("plan", f"--root={fake_target}", *args)
+    result = run_cli(command[0], f"--root={fake_target}", *command[1:], *args)
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr + result.stdout
     errors = [line for line in result.stderr.splitlines() if "error" in line]
@@ -170,3 +171,38 @@ def test_size_above_ram_only_warns_for_another_system(fake_target):
     result = run_cli("plan", f"--root={fake_target}", *with_(size="999999G"))
     assert result.returncode == 0, result.stderr
     assert "warning: --size '999999G': is above this machine's RAM" in result.stderr
+
+
+def test_apply_without_a_terminal_asks_for_yes_and_writes_nothing(fake_target):
+    before = tree_digest(fake_target)
+    result = run_cli("apply", f"--root={fake_target}", *with_(), "--size=1G")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == ("tmpfs-root: error: apply: no terminal to ask for "
+                                                     "confirmation on; pass --yes")
+    assert tree_digest(fake_target) == before
+
+
+def test_apply_dry_run_shows_the_steps_and_writes_nothing(fake_target):
+    before = tree_digest(fake_target)
+    result = run_cli("apply", f"--root={fake_target}", *with_(), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "/etc/grub.d/42_tmpfs-root" in result.stdout and "grub-reboot tmpfs-root-" in result.stdout
+    assert "dry run: nothing was written" in result.stdout
+    assert tree_digest(fake_target) == before
+
+
+def test_status_and_remove_on_a_target_without_tmpfs_root(fake_target):
+    before = tree_digest(fake_target)
+    st = run_cli("status", f"--root={fake_target}")
+    assert st.returncode == 0 and "not installed" in st.stdout
+    rm = run_cli("remove", f"--root={fake_target}", "--yes")
+    assert rm.returncode == 0 and "nothing to remove" in rm.stdout
+    assert tree_digest(fake_target) == before
+
+
+def test_target_without_grub_is_refused(fake_target):
+    import shutil
+    shutil.rmtree(fake_target / "boot/grub")
+    result = run_cli("apply", f"--root={fake_target}", *with_(), "--yes")
+    assert result.returncode == 2
+    assert "error: bootloader" in result.stderr and "no GRUB found" in result.stderr

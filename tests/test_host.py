@@ -99,3 +99,17 @@ def test_a_renamed_build_output_is_described_without_a_mode(tmp_path):
     host = Host(tmp_path, dry_run=True)
     host.rename("/boot/initrd.img.new", "/boot/initrd.img")
     assert host.written_files()[0].describe() == "write /boot/initrd.img (built)"
+
+
+def test_commands_in_a_target_see_proc_sys_dev_which_vanish_with_them(tmp_path):
+    import shutil
+    for d in ("bin", "proc", "sys", "dev", "run"):
+        (tmp_path / d).mkdir()
+    shutil.copy("/bin/busybox", tmp_path / "bin/busybox")
+    out = Host(tmp_path).run(["/bin/busybox", "sh", "-c",
+                              "cat /proc/self/mountinfo; ls /sys/class/block; ls /dev/null"]).output
+    assert " /proc " in out and " /dev " in out and " /run " in out
+    assert "/dev/null" in out
+    for d in ("proc", "sys", "dev", "run"):
+        assert not os.path.ismount(tmp_path / d)  # a private namespace: nothing left behind
+    assert " " + str(tmp_path) not in open("/proc/self/mountinfo").read()

@@ -100,3 +100,21 @@ def test_plan_json_lists_files_and_commands_from_the_apply_steps(fake_target):
     dracut = [c for c in data["commands"] if c[0] == "dracut"]
     assert dracut and "--kver" in dracut[0] and FAKE_KVER in dracut[0] and "tmpfs-root" in dracut[0]
     assert any(c[0] == "grub-reboot" for c in data["commands"])
+
+
+@pytest.mark.parametrize("fs,abstraction,refused", [
+    ("ext2", "", False), ("ext2", "lvm", True), ("ext2", "diskfilter mdraid1x", True),
+    ("btrfs", "", True), ("zfs", "", True), ("xfs", "", False), ("fat", "", False),
+    ("ext2", "cryptodisk luks2", True)])
+def test_boot_once_is_refused_where_grub_cannot_write_grubenv(fs, abstraction, refused):
+    from tui.bootloader import once_refusal
+    reason = once_refusal(fs + "\n", abstraction + "\n")
+    assert (reason is not None) == refused
+    if refused:
+        assert "cannot clear the one-time entry" in reason
+
+
+def test_grubenv_parsing():
+    from tui.bootloader import parse_grubenv
+    block = "# GRUB Environment Block\nnext_entry=tmpfs-root-6.1\nsaved_entry=0\n" + "#" * 900
+    assert parse_grubenv(block) == {"next_entry": "tmpfs-root-6.1", "saved_entry": "0"}

@@ -42,7 +42,7 @@ DEFAULT_DROPIN = "/etc/default/grub.d/tmpfs-root.cfg"
 ENTRY_PREFIX = "tmpfs-root-"
 
 #: Where GRUB cannot write its environment block at boot (so a boot-once is never cleared).
-_UNWRITABLE_FS = {"btrfs", "zfs", "xfs"}  # GRUB refuses save_env on these
+_UNWRITABLE_FS = {"btrfs", "zfs"}  # GRUB refuses save_env on these (as its 00_header knows)
 _UNWRITABLE_ABSTRACTIONS = ("lvm", "diskfilter", "raid", "mdraid", "cryptodisk", "luks", "zfs")
 
 
@@ -164,10 +164,9 @@ def check_once(host: Host, bl: Bootloader) -> str | None:
     probe = host.which(bl.tool("probe"))
     if probe is None:
         return None
-    with host.chroot_mounts():
-        fs = host.run([bl.tool("probe"), "--target=fs", bl.grub_dir], query=True, check=False)
-        abstraction = host.run([bl.tool("probe"), "--target=abstraction", bl.grub_dir],
-                               query=True, check=False)
+    fs = host.run([bl.tool("probe"), "--target=fs", bl.grub_dir], query=True, check=False)
+    abstraction = host.run([bl.tool("probe"), "--target=abstraction", bl.grub_dir],
+                           query=True, check=False)
     if fs.returncode != 0:
         return None  # cannot tell (a directory target without a device): grub-reboot will say
     reason = once_refusal(fs.output, abstraction.output if abstraction.returncode == 0 else "")
@@ -269,13 +268,16 @@ def regenerate(host: Host, bl: Bootloader, on_line: LineCallback | None = None) 
     """Regenerate grub.cfg with the target's own grub-mkconfig; checked before it replaces the old one."""
     if bl.style != "grub":
         return
-    new = f"{bl.config}.tmpfs-root.new"
-    host.preserve(new)  # a killed run leaves it: the journal knows to remove it
+    new = f"{bl.config}.tmpfs-root"
+    scratch = [new, f"{new}.new"]  # grub-mkconfig -o X writes X.new first, and leaves it on failure
+    for path in scratch:
+        host.preserve(path)  # a killed run leaves them: the journal knows to remove them
     try:
         host.run([bl.tool("mkconfig"), "-o", new], on_line=on_line)
         host.run([bl.tool("script-check"), new], on_line=on_line)
     except BaseException:
-        host.discard(new)
+        for path in scratch:
+            host.discard(path)
         raise
     host.rename(new, bl.config)
 

@@ -17,7 +17,8 @@ rename, fsync of the directory) and whatever they replace is first copied to
 a backup area, so a failed transaction can be rolled back with
 :meth:`Host.rollback`.  Commands run without a shell, inside the target with
 chroot when the target is not ``/``, and their output is streamed line by line
-to a callback.
+to a callback; a command in a target that is not ``/`` runs in a private mount
+namespace with /proc, /sys and /dev bound into the target, gone when it exits.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ import signal
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable
 
 LineCallback = Callable[[str], None]
 
@@ -351,8 +351,27 @@ class Host:
                 else:
                     real.unlink()
             restored.append(entry["path"])
+        for entry in entries:  # restored: their backups are no longer needed
+            if entry.get("backup"):
+                _unlink_quietly(self.path(entry["backup"]))
         self.commit()
+        self._prune_backup_area()
         return restored
+
+    def _prune_backup_area(self) -> None:
+        """Remove empty directories of the backup area (and the area itself when empty)."""
+        area = self.path(BACKUP_DIR)
+        if not area.is_dir():
+            return
+        for dirpath, _dirs, _files in os.walk(area, topdown=False):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+        try:
+            area.parent.rmdir()
+        except OSError:
+            pass
 
     def commit(self) -> None:
         """The transaction succeeded (or was rolled back): drop its journal."""
@@ -384,11 +403,11 @@ class Host:
         if env:
             full_env.update(env)
         lines: list[str] = []
+        setup = _die_with_parent if self.is_live else _ChrootSetup(self.root)
         try:
             proc = subprocess.Popen(self.command_argv(argv), stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=full_env, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
+                                    env=full_env, start_new_session=True, preexec_fn=setup)
         except FileNotFoundError:
             raise HostError(f"{argv[0]}: command not found in {self.root}") from None
         self._proc = proc
@@ -422,30 +441,6 @@ class Host:
             except ProcessLookupError:
                 pass
 
-    @contextmanager
-    def chroot_mounts(self) -> Iterator[None]:
-        """Bind /proc, /sys and /dev into a target that is not ``/`` for the duration."""
-        if self.is_live or self.dry_run:
-            yield
-            return
-        mounted: list[Path] = []
-        try:
-            for name in ("proc", "sys", "dev", "run"):
-                where = self.root / name
-                if not where.is_dir() or os.path.ismount(where):
-                    continue
-                src = f"/{name}"
-                if name == "run":
-                    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(where)], check=True)
-                else:
-                    subprocess.run(["mount", "--rbind", src, str(where)], check=True)
-                    subprocess.run(["mount", "--make-rslave", str(where)], check=True)
-                mounted.append(where)
-            yield
-        finally:
-            for where in reversed(mounted):
-                subprocess.run(["umount", "-R", "-l", str(where)], check=False)
-
     # --------------------------------------------------------------- reports
     def written_files(self) -> list[Action]:
         return [a for a in self.actions if a.kind in ("write", "remove")]
@@ -470,12 +465,46 @@ def atomic_write(real: Path, data: bytes, mode: int = 0o644) -> None:
     _fsync_dir(real.parent)
 
 
+class _ChrootSetup:
+    """In the child, before it chroots into a target that is not ``/``: a private mount
+    namespace with /proc, /sys, /dev bound and a fresh /run, so dracut and grub-probe see
+    the machine's devices. The mounts live and die with the command: a tmpfs-root killed
+    by SIGKILL leaves none behind in the target."""
+
+    CLONE_NEWNS, MS_BIND, MS_REC, MS_SLAVE = 0x20000, 0x1000, 0x4000, 0x80000
+
+    def __init__(self, root: Path):
+        self.root = root
+        # computed here, in the parent: the child must not do more than system calls
+        self.binds = [(f"/{n}".encode(), str(root / n).encode()) for n in ("proc", "sys", "dev")
+                      if (root / n).is_dir()]
+        self.run = str(root / "run").encode() if (root / "run").is_dir() else None
+
+    def __call__(self) -> None:
+        import ctypes
+
+        _die_with_parent()
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def check(rc: int, what: str) -> None:
+            if rc != 0:
+                raise OSError(ctypes.get_errno(), f"{what} for the chroot failed")
+
+        check(libc.unshare(self.CLONE_NEWNS), "unshare")
+        check(libc.mount(b"none", b"/", None, self.MS_REC | self.MS_SLAVE, None), "making / a slave")
+        for src, dst in self.binds:
+            check(libc.mount(src, dst, None, self.MS_BIND | self.MS_REC, None), f"binding {src.decode()}")
+        if self.run:
+            check(libc.mount(b"tmpfs", self.run, b"tmpfs", 0, b"mode=0755"), "mounting /run")
+
+
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM if tmpfs-root dies (even by SIGKILL), so no dracut outlives it."""
+    """In the child: get SIGINT if tmpfs-root dies (even by SIGKILL), so no dracut outlives it.
+    SIGINT rather than SIGTERM: dracut traps it and removes its temporary directory."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 

@@ -295,14 +295,13 @@ def run_steps(host: Host, steps: list[Step], on_step: StepCallback | None = None
     total = len(steps)
     i, step = 0, steps[0]
     try:
-        with host.chroot_mounts():
-            for i, step in enumerate(steps):
-                if on_step:
-                    on_step(i, total, step.name, "start", "")
-                note = step.action() or ""
-                notes[step.name] = note
-                if on_step:
-                    on_step(i, total, step.name, "done", note)
+        for i, step in enumerate(steps):
+            if on_step:
+                on_step(i, total, step.name, "start", "")
+            note = step.action() or ""
+            notes[step.name] = note
+            if on_step:
+                on_step(i, total, step.name, "done", note)
     except BaseException as e:
         if on_step:
             on_step(i, total, step.name, "failed", str(e))
