@@ -261,3 +261,33 @@ def test_bls_target_gets_an_entry_file_of_its_own(system):
     assert ours.read_text() == python_entry
     assert run_cli("remove", "--root", system, "--yes").returncode == 0
     assert (diff := digest_diff(before, tree_digest(system))) == [], diff
+
+
+def test_default_mode_sets_the_saved_default_and_remove_restores_it(system):
+    kver = target_kernel(system)
+    before = tree_digest(system)
+    r = apply(system, "--boot", "default")
+    assert r.returncode == 0, r.stderr
+    assert (system / "etc/default/grub.d/tmpfs-root.cfg").read_text().endswith("GRUB_DEFAULT=saved\n")
+    cfg = (system / "boot/grub/grub.cfg").read_text()
+    assert 'set default="${saved_entry}"' in cfg  # grub-mkconfig read the drop-in
+    env = parse_grubenv((system / "boot/grub/grubenv").read_text())
+    assert env["saved_entry"] == f"tmpfs-root-{kver}" and "next_entry" not in env
+    assert "rd.emergency=reboot" not in entries(cfg)[f"tmpfs-root-{kver}"]  # no reboot loop
+    report = json.loads(run_cli("status", "--root", system, "--json").stdout)
+    assert report["default_is_ours"] and report["problems"] == []
+    assert run_cli("remove", "--root", system, "--yes").returncode == 0
+    assert (diff := digest_diff(before, tree_digest(system))) == [], diff
+
+
+def test_status_reports_drift(system):
+    kver = target_kernel(system)
+    assert apply(system).returncode == 0
+    os.utime(system / f"boot/vmlinuz-{kver}")  # a kernel reinstalled after the build
+    with open(system / "etc/tmpfs-root/grub.env", "a") as f:
+        f.write("# edited by hand\n")
+    st = run_cli("status", "--root", system)
+    assert st.returncode == 1
+    assert "older than its kernel" in st.stderr and "/etc/tmpfs-root/grub.env is modified" in st.stderr
+    again = apply(system)  # and apply repairs both
+    assert again.returncode == 0 and run_cli("status", "--root", system).returncode == 0

@@ -206,3 +206,14 @@ def test_target_without_grub_is_refused(fake_target):
     result = run_cli("apply", f"--root={fake_target}", *with_(), "--yes")
     assert result.returncode == 2
     assert "error: bootloader" in result.stderr and "no GRUB found" in result.stderr
+
+
+def test_boot_default_refused_where_grub_reads_no_dropins(fake_target):
+    """The fake target's GRUB has no grub-mkconfig that reads /etc/default/grub.d, and its
+    /etc/default/grub does not say GRUB_DEFAULT=saved."""
+    result = run_cli("apply", f"--root={fake_target}", *with_(boot="default"), "--yes")
+    assert result.returncode == 2
+    assert "error: --boot 'default': GRUB_DEFAULT is not 'saved'" in result.stderr
+    (fake_target / "etc/default").mkdir(parents=True, exist_ok=True)
+    (fake_target / "etc/default/grub").write_text("GRUB_DEFAULT=saved\n")
+    assert run_cli("plan", f"--root={fake_target}", *with_(boot="default")).returncode == 0

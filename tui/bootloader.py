@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui.host import Host, LineCallback
+from tui.host import Host, HostError, LineCallback
 
 GRUB_SCRIPT_SOURCE = Path(__file__).parent / "grub" / "42_tmpfs-root"
 GRUB_SCRIPT = "/etc/grub.d/42_tmpfs-root"
@@ -46,7 +46,7 @@ _UNWRITABLE_FS = {"btrfs", "zfs"}  # GRUB refuses save_env on these (as its 00_h
 _UNWRITABLE_ABSTRACTIONS = ("lvm", "diskfilter", "raid", "mdraid", "cryptodisk", "luks", "zfs")
 
 
-class BootloaderError(Exception):
+class BootloaderError(HostError):
     """The target's bootloader cannot do what was asked; one line for the user."""
 
 
@@ -123,7 +123,7 @@ def _default_grub(host: Host) -> dict[str, str]:
 def supports_dropins(host: Host, bl: Bootloader) -> bool:
     """Whether the target's grub-mkconfig reads /etc/default/grub.d/*.cfg (Debian, Ubuntu)."""
     mkconfig = host.which(bl.tool("mkconfig"))
-    return bool(mkconfig) and "/etc/default/grub.d" in host.read_text(mkconfig)
+    return bool(mkconfig) and "default/grub.d" in host.read_text(mkconfig)  # ${sysconfdir}/default/grub.d
 
 
 # ------------------------------------------------------------ grubenv
@@ -246,15 +246,28 @@ def write_entries(host: Host, bl: Bootloader, title: str, cmdline: list[str], ke
         return
     host.write_file(GRUB_ENV, grub_env(title, cmdline))
     host.write_file(GRUB_SCRIPT, GRUB_SCRIPT_SOURCE.read_bytes(), 0o755)
-    if boot == "default" and _default_grub(host).get("GRUB_DEFAULT") != "saved":
-        if not supports_dropins(host, bl):
-            raise BootloaderError("--boot 'default': GRUB_DEFAULT is not 'saved' in /etc/default/grub "
-                                  "and this GRUB reads no drop-ins; set GRUB_DEFAULT=saved there, or "
-                                  "use --boot once or menu")
+    if boot == "default" and needs_default_dropin(host):
+        reason = check_default(host, bl)
+        if reason:
+            raise BootloaderError(f"--boot 'default': {reason}")
         host.write_file(DEFAULT_DROPIN, "# Written by tmpfs-root (--boot default); "
                                         "`tmpfs-root remove` deletes it.\nGRUB_DEFAULT=saved\n")
     elif boot != "default":
         host.remove(DEFAULT_DROPIN)
+
+
+def needs_default_dropin(host: Host) -> bool:
+    return _default_grub(host).get("GRUB_DEFAULT") != "saved" or host.exists(DEFAULT_DROPIN)
+
+
+def check_default(host: Host, bl: Bootloader) -> str | None:
+    """Why ``--boot default`` cannot work on this target, or None."""
+    if bl.style == "grub" and needs_default_dropin(host) and not supports_dropins(host, bl):
+        return ("GRUB_DEFAULT is not 'saved' in /etc/default/grub and this GRUB reads no drop-ins; "
+                "set GRUB_DEFAULT=saved there; accepted here: once, or menu")
+    if bl.style == "bls" and _default_grub(host).get("GRUB_DEFAULT") != "saved":
+        return "GRUB_DEFAULT is not 'saved' in /etc/default/grub; set it there; accepted here: once, or menu"
+    return None
 
 
 def remove_entries(host: Host) -> None:

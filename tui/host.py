@@ -311,11 +311,7 @@ class Host:
         self._journal.append(entry)
         journal = self.path(JOURNAL)
         journal.parent.mkdir(parents=True, exist_ok=True)
-        tmp = journal.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._journal, indent=1))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.rename(tmp, journal)
+        atomic_write(journal, json.dumps(self._journal, indent=1).encode(), 0o600)
 
     def pending_journal(self) -> list[dict]:
         """Backups left by an earlier transaction that did not finish (killed)."""

@@ -312,3 +312,7 @@ def _check_bootloader(plan: Plan, ctx: Context, problems: list[Problem]) -> None
         reason = bootloader.check_once(ctx.host, bl)
         if reason:
             problems.append(Problem("boot", plan.boot, f"{reason}; accepted here: menu, or default"))
+    elif plan.boot == "default":
+        reason = bootloader.check_default(ctx.host, bl)
+        if reason:
+            problems.append(Problem("boot", plan.boot, reason))
