@@ -5,6 +5,7 @@ creates, inspect on every format and on broken input."""
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -298,3 +299,18 @@ def test_recommended_size_is_what_the_module_chooses(tmp_path, usize):
     meminfo.write_text("MemTotal: 1048576 kB\nMemAvailable: 900000 kB\n")
     r = run_sh(["dash"], f'tr_choose_size "" {usize}', {"TR_MEMINFO": str(meminfo)})
     assert int(r.stdout.split()[0]) == recommended_size(usize, 1 << 30)
+
+
+def test_find_archives_goes_by_magic_bytes_not_names(tmp_path):
+    from tui.images import find_archives
+    (tmp_path / "images/old").mkdir(parents=True)
+    (tmp_path / ".snapshots").mkdir()
+    (tmp_path / "lost+found").mkdir()
+    (tmp_path / "a/b/c/d").mkdir(parents=True)
+    subprocess.run(["tar", "-C", "/etc", "-czf", tmp_path / "images/root.backup", "hostname"], check=True)
+    subprocess.run(["tar", "-C", "/etc", "-cf", tmp_path / "images/old/r.tar", "hostname"], check=True)
+    for hidden in (".snapshots/x.tar.gz", "lost+found/x.tar.gz", "a/b/c/d/deep.tar.gz"):
+        shutil.copy(tmp_path / "images/root.backup", tmp_path / hidden)
+    (tmp_path / "images/rootfs.tar.zst").write_text("not really zstd")
+    found = find_archives(tmp_path)
+    assert [(p, f) for p, f, _ in found] == [("images/old/r.tar", "tar"), ("images/root.backup", "gzip")]

@@ -9,9 +9,12 @@ shells) they are filled from ``blkid -p -o export``.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import re
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass, field
 
 #: Filesystem types that are containers, not filesystems an image can live on.
@@ -289,3 +292,29 @@ def human_size(n: int) -> str:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1024
     return str(n)
+
+
+@contextlib.contextmanager
+def mounted_readonly(device: BlockDevice):
+    """The device's filesystem as a directory: its mountpoint when it is mounted, else a
+    private read-only mount (nosuid, nodev, noexec) in a temporary directory, removed after.
+    Used to list and inspect images; nothing on the volume is changed."""
+    if device.mountpoints:
+        yield device.mountpoints[0]
+        return
+    where = tempfile.mkdtemp(prefix="tmpfs-root-source.")
+    try:
+        r = subprocess.run(["mount", "-o", "ro,nosuid,nodev,noexec", device.path, where],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise OSError(f"cannot mount {device.path} read-only: "
+                          f"{(r.stderr.strip().splitlines() or ['mount failed'])[-1]}")
+        try:
+            yield where
+        finally:
+            subprocess.run(["umount", where], capture_output=True)
+    finally:
+        try:
+            os.rmdir(where)
+        except OSError:
+            pass

@@ -308,9 +308,17 @@ class Host:
         self._journal_add(entry)
 
     def _journal_add(self, entry: dict) -> None:
-        self._journal.append(entry)
         journal = self.path(JOURNAL)
-        journal.parent.mkdir(parents=True, exist_ok=True)
+        if not journal.parent.is_dir():  # make the backup area, remembering what it took
+            missing = []
+            d = journal.parent
+            while not d.exists():
+                missing.append(d)
+                d = d.parent
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            self._journal.extend({"path": self._to_target(d), "dir": True, "area": True}
+                                 for d in reversed(missing))
+        self._journal.append(entry)
         atomic_write(journal, json.dumps(self._journal, indent=1).encode(), 0o600)
 
     def pending_journal(self) -> list[dict]:
@@ -330,6 +338,8 @@ class Host:
         for entry in reversed(entries):
             real = self.path(entry["path"])
             if entry.get("dir"):
+                if entry.get("area"):
+                    continue
                 try:
                     real.rmdir()
                 except OSError:
@@ -352,6 +362,12 @@ class Host:
                 _unlink_quietly(self.path(entry["backup"]))
         self.commit()
         self._prune_backup_area()
+        for entry in reversed(entries):  # directories made for the backup area itself
+            if entry.get("area"):
+                try:
+                    self.path(entry["path"]).rmdir()
+                except OSError:
+                    pass
         return restored
 
     def _prune_backup_area(self) -> None:

@@ -214,3 +214,27 @@ class _CountingReader:
         data = self.raw.read(n)
         self.count += len(data)
         return data
+
+
+def find_archives(top: str | os.PathLike, max_depth: int = 3, limit: int = 200) -> list[tuple[str, str, int]]:
+    """Archives under *top* (recognised by their first bytes, not their names), as
+    (path relative to *top*, format, size), sorted; hidden directories and lost+found skipped."""
+    found = []
+    top = os.fspath(top)
+    for dirpath, dirnames, filenames in os.walk(top):
+        depth = dirpath[len(top):].count(os.sep)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "lost+found"
+                             and depth < max_depth)
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                if not os.path.isfile(path) or os.path.islink(path):
+                    continue
+                fmt = detect_format(path)
+                if fmt:
+                    found.append((os.path.relpath(path, top), fmt, os.path.getsize(path)))
+            except OSError:
+                continue
+            if len(found) >= limit:
+                return sorted(found)
+    return sorted(found)
