@@ -1,0 +1,68 @@
+"""What every step screen shares: its title, Back / Next, and problems shown beside fields."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Static
+
+from tui.validation import Problem
+
+
+class StepScreen(Screen):
+    """A step of the conversion. Subclasses set NAME and FIELDS and compose body()."""
+
+    NAME = ""
+    FIELDS: tuple[str, ...] = ()
+    BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+n", "next", "Next")]
+
+    def compose(self) -> ComposeResult:
+        from tui.app import STEP_NAMES, STEPS
+
+        index = STEP_NAMES.index(self.NAME)
+        yield Header()
+        yield Static(f"Step {index + 1} of {len(STEPS)}: {STEPS[index][1]}", classes="title")
+        yield from self.body()
+        with Horizontal(classes="buttons"):
+            yield from self.buttons()
+        yield Footer()
+
+    def body(self) -> ComposeResult:
+        yield from ()
+
+    def buttons(self) -> ComposeResult:
+        yield Button("Back", id="back")
+        yield Button("Next", id="next", variant="primary")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "back":
+            self.action_back()
+        elif event.button.id == "next":
+            self.action_next()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_next(self) -> None:
+        if self.show_problems():
+            self.notify("Fix the errors shown in red first.", severity="error")
+            return
+        self.app.next_step(self.NAME)
+
+    def show_problems(self) -> list[Problem]:
+        """Put the engine's problems for this step's fields beside them; returns the errors."""
+        problems = self.app.problems(*self.FIELDS)
+        for f in self.FIELDS:
+            for widget in self.query(f"#problem-{f}"):
+                mine = [p for p in problems if p.field == f]
+                widget.update("\n".join(p.line() for p in mine))
+                widget.set_class(any(p.severity == "error" for p in mine), "error")
+                widget.set_class(not any(p.severity == "error" for p in mine), "warning")
+        return [p for p in problems if p.severity == "error"]
+
+
+def problem_slot(field: str) -> Static:
+    """Where the problems of *field* appear, right under it."""
+    return Static("", id=f"problem-{field}", classes="error")

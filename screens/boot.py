@@ -1,0 +1,76 @@
+"""Step 5, Boot: the kernels to build for, the entry title, the boot mode (once
+recommended, and why), extra kernel arguments."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Input, Label, RadioButton, RadioSet, SelectionList, Static
+
+from screens.base import StepScreen, problem_slot
+
+MODES = {
+    "once": "once (recommended): boots the entry on the next reboot only; if that boot fails it "
+            "reboots into your normal entry (rd.shell=0 rd.emergency=reboot panic=10)",
+    "menu": "menu: only adds the entry; choose it in the GRUB menu",
+    "default": "default: every boot uses it until you change it or remove tmpfs-root (asks to confirm)",
+}
+
+
+class BootScreen(StepScreen):
+    NAME = "boot"
+    FIELDS = ("kernels", "title", "boot", "append", "bootloader")
+
+    def body(self) -> ComposeResult:
+        from tui.plan import default_kernels, os_pretty_name, target_kernels
+
+        host = self.app.host
+        chosen = self.app.plan.kernels or default_kernels(host)
+        yield Static("Kernels to build a tmpfs-root initramfs for:", classes="help")
+        yield SelectionList[str](*[(k, k, k in chosen) for k in reversed(target_kernels(host))], id="kernels")
+        yield problem_slot("kernels")
+        with Horizontal(classes="field"):
+            yield Label("Entry title")
+            yield Input(compact=True, value=self.app.plan.title or "",
+                        placeholder=f"{os_pretty_name(host)}, root in RAM (tmpfs-root)", id="title")
+        yield problem_slot("title")
+        with RadioSet(id="boot"):
+            for mode, text in MODES.items():
+                yield RadioButton(text, value=self.app.plan.boot == mode, id=f"mode-{mode}")
+        yield problem_slot("boot")
+        yield problem_slot("bootloader")
+        with Horizontal(classes="field"):
+            yield Label("Extra args")
+            yield Input(compact=True, value=self.app.plan.append, placeholder="e.g. console=ttyS0 quiet", id="append")
+        yield problem_slot("append")
+
+    def on_mount(self) -> None:
+        self.sync_kernels()
+        self.show_problems()
+
+    def sync_kernels(self) -> None:
+        from tui.plan import default_kernels
+
+        selected = list(self.query_one("#kernels", SelectionList).selected)
+        self.app.plan.kernels = [] if selected == default_kernels(self.app.host) else selected
+
+    def on_selection_list_selected_changed(self, event) -> None:
+        self.sync_kernels()
+        self.show_problems()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "title":
+            self.app.plan.title = event.value or None
+        elif event.input.id == "append":
+            self.app.plan.append = event.value
+        self.show_problems()
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        self.app.plan.boot = (event.pressed.id or "mode-once").removeprefix("mode-")
+        self.show_problems()
+
+    def action_next(self) -> None:
+        if not self.query_one("#kernels", SelectionList).selected:
+            self.notify("Pick at least one kernel.", severity="error")
+            return
+        super().action_next()

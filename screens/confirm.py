@@ -1,0 +1,38 @@
+"""The explicit confirmation before anything is changed (destructive style)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+
+class ConfirmModal(ModalScreen[bool]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CSS = """
+    ConfirmModal { align: center middle; }
+    ConfirmModal > Vertical { width: 70; height: auto; border: thick $error; background: $surface;
+                              padding: 1 2; }
+    ConfirmModal Horizontal { height: auto; margin-top: 1; }
+    ConfirmModal Button { margin-right: 2; }
+    """
+
+    def __init__(self, question: str, detail: str, action: str):
+        super().__init__()
+        self.question, self.detail, self.action = question, detail, action
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(f"[b]{self.question}[/b]")
+            yield Static(self.detail)
+            with Horizontal():
+                yield Button("Cancel", id="cancel")  # focused first: Enter alone changes nothing
+                yield Button(self.action, id="confirm", variant="error")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm")
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

@@ -1,0 +1,136 @@
+"""Step 6, Review: the exact kernel command line, every file that would be written
+(content viewable), every command; Save plan (TOML); Apply after an explicit
+confirmation. What is shown comes from running apply's own steps on a recording
+(dry-run) host."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, Static
+
+from screens.base import StepScreen
+from screens.overview import TextModal
+
+
+class ReviewScreen(StepScreen):
+    NAME = "review"
+    BINDINGS = [*StepScreen.BINDINGS, Binding("ctrl+s", "save", "Save plan")]
+
+    def body(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(id="problems", classes="error")
+            yield Static("Kernel command line:", classes="title")
+            yield Static(id="cmdline", classes="cmdline")
+            yield Static(id="summary", classes="help")
+            yield Static("Files (Enter shows the content):", classes="title")
+            yield DataTable(id="files", cursor_type="row", zebra_stripes=True)
+            yield Static("Commands:", classes="title")
+            yield Static(id="commands")
+
+    def buttons(self) -> ComposeResult:
+        yield Button("Back", id="back")
+        yield Button("Save plan", id="save")
+        yield Button("Apply…", id="next", variant="error")
+
+    def on_mount(self) -> None:
+        from tui.host import Host
+        from tui.transaction import record
+
+        self.query_one("#files", DataTable).add_columns("action", "path", "size")
+        errors = [p for p in self.app.problems() if p.severity == "error"]
+        warnings = [p for p in self.app.problems() if p.severity == "warning"]
+        self.query_one("#problems", Static).update("\n".join(p.line() for p in errors + warnings))
+        self.query_one("#next", Button).disabled = bool(errors)
+        if errors:
+            return
+        preview = Host(self.app.host.root, dry_run=True)
+        resolved = record(self.app.plan, preview, self.app.facts.devices)
+        self.actions = preview.written_files()
+        self.query_one("#cmdline", Static).update(" ".join(resolved.cmdline))
+        self.query_one("#summary", Static).update(
+            f"Entry “{resolved.title}” for {', '.join(resolved.kernels)}, boot mode {self.app.plan.boot}; "
+            f"target {preview.root}" + (" (dry run: Apply only shows what it would do)" if self.app.dry_run else ""))
+        table = self.query_one("#files", DataTable)
+        for a in self.actions:
+            table.add_row(a.kind, a.path, f"{len(a.content)} B" if a.content is not None else "built")
+        chroot = "" if preview.is_live else f"(in {preview.root}, with chroot) "
+        self.query_one("#commands", Static).update(
+            chroot + "\n".join("  " + c.describe() for c in preview.commands()) if preview.commands()
+            else "none")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        action = self.actions[event.cursor_row]
+        text = (action.content.decode("utf-8", "replace") if action.content is not None
+                else "(built by dracut when applied)")
+        self.app.push_screen(TextModal(action.path, text))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            self.action_save()
+        else:
+            super().on_button_pressed(event)
+
+    def action_save(self) -> None:
+        self.app.push_screen(SavePlanModal(self.app.plan))
+
+    def action_next(self) -> None:
+        from screens.apply import ApplyScreen
+        from screens.confirm import ConfirmModal
+
+        if self.query_one("#next", Button).disabled:
+            self.notify("The plan has errors; go back and fix them.", severity="error")
+            return
+        where = "this system" if self.app.host.is_live else str(self.app.host.root)
+        detail = (f"Writes {len(self.actions)} file(s) in {where}, builds the initramfs and changes the "
+                  f"GRUB configuration. Any failure rolls every step back.")
+        if self.app.plan.boot == "default":
+            detail += "\n[b]Boot mode default[/b]: every reboot boots from RAM until you remove it."
+        if self.app.dry_run:
+            detail = "Dry run: shows each step and writes nothing."
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.app.push_screen(ApplyScreen(mode="apply"))
+        self.app.push_screen(ConfirmModal(f"Apply to {where}?", detail, "Apply"), confirmed)
+
+
+class SavePlanModal(ModalScreen[None]):
+    BINDINGS = [Binding("escape", "dismiss", "Cancel")]
+    DEFAULT_CSS = """
+    SavePlanModal { align: center middle; }
+    SavePlanModal > Vertical { width: 80%; height: auto; border: thick $primary; background: $surface;
+                               padding: 1 2; }
+    """
+
+    def __init__(self, plan):
+        super().__init__()
+        self.plan = plan
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("[b]Save the plan[/b] (load it with `tmpfs-root apply --plan FILE`)")
+            yield Input(compact=True, value="/root/tmpfs-root.toml", id="path")
+            yield Static(id="message", classes="error")
+            with Horizontal(classes="row"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Save", id="save", variant="primary")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "cancel":
+            self.dismiss()
+            return
+        from pathlib import Path
+
+        from tui.host import atomic_write
+
+        path = Path(self.query_one("#path", Input).value.strip())
+        if not path.is_absolute() or not path.parent.is_dir():
+            self.query_one("#message", Static).update(
+                f"error: --save '{path}': accepted: an absolute path in an existing directory")
+            return
+        atomic_write(path, self.plan.to_toml().encode())
+        self.app.notify(f"Plan saved to {path}")
+        self.dismiss()
