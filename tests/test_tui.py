@@ -1,0 +1,334 @@
+"""The TUI, driven by Textual's Pilot: the whole flow on real loop devices under a real
+udevd, validation messages in the CLI's words, back navigation, the confirmation, a
+failing apply with its rollback; snapshots of every screen at 80×24 and 120×40.
+
+The snapshot tests pass the app fixed Facts (devices, RAM, free space) instead of
+the machine's: a screenshot must not change with the machine it is taken on. The
+flow test uses the machine's real devices."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.infra import (FAKE_KVER, Part, loop_device, make_disk_image, make_fake_target, run_cli, sh,
+                         tree_digest, udevd)
+from tui.app import Facts, TmpfsRootApp
+from tui.devices import BlockDevice
+
+SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
+
+
+def make_volume_content(where: Path) -> Path:
+    (where / "images").mkdir(parents=True, exist_ok=True)
+    sh("tar", "-C", "/etc", "-caf", where / "images/rootfs.tar.zst", "hostname", "os-release")
+    (where / "images/notes.txt").write_text("not an archive\n")
+    return where
+
+
+async def walk_to(pilot, screen_name: str) -> None:
+    """Press Next (ctrl+n) until *screen_name*, waiting for workers on the way."""
+    for _ in range(8):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        if type(pilot.app.screen).__name__ == screen_name:
+            return
+        await pilot.press("ctrl+n")
+    raise AssertionError(f"stuck on {type(pilot.app.screen).__name__}")
+
+
+# ------------------------------------------------------------ the whole flow
+@pytest.mark.udev
+async def test_the_whole_flow_on_a_loop_device_reaches_a_dry_run_apply(tmp_path):
+    """Real devices: a disk image with an ext4 partition holding an image, not mounted, so
+    the Image step mounts it read-only for a look; the target is a directory; dry run."""
+    target = make_fake_target(tmp_path / "target")
+    make_disk_image(tmp_path / "disk.img", [Part(64, fs="ext4", label="TUIIMG",
+                                                 content=make_volume_content(tmp_path / "vol"))], tmp_path)
+    with loop_device(tmp_path / "disk.img") as dev, udevd():
+        app = TmpfsRootApp(str(target), dry_run=True)
+        app.facts.watch = False
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            assert type(app.screen).__name__ == "OverviewScreen"
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+            rows = app.screen.rows
+            index = [d.path for d, _ in rows].index(f"{dev}p1")
+            current = app.screen.query_one("#devices").cursor_row
+            for _ in range(abs(index - current)):
+                await pilot.press("down" if index > current else "up")
+            await pilot.pause()
+            device = rows[index][0]
+            assert app.plan.source == f"UUID={device.uuid}"  # the recommended form, preselected
+            await walk_to(pilot, "ImageScreen")
+            archives = [a[0] for a in app.screen.archives]
+            assert archives == ["images/rootfs.tar.zst"]  # by magic bytes: notes.txt is not one
+            app.screen.query_one("#archives").focus()
+            await pilot.press("enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert app.plan.image == "images/rootfs.tar.zst"
+            assert app.image_info is not None and app.image_info.files == 2
+            await walk_to(pilot, "SizeScreen")
+            assert app.plan.size == app.image_info.recommended_size  # prefilled
+            await walk_to(pilot, "ReviewScreen")
+            assert "root=tmpfs:UUID=" in str(app.screen.query_one("#cmdline").render())
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "ConfirmModal"
+            await pilot.click("#confirm")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert type(app.screen).__name__ == "ApplyScreen"
+            result = str(app.screen.query_one("#result").render())
+            assert "Dry run complete" in result and f"grub-reboot tmpfs-root-{FAKE_KVER}" in result
+        assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                    if "tmpfs-root-source." in line]  # the look-only mount is gone
+    assert app.plan.source == f"UUID={device.uuid}" and app.plan.boot == "once"
+    assert tree_digest(target) == tree_digest(make_fake_target(tmp_path / "pristine"))
+
+
+# ------------------------------------------------------- fixed-facts screens
+SNAP_ROOT = Path("/tmp/tmpfs-root-tui-snapshots")  # fixed: the path shows on screen
+
+
+@pytest.fixture
+def fixed():
+    """A target and a mounted volume at fixed paths, and fixed facts."""
+    shutil.rmtree(SNAP_ROOT, ignore_errors=True)
+    target = make_fake_target(SNAP_ROOT / "target")
+    vol = make_volume_content(SNAP_ROOT / "vol")
+    devices = [
+        BlockDevice("vda", "/dev/vda", "disk", 20 << 30, devnum="254:0", model="QEMU HARDDISK"),
+        BlockDevice("vda1", "/dev/vda1", "part", 19 << 30, devnum="254:1", fstype="ext4", label="IMGVOL",
+                    uuid="0a1b2c3d-1111-2222-3333-444455556666", partuuid="6f1c0001-01",
+                    mountpoints=[str(vol)], parent="vda"),
+        BlockDevice("vdb", "/dev/vdb", "disk", 8 << 30, devnum="254:16", fstype="ext4", label="IMGVOL",
+                    uuid="9e8d7c6b-aaaa-bbbb-cccc-ddddeeeeffff"),
+    ]
+    facts = Facts(devices, 8 << 30, 0, 900 << 20, watch=False)
+    yield target, facts
+    shutil.rmtree(SNAP_ROOT, ignore_errors=True)
+
+
+def app_for(fixed, dry_run=True):
+    target, facts = fixed
+    return TmpfsRootApp(str(target), dry_run=dry_run, facts=facts)
+
+
+async def pick_image(pilot):
+    await walk_to(pilot, "ImageScreen")
+    pilot.app.screen.query_one("#archives").focus()
+    await pilot.press("enter")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def open_confirmation(pilot):
+    """From the start to the Apply confirmation, with the image picked from the list."""
+    await pick_image(pilot)
+    await walk_to(pilot, "ReviewScreen")
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+    assert type(pilot.app.screen).__name__ == "ConfirmModal"
+
+
+STOPS = {
+    "overview": None,
+    "source": "SourceScreen",
+    "image": "image",
+    "size": "SizeScreen",
+    "boot": "BootScreen",
+    "review": "ReviewScreen",
+    "apply": "apply",
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
+@pytest.mark.parametrize("step", STOPS, ids=list(STOPS))
+def test_snapshot_of_every_screen(fixed, snap_compare, step, size):
+    async def run_before(pilot):
+        await pilot.pause()
+        stop = STOPS[step]
+        if stop is None:
+            return
+        if stop == "image":
+            await pick_image(pilot)
+            return
+        if stop == "apply":
+            await open_confirmation(pilot)
+            await pilot.click("#confirm")
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+            pilot.app.screen.query_one("#elapsed").update("elapsed 0 s")  # differs run to run
+            await pilot.pause()
+            return
+        if stop != "SourceScreen":
+            await pick_image(pilot)
+        await walk_to(pilot, stop)
+    assert snap_compare(app_for(fixed), terminal_size=SIZES[size], run_before=run_before)
+
+
+# ------------------------------------------------------------- behaviour
+async def test_errors_show_beside_the_field_in_the_clis_words(fixed):
+    target, _ = fixed
+    app = app_for(fixed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pick_image(pilot)
+        await walk_to(pilot, "SizeScreen")
+        size = app.screen.query_one("#size")
+        size.value = ""
+        size.focus()
+        await pilot.press(*"3Q")
+        await pilot.pause()
+        shown = str(app.screen.query_one("#problem-size").render())
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SizeScreen"  # Next refused
+    cli = run_cli("plan", f"--root={target}", f"--source={app.plan.source}", "--image=images/rootfs.tar.zst",
+                  "--size=3Q")
+    line = [x for x in cli.stderr.splitlines() if "--size" in x][0].removeprefix("tmpfs-root: ")
+    assert shown.replace("\n", " ") == line
+
+
+async def test_escape_goes_back_and_keeps_what_was_chosen(fixed):
+    app = app_for(fixed)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pick_image(pilot)
+        await walk_to(pilot, "SizeScreen")
+        chosen = app.plan.size
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ImageScreen"
+        assert app.screen.query_one("#image-path").value == "images/rootfs.tar.zst"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SourceScreen"
+        assert str(app.screen.query_one("#identifier").value) == app.plan.source
+        await walk_to(pilot, "SizeScreen")
+        assert app.screen.query_one("#size").value == chosen
+
+
+async def test_ambiguous_labels_are_flagged(fixed):
+    from screens.source import identifier_choices
+    _, facts = fixed
+    labels = dict((v, k) for k, v in identifier_choices(facts.devices[1], facts.devices))
+    assert "(recommended)" in labels["UUID=0a1b2c3d-1111-2222-3333-444455556666"]
+    assert "ambiguous: 2 devices" in labels["LABEL=IMGVOL"]
+
+
+async def test_cancelling_the_confirmation_writes_nothing(fixed):
+    target, _ = fixed
+    before = tree_digest(target)
+    app = app_for(fixed, dry_run=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_confirmation(pilot)
+        assert app.screen.focused.id == "cancel"  # Enter alone changes nothing
+        await pilot.press("enter")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReviewScreen"
+    assert tree_digest(target) == before
+
+
+async def test_a_failing_apply_shows_the_step_and_the_rollback(fixed):
+    """A real apply (not a dry run) into the fake target, whose dracut fails: it runs under
+    chroot with a static busybox as its shell."""
+    target, _ = fixed
+    (target / "bin").mkdir(exist_ok=True)
+    shutil.copy("/bin/busybox", target / "bin/busybox")
+    (target / "bin/sh").symlink_to("busybox")
+    (target / "usr/bin/dracut").write_text("#!/bin/sh\necho 'dracut: simulated failure: no space left'\nexit 1\n")
+    before = tree_digest(target)
+    app = app_for(fixed, dry_run=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_confirmation(pilot)
+        await pilot.click("#confirm")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        result = str(app.screen.query_one("#result").render())
+        assert f"step 'build the initramfs for {FAKE_KVER}' failed" in result
+        assert "Rolled back" in result and "as it was before" in result
+        log = "\n".join(str(line) for line in app.screen.query_one("#log").lines)
+        assert "simulated failure" in log
+    assert tree_digest(target) == before
+
+
+async def test_command_palette_offers_the_steps(fixed):
+    app = app_for(fixed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Step 4: Size" in titles and "Review and apply" in titles
+        app.goto("boot")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "BootScreen"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SizeScreen"  # the steps before it are stacked
+
+
+# ------------------------------------------------------------- tmux
+@pytest.mark.needs("tmux")
+def test_a_user_in_tmux_converts_a_target_in_a_dry_run(tmp_path):
+    """The real program in a real terminal: keys in, screen text out (NFS source, typed)."""
+    target = make_fake_target(tmp_path / "target")
+    session = f"tmpfs-root-test-{tmp_path.name}"
+    repo = Path(__file__).resolve().parent.parent
+    sh("tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
+       f"cd {repo} && python3 -m tui --root {target} --dry-run; sleep 60")
+
+    def screen() -> str:
+        return sh("tmux", "capture-pane", "-p", "-t", session).stdout
+
+    def keys(*k: str) -> None:
+        import time
+        for key in k:  # one key per call: Escape must go alone, or it arrives as Alt+key
+            sh("tmux", "send-keys", "-t", session, key)
+            time.sleep(0.4)
+
+    def type_(text: str) -> None:
+        import time
+        sh("tmux", "send-keys", "-t", session, "-l", text)
+        time.sleep(0.4)
+
+    def wait_for(text: str, timeout: float = 20) -> str:
+        import time
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = screen()
+            if text in shown:
+                return shown
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} never appeared:\n{screen()}")
+
+    try:
+        wait_for("Step 1 of 7")
+        keys("C-n")
+        wait_for("Step 2 of 7")
+        keys("BTab", "Right")  # the tab bar: over to NFS
+        wait_for("Server")
+        keys("Tab")
+        type_("10.0.0.11")
+        keys("Tab")
+        type_("/srv/images")
+        wait_for("root=tmpfs:NFS=nfs4:10.0.0.11:/srv/images")
+        keys("C-n")
+        wait_for("Step 3 of 7")
+        type_("rootfs.tar.zst")
+        keys("C-n")
+        wait_for("Step 4 of 7")
+        keys("C-n")
+        wait_for("Step 5 of 7")
+        keys("C-n")
+        shown = wait_for("Step 6 of 7")
+        assert "rd.neednet=1" in shown and "ip=dhcp" in shown
+        keys("C-n")
+        wait_for("Apply to")
+        keys("Tab", "Enter")  # from Cancel over to Apply
+        shown = wait_for("Dry run complete")
+        keys("Escape")
+        wait_for("Step 6 of 7")  # back to the review after the apply
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert tree_digest(target) == tree_digest(make_fake_target(tmp_path / "pristine"))
