@@ -150,6 +150,7 @@ class ApplyScreen(StepScreen):
         self.finished = True
         self.timer.stop()
         self.tick()
+        self.call_after_refresh(self.query_one("#log", RichLog).scroll_end, animate=False)
         self.query_one("#quit", Button).display = True
 
     # ----------------------------------------------------------- keys, buttons

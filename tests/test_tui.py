@@ -27,10 +27,17 @@ def make_volume_content(where: Path) -> Path:
     return where
 
 
+async def settle(pilot) -> None:
+    """Wait for the app's work (the hotplug watcher aside: it runs as long as its screen)."""
+    work = [w for w in pilot.app.workers if w.group != "hotplug"]
+    if work:  # an empty list would mean "all of them"
+        await pilot.app.workers.wait_for_complete(work)
+
+
 async def walk_to(pilot, screen_name: str) -> None:
     """Press Next (ctrl+n) until *screen_name*, waiting for workers on the way."""
     for _ in range(8):
-        await pilot.app.workers.wait_for_complete()
+        await settle(pilot)
         await pilot.pause()
         if type(pilot.app.screen).__name__ == screen_name:
             return
@@ -67,7 +74,7 @@ async def test_the_whole_flow_on_a_loop_device_reaches_a_dry_run_apply(tmp_path)
             assert archives == ["images/rootfs.tar.zst"]  # by magic bytes: notes.txt is not one
             app.screen.query_one("#archives").focus()
             await pilot.press("enter")
-            await app.workers.wait_for_complete()
+            await settle(pilot)
             await pilot.pause()
             assert app.plan.image == "images/rootfs.tar.zst"
             assert app.image_info is not None and app.image_info.files == 2
@@ -79,7 +86,7 @@ async def test_the_whole_flow_on_a_loop_device_reaches_a_dry_run_apply(tmp_path)
             await pilot.pause()
             assert type(app.screen).__name__ == "ConfirmModal"
             await pilot.click("#confirm")
-            await app.workers.wait_for_complete()
+            await settle(pilot)
             await pilot.pause()
             assert type(app.screen).__name__ == "ApplyScreen"
             result = str(app.screen.query_one("#result").render())
@@ -122,7 +129,7 @@ async def pick_image(pilot):
     await walk_to(pilot, "ImageScreen")
     pilot.app.screen.query_one("#archives").focus()
     await pilot.press("enter")
-    await pilot.app.workers.wait_for_complete()
+    await settle(pilot)
     await pilot.pause()
 
 
@@ -159,10 +166,12 @@ def test_snapshot_of_every_screen(fixed, snap_compare, step, size):
             return
         if stop == "apply":
             await open_confirmation(pilot)
-            await pilot.click("#confirm")
-            await pilot.app.workers.wait_for_complete()
+            await pilot.press("tab", "enter")  # keys, not a click: a mouse left hovering shows
+            await settle(pilot)
             await pilot.pause()
             pilot.app.screen.query_one("#elapsed").update("elapsed 0 s")  # differs run to run
+            await pilot.pause()
+            await pilot.wait_for_scheduled_animations()
             await pilot.pause()
             return
         if stop != "SourceScreen":
@@ -245,7 +254,7 @@ async def test_a_failing_apply_shows_the_step_and_the_rollback(fixed):
     async with app.run_test(size=(120, 40)) as pilot:
         await open_confirmation(pilot)
         await pilot.click("#confirm")
-        await app.workers.wait_for_complete()
+        await settle(pilot)
         await pilot.pause()
         result = str(app.screen.query_one("#result").render())
         assert f"step 'build the initramfs for {FAKE_KVER}' failed" in result
@@ -332,3 +341,50 @@ def test_a_user_in_tmux_converts_a_target_in_a_dry_run(tmp_path):
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     assert tree_digest(target) == tree_digest(make_fake_target(tmp_path / "pristine"))
+
+
+async def test_escape_during_apply_cancels_and_rolls_back(fixed):
+    """A long dracut (it sleeps) is stopped by Escape; every step done is rolled back."""
+    target, _ = fixed
+    (target / "bin").mkdir(exist_ok=True)
+    shutil.copy("/bin/busybox", target / "bin/busybox")
+    (target / "bin/sh").symlink_to("busybox")
+    (target / "usr/bin/dracut").write_text("#!/bin/sh\necho 'dracut: working'\nexec /bin/busybox sleep 60\n")
+    before = tree_digest(target)
+    app = app_for(fixed, dry_run=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_confirmation(pilot)
+        await pilot.click("#confirm")
+        for _ in range(50):  # until dracut runs
+            await pilot.pause(0.1)
+            if "dracut: working" in "\n".join(str(x) for x in app.screen.query_one("#log").lines):
+                break
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ApplyScreen"  # Escape cancelled, it did not leave
+        result = str(app.screen.query_one("#result").render())
+        assert "failed" in result and "Rolled back" in result
+    assert tree_digest(target) == before
+
+
+@pytest.mark.udev
+async def test_the_device_list_follows_hotplug(tmp_path, fixed):
+    """A loop device attached while the Source step is open appears in its list."""
+    _, facts = fixed
+    make_disk_image(tmp_path / "disk.img", [Part(16, fs="ext4", label="HOTPLUG")], tmp_path)
+    with udevd():
+        facts.devices = []
+        facts.watch = True
+        app = app_for(fixed)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await walk_to(pilot, "SourceScreen")
+            await pilot.pause(1.0)  # the monitor is listening
+            with loop_device(tmp_path / "disk.img") as dev:
+                sh("udevadm", "settle", "--timeout=10", check=False)
+                for _ in range(50):
+                    await pilot.pause(0.2)
+                    if any(d.path == f"{dev}p1" for d, _ in app.screen.rows):
+                        break
+                shown = [d for d, _ in app.screen.rows if d.path == f"{dev}p1"]
+                assert shown and shown[0].label == "HOTPLUG"
