@@ -241,14 +241,19 @@ async def test_cancelling_the_confirmation_writes_nothing(fixed):
     assert tree_digest(target) == before
 
 
+def target_dracut(target: Path, body: str) -> None:
+    """Give the fake target a dracut of its own, run under chroot with a static busybox."""
+    (target / "bin").mkdir(exist_ok=True)
+    shutil.copy("/bin/busybox", target / "bin/busybox")
+    (target / "bin/sh").symlink_to("busybox")
+    (target / "usr/bin/dracut").write_text("#!/bin/sh\n" + body)
+
+
 async def test_a_failing_apply_shows_the_step_and_the_rollback(fixed):
     """A real apply (not a dry run) into the fake target, whose dracut fails: it runs under
     chroot with a static busybox as its shell."""
     target, _ = fixed
-    (target / "bin").mkdir(exist_ok=True)
-    shutil.copy("/bin/busybox", target / "bin/busybox")
-    (target / "bin/sh").symlink_to("busybox")
-    (target / "usr/bin/dracut").write_text("#!/bin/sh\necho 'dracut: simulated failure: no space left'\nexit 1\n")
+    target_dracut(target, "echo 'dracut: simulated failure: no space left'\nexit 1\n")
     before = tree_digest(target)
     app = app_for(fixed, dry_run=False)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -346,10 +351,7 @@ def test_a_user_in_tmux_converts_a_target_in_a_dry_run(tmp_path):
 async def test_escape_during_apply_cancels_and_rolls_back(fixed):
     """A long dracut (it sleeps) is stopped by Escape; every step done is rolled back."""
     target, _ = fixed
-    (target / "bin").mkdir(exist_ok=True)
-    shutil.copy("/bin/busybox", target / "bin/busybox")
-    (target / "bin/sh").symlink_to("busybox")
-    (target / "usr/bin/dracut").write_text("#!/bin/sh\necho 'dracut: working'\nexec /bin/busybox sleep 60\n")
+    target_dracut(target, "echo 'dracut: working'\nexec /bin/busybox sleep 60\n")
     before = tree_digest(target)
     app = app_for(fixed, dry_run=False)
     async with app.run_test(size=(120, 40)) as pilot:
