@@ -21,8 +21,16 @@ SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 
 
 def make_volume_content(where: Path) -> Path:
+    """A volume holding one small image, the same bytes on every machine (the snapshots show
+    its sizes), and a file that is not an archive."""
+    tree = where / ".image-tree"
+    (tree / "etc").mkdir(parents=True, exist_ok=True)
+    (tree / "etc/hostname").write_text("tmpfs-root-test\n")
+    (tree / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n')
     (where / "images").mkdir(parents=True, exist_ok=True)
-    sh("tar", "-C", "/etc", "-caf", where / "images/rootfs.tar.zst", "hostname", "os-release")
+    sh("tar", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", tree / "etc",
+       "-caf", where / "images/rootfs.tar.zst", "hostname", "os-release")
+    shutil.rmtree(tree)
     (where / "images/notes.txt").write_text("not an archive\n")
     return where
 
