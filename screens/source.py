@@ -178,7 +178,7 @@ class SourceScreen(StepScreen):
         self.show_problems()
 
     # --------------------------------------------------------------- hotplug
-    @work(thread=True, exclusive=True, group="hotplug")
+    @work(thread=True, exclusive=True, group="hotplug", exit_on_error=False)  # a lost watcher is no reason to quit
     def watch_hotplug(self) -> None:
         from textual.worker import get_current_worker
 
@@ -191,16 +191,26 @@ class SourceScreen(StepScreen):
         except Exception:
             return  # no udev events here: the list stays as it was
         worker = get_current_worker()
-        while not worker.is_cancelled:
-            if monitor.poll(timeout=0.5) is not None:
-                self.app.call_from_thread(self.rediscover)
+        while not worker.is_cancelled and self.is_mounted:
+            if monitor.poll(timeout=0.5) is not None and not worker.is_cancelled:
+                try:
+                    self.app.call_from_thread(self.rediscover)
+                except RuntimeError:  # the app is closing
+                    return
 
     def rediscover(self) -> None:
+        from textual.css.query import NoMatches
+
         from tui.devices import discover
 
+        if not self.is_mounted:  # an event that arrived as the screen went away
+            return
         try:
             self.app.facts.devices = discover()
         except Exception:
             return
-        self.fill_devices()
-        self.restore_choice()
+        try:
+            self.fill_devices()
+            self.restore_choice()
+        except NoMatches:  # being removed meanwhile
+            pass
