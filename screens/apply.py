@@ -73,7 +73,7 @@ class ApplyScreen(StepScreen):
     @work(thread=True, exclusive=True, group="transaction")
     def run_transaction(self) -> None:
         from tui.host import Host, HostError
-        from tui.transaction import TransactionError, apply, remove
+        from tui.transaction import apply, remove
 
         self.host = Host(self.app.host.root, dry_run=self.app.dry_run)
         self.running = True
@@ -93,10 +93,7 @@ class ApplyScreen(StepScreen):
                                 on_step=on_step)
             else:
                 outcome = remove(self.host, on_line=on_line, on_step=on_step)
-        except TransactionError as e:
-            self.app.call_from_thread(self.failed, e)
-            return
-        except HostError as e:
+        except HostError as e:  # a TransactionError (rolled back) or an error before any step
             self.app.call_from_thread(self.failed, e)
             return
         finally:

@@ -40,8 +40,9 @@ class ReviewScreen(StepScreen):
         from tui.transaction import record
 
         self.query_one("#files", DataTable).add_columns("action", "path", "size")
-        errors = [p for p in self.app.problems() if p.severity == "error"]
-        warnings = [p for p in self.app.problems() if p.severity == "warning"]
+        problems = self.app.problems()
+        errors = [p for p in problems if p.severity == "error"]
+        warnings = [p for p in problems if p.severity == "warning"]
         self.query_one("#problems", Static).update("\n".join(p.line() for p in errors + warnings))
         self.query_one("#next", Button).disabled = bool(errors)
         if errors:

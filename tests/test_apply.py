@@ -30,14 +30,19 @@ PLAN = ["--source", f"UUID={SYSTEM_UUID}", "--image", "images/root.tar", "--no-h
 VOLATILE = re.compile(r"^(boot/initrd-tmpfs-root-.*|etc/tmpfs-root/state\.json|var/lib/tmpfs-root(/.*)?)$")
 
 
+def prepare(mnt: Path) -> Path:
+    """The target's dracut set to build small images; a small image on the disk."""
+    (mnt / "etc/dracut.conf.d/50-test-small.conf").write_text(SMALL_DRACUT)
+    (mnt / "images").mkdir()
+    sh("tar", "-C", mnt / "etc", "-cf", mnt / "images/root.tar", "hostname")
+    return mnt
+
+
 @pytest.fixture
 def system(tmp_path):
     """A private copy of the installed Debian disk, mounted, with a small image on it."""
     with system_disk_copy(tmp_path) as (_disk, mnt, _dev):
-        (mnt / "etc/dracut.conf.d/50-test-small.conf").write_text(SMALL_DRACUT)
-        (mnt / "images").mkdir()
-        sh("tar", "-C", mnt / "etc", "-cf", mnt / "images/root.tar", "hostname")
-        yield mnt
+        yield prepare(mnt)
 
 
 def apply(mnt: Path, *extra: str):
@@ -158,9 +163,7 @@ def reference(tmp_path_factory):
     """The tree after one uninterrupted apply, for comparison."""
     tmp = tmp_path_factory.mktemp("reference")
     with system_disk_copy(tmp) as (_disk, mnt, _dev):
-        (mnt / "etc/dracut.conf.d/50-test-small.conf").write_text(SMALL_DRACUT)
-        (mnt / "images").mkdir()
-        sh("tar", "-C", mnt / "etc", "-cf", mnt / "images/root.tar", "hostname")
+        prepare(mnt)
         before = tree_digest(mnt)
         assert apply(mnt).returncode == 0
         return before, tree_digest(mnt)

@@ -150,6 +150,12 @@ async def open_confirmation(pilot):
     assert type(pilot.app.screen).__name__ == "ConfirmModal"
 
 
+async def start_apply(pilot):
+    """From the start through the confirmation, confirmed with the mouse."""
+    await open_confirmation(pilot)
+    await pilot.click("#confirm")
+
+
 STOPS = {
     "overview": None,
     "source": "SourceScreen",
@@ -265,8 +271,7 @@ async def test_a_failing_apply_shows_the_step_and_the_rollback(fixed):
     before = tree_digest(target)
     app = app_for(fixed, dry_run=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await open_confirmation(pilot)
-        await pilot.click("#confirm")
+        await start_apply(pilot)
         await settle(pilot)
         await pilot.pause()
         result = str(app.screen.query_one("#result").render())
@@ -363,8 +368,7 @@ async def test_escape_during_apply_cancels_and_rolls_back(fixed):
     before = tree_digest(target)
     app = app_for(fixed, dry_run=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await open_confirmation(pilot)
-        await pilot.click("#confirm")
+        await start_apply(pilot)
         for _ in range(50):  # until dracut runs
             await pilot.pause(0.1)
             if "dracut: working" in "\n".join(str(x) for x in app.screen.query_one("#log").lines):

@@ -302,17 +302,25 @@ def cmd_devices(args) -> int:
     return EXIT_OK
 
 
+def _validate(plan, host, devices, warning: str | None) -> list:
+    """Every problem of *plan* on *host*, printed one line each on stderr (with the
+    device-listing warning, if any)."""
+    from tui.validation import Context, validate
+
+    problems = validate(plan, Context(host=host, devices=devices))
+    for line in [p.line() for p in problems] + ([warning] if warning else []):
+        print(f"tmpfs-root: {line}", file=sys.stderr)
+    return problems
+
+
 def cmd_plan(args) -> int:
     from tui.transaction import record
-    from tui.validation import Context, errors, validate
+    from tui.validation import errors
 
     plan = plan_from_args(args)
     host = _host(args, dry_run=True)
     devices, warning = _discover()
-    problems = validate(plan, Context(host=host, devices=devices))
-    lines = [p.line() for p in problems] + ([warning] if warning else [])
-    for line in lines:
-        print(f"tmpfs-root: {line}", file=sys.stderr)
+    problems = _validate(plan, host, devices, warning)
     if errors(problems):
         if args.json:
             print(json.dumps({"valid": False, "problems": [p.to_json() for p in problems]}, indent=2))
@@ -514,15 +522,14 @@ def cmd_apply(args) -> int:
     from rich.console import Console
 
     from tui.host import Host
+    from tui.plan import version_key
     from tui.transaction import TransactionError, apply, record
-    from tui.validation import Context, errors, validate
+    from tui.validation import errors
 
     plan = plan_from_args(args)
     host = _host(args)
     devices, warning = _discover()
-    problems = validate(plan, Context(host=host, devices=devices))
-    for line in [p.line() for p in problems] + ([warning] if warning else []):
-        print(f"tmpfs-root: {line}", file=sys.stderr)
+    problems = _validate(plan, host, devices, warning)
     if errors(problems):
         return EXIT_USAGE
     preview = Host(host.root, dry_run=True)
@@ -554,7 +561,7 @@ def cmd_apply(args) -> int:
         return 130
     if outcome.recovered:
         print(f"tmpfs-root: rolled back {len(outcome.recovered)} change(s) left by an interrupted run")
-    kver = max(resolved.kernels, key=_version_key)
+    kver = max(resolved.kernels, key=version_key)
     print(f"Applied to {host.root}: entry 'tmpfs-root-{kver}' ({resolved.title}).")
     if plan.boot == "once":
         print("Next: reboot (systemctl reboot) to boot it once; if it fails, the machine reboots into "
@@ -566,12 +573,6 @@ def cmd_apply(args) -> int:
     print("Check after the boot: findmnt / shows tmpfs. Check the setup: tmpfs-root status. "
           "Undo: tmpfs-root remove.")
     return EXIT_OK
-
-
-def _version_key(kver: str):
-    from tui.plan import version_key
-
-    return version_key(kver)
 
 
 def cmd_status(args) -> int:

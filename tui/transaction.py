@@ -80,16 +80,24 @@ def shipped_digest() -> str:
 
 def _sha256(host: Host, path: str) -> str | None:
     try:
-        real = host.path(path)
-        if path in getattr(host, "_overlay", {}) or host.dry_run:
+        if host.dry_run:  # what a recording host "wrote" is only in its memory
             return hashlib.sha256(host.read_bytes(path)).hexdigest()
         h = hashlib.sha256()
-        with open(real, "rb") as f:
+        with open(host.path(path), "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         return h.hexdigest()
     except OSError:
         return None
+
+
+def older_than_kernel(host: Host, kver: str) -> bool:
+    """The kernel was (re)installed after its tmpfs-root initramfs was built."""
+    try:
+        return (host.path(INITRD_TEMPLATE.format(kver=kver)).stat().st_mtime
+                < host.path(KERNEL_TEMPLATE.format(kver=kver)).stat().st_mtime)
+    except OSError:
+        return False
 
 
 def read_state(host: Host) -> dict | None:
@@ -168,19 +176,12 @@ class _Apply:
         current = (built.get("options") == self.options and built.get("shipped") == self.digest
                    and self.host.exists(initrd)
                    and self.state.get("files", {}).get(initrd) == _sha256(self.host, initrd)
-                   and not self._older_than_kernel(initrd, kver))
+                   and not older_than_kernel(self.host, kver))
         if current:
             return "unchanged"
         dracut.build_initramfs(self.host, self.plan, kver, initrd, self.devices, self.on_line)
         self.state.setdefault("initrds", {})[kver] = {"options": self.options, "shipped": self.digest}
         return None
-
-    def _older_than_kernel(self, initrd: str, kver: str) -> bool:
-        try:
-            return (self.host.path(initrd).stat().st_mtime
-                    < self.host.path(KERNEL_TEMPLATE.format(kver=kver)).stat().st_mtime)
-        except OSError:
-            return False
 
     def install_hooks(self):
         before = self._changes()
@@ -391,13 +392,8 @@ def status(host: Host) -> dict:
         built = state.get("initrds", {}).get(kver, {})
         k = {"kver": kver, "initrd": initrd if kver in initrds else None,
              "entry": bootloader.config_has_entry(host, bl, kver),
-             "older_than_kernel": False, "module_changed": built.get("shipped") not in (None, shipped)}
-        if kver in initrds:
-            try:
-                k["older_than_kernel"] = (host.path(initrd).stat().st_mtime
-                                          < host.path(KERNEL_TEMPLATE.format(kver=kver)).stat().st_mtime)
-            except OSError:
-                pass
+             "older_than_kernel": kver in initrds and older_than_kernel(host, kver),
+             "module_changed": built.get("shipped") not in (None, shipped)}
         report["kernels"].append(k)
         if k["initrd"] is None:
             problems.append(f"{initrd} is missing: run 'tmpfs-root apply --plan {PLAN_FILE}'")
