@@ -217,3 +217,15 @@ def test_boot_default_refused_where_grub_reads_no_dropins(fake_target):
     (fake_target / "etc/default").mkdir(parents=True, exist_ok=True)
     (fake_target / "etc/default/grub").write_text("GRUB_DEFAULT=saved\n")
     assert run_cli("plan", f"--root={fake_target}", *with_(boot="default")).returncode == 0
+
+
+def test_a_second_apply_on_the_same_target_waits_its_turn(fake_target):
+    from tui.host import Host
+    from tui.transaction import locked
+    before = tree_digest(fake_target)
+    with locked(Host(fake_target)):  # as if another tmpfs-root were applying
+        result = run_cli("apply", f"--root={fake_target}", *with_(), "--yes")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (f"tmpfs-root: error: another tmpfs-root is changing {fake_target}; "
+                                     "wait for it to finish")
+    assert tree_digest(fake_target) == before
