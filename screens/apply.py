@@ -47,10 +47,10 @@ class ApplyScreen(StepScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        from tui.host import Host
+        from tui.host import make_host
         from tui.transaction import apply_steps, remove_steps
 
-        preview = Host(self.app.host.root, dry_run=True)
+        preview = make_host(self.app.host.root, dry_run=True)
         if self.mode == "apply":
             _, steps = apply_steps(self.app.plan, preview, self.app.facts.devices)
         else:
@@ -72,10 +72,10 @@ class ApplyScreen(StepScreen):
     # ------------------------------------------------------------- the work
     @work(thread=True, exclusive=True, group="transaction")
     def run_transaction(self) -> None:
-        from tui.host import Host, HostError
+        from tui.host import HostError, make_host
         from tui.transaction import apply, remove
 
-        self.host = Host(self.app.host.root, dry_run=self.app.dry_run)
+        self.host = make_host(self.app.host.root, dry_run=self.app.dry_run)
         self.running = True
         log = self.query_one("#log", RichLog)
 

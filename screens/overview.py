@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -89,7 +90,7 @@ class OverviewScreen(StepScreen):
         table = self.query_one("#checks", DataTable)
         table.add_columns("check", "result", "detail")
         for check in self.checks:
-            table.add_row(check.name, MARKS[check.result], check.detail)
+            table.add_row(check.name, MARKS[check.result], Text(check.detail))  # literally, not markup
         failed = [c.name for c in self.checks if c.result == "fail"]
         verdict = self.query_one("#verdict", Static)
         if failed:
@@ -102,12 +103,22 @@ class OverviewScreen(StepScreen):
     def _show_setup(self) -> None:
         from tui.transaction import status
 
+        from rich.text import Text
+
         report = status(self.app.host)
-        lines = [f"[b]tmpfs-root is installed[/b]: boot mode {report.get('boot')}, entry "
-                 f"{report.get('entry')}"]
-        lines.append(f"command line: {report.get('cmdline', '')}")
-        lines += [f"[yellow]! {p}[/]" for p in report["problems"]] or ["[green]intact[/]"]
-        self.query_one("#setup", Static).update("\n".join(lines))
+        text = Text()
+        if report["damaged"]:
+            text.append("tmpfs-root's records in this target are damaged", "bold red")
+            text.append(f": {', '.join(report['damaged'])}\n")
+        else:
+            text.append("tmpfs-root is installed", "bold")
+            text.append(f": boot mode {report.get('boot')}, entry {report.get('entry')}\n")
+            text.append(f"command line: {report.get('cmdline', '')}\n")
+        for p in report["problems"]:  # the target's contents, shown as they are, never as markup
+            text.append(f"! {p}\n", "yellow")
+        if not report["problems"]:
+            text.append("intact", "green")
+        self.query_one("#setup", Static).update(text)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         button = event.button.id
@@ -140,13 +151,17 @@ class OverviewScreen(StepScreen):
         self.app.next_step(self.NAME)
 
     def _load_installed_plan(self) -> None:
-        from tui.plan import Plan, PlanError
+        from tui.errors import TmpfsRootError, escape
+        from tui.plan import Plan
+        from tui.safefile import SMALL_LIMIT
         from tui.transaction import PLAN_FILE
 
         try:
-            self.app.plan = Plan.from_toml(self.app.host.read_text(PLAN_FILE), origin=PLAN_FILE)
-        except (OSError, PlanError) as e:
-            self.notify(f"{PLAN_FILE}: {e}", severity="warning")
+            self.app.plan = Plan.from_toml(self.app.host.read_utf8(PLAN_FILE, SMALL_LIMIT), origin=PLAN_FILE)
+        except OSError as e:
+            self.notify(escape(f"{PLAN_FILE}: {e.strerror}"), severity="warning", markup=False)
+        except TmpfsRootError as e:
+            self.notify(escape(str(e)), severity="warning", markup=False)
 
 
 def _status_text(report: dict) -> str:

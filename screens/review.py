@@ -36,7 +36,7 @@ class ReviewScreen(StepScreen):
         yield Button("Apply…", id="next", variant="error")
 
     def on_mount(self) -> None:
-        from tui.host import Host
+        from tui.host import make_host
         from tui.transaction import record
 
         self.query_one("#files", DataTable).add_columns("action", "path", "size")
@@ -47,7 +47,7 @@ class ReviewScreen(StepScreen):
         self.query_one("#next", Button).disabled = bool(errors)
         if errors:
             return
-        preview = Host(self.app.host.root, dry_run=True)
+        preview = make_host(self.app.host.root, dry_run=True)
         resolved = record(self.app.plan, preview, self.app.facts.devices)
         self.actions = preview.written_files()
         self.query_one("#cmdline", Static).update(" ".join(resolved.cmdline))
@@ -114,7 +114,7 @@ class SavePlanModal(ModalScreen[None]):
         with Vertical():
             yield Static("[b]Save the plan[/b] (load it with `tmpfs-root apply --plan FILE`)")
             yield Input(compact=True, value="/root/tmpfs-root.toml", id="path")
-            yield Static(id="message", classes="error")
+            yield Static(id="message", classes="error", markup=False)
             with Horizontal(classes="row"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Save", id="save", variant="primary")
@@ -123,15 +123,16 @@ class SavePlanModal(ModalScreen[None]):
         if event.button.id == "cancel":
             self.dismiss()
             return
-        from pathlib import Path
+        from tui.errors import TmpfsRootError, escape
+        from tui.plan import save_plan
 
-        from tui.host import atomic_write
-
-        path = Path(self.query_one("#path", Input).value.strip())
-        if not path.is_absolute() or not path.parent.is_dir():
-            self.query_one("#message", Static).update(
-                f"error: --save '{path}': accepted: an absolute path in an existing directory")
+        path = self.query_one("#path", Input).value.strip()
+        try:
+            if not path.startswith("/"):
+                raise TmpfsRootError(f"--save {path!r}: accepted: an absolute path, e.g. /root/tmpfs-root.toml")
+            save_plan(path, self.plan)
+        except TmpfsRootError as e:
+            self.query_one("#message", Static).update(f"error: {e}")
             return
-        atomic_write(path, self.plan.to_toml().encode())
-        self.app.notify(f"Plan saved to {path}")
+        self.app.notify(f"Plan saved to {escape(path)}", markup=False)
         self.dismiss()

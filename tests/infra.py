@@ -92,6 +92,57 @@ def make_fake_target(root: Path, kvers=(FAKE_KVER,), dracut=True) -> Path:
     return root
 
 
+#: Stand-ins for the target's dracut and GRUB tools in a fake target (busybox sh), so a whole
+#: transaction runs in-process in a second, for the fast tier and the hostile-input table.
+#: The real tools run in test_apply.py (the target's own dracut, grub-mkconfig, grub-reboot
+#: on a real disk) and the boots; these only have to write what the real ones write.
+FAKE_TOOLS = {
+    "dracut": """#!/bin/sh
+for a; do out=$a; done
+echo "fake initramfs $*" > "$out"
+""",
+    "grub-mkconfig": """#!/bin/sh
+[ "$1" = -o ] || exit 2
+{
+    echo "# fake grub.cfg"
+    for i in /boot/initrd-tmpfs-root-*.img; do
+        [ -f "$i" ] || continue
+        k=${i#/boot/initrd-tmpfs-root-}; k=${k%.img}
+        echo "menuentry 'x' --id 'tmpfs-root-$k' {"
+        echo "}"
+    done
+} > "$2.new" && mv "$2.new" "$2"
+""",
+    "grub-script-check": "#!/bin/sh\nexit 0\n",
+    "grub-probe": "#!/bin/sh\nexit 1\n",
+    "grub-reboot": "#!/bin/sh\nexec grub-editenv /boot/grub/grubenv set \"next_entry=$1\"\n",
+    "grub-set-default": "#!/bin/sh\nexec grub-editenv /boot/grub/grubenv set \"saved_entry=$1\"\n",
+    "grub-editenv": """#!/bin/sh
+f=$1; shift
+case $1 in
+    unset) grep -v "^$2=" "$f" > "$f.t"; mv "$f.t" "$f" ;;
+    set) k=${2%%=*}; { grep -v "^$k=" "$f"; echo "$2"; } > "$f.t"; mv "$f.t" "$f" ;;
+esac
+""",
+}
+
+
+def make_tool_target(root: Path, kvers=(FAKE_KVER,)) -> Path:
+    """A fake target whose tools run under chroot: static busybox as /bin/sh, and FAKE_TOOLS."""
+    make_fake_target(root, kvers)
+    (root / "bin").mkdir(exist_ok=True)
+    shutil.copy2("/bin/busybox", root / "bin/busybox")
+    for name in ("sh", "grep", "mv", "echo", "cat"):
+        (root / "bin" / name).symlink_to("busybox")
+    for name, text in FAKE_TOOLS.items():
+        exe = root / "usr/bin" / name
+        exe.write_text(text)
+        exe.chmod(0o755)
+    (root / "boot/grub/grubenv").write_text("# GRUB Environment Block\n")
+    (root / "boot/grub/grub.cfg").write_text("# fake grub.cfg\n")  # as the fake grub-mkconfig makes it
+    return root
+
+
 # -------------------------------------------------------------- disk images
 GPT_LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 GPT_ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -361,7 +412,7 @@ def build_test_initramfs(target: Path, flavour: str, out_dir: Path) -> Path:
 
     kver = target_kernel(target)
     host = Host(target)
-    output = f"/boot/tmpfs-root-test-{flavour}.img"
+    output = f"/boot/initrd-tmpfs-root-test-{flavour}.img"  # a name of ours: the host writes no other
     plan = Plan(source="LABEL=IMGVOL", image="x", hostonly=FLAVOURS[flavour].hostonly)
     log = out_dir / f"dracut-{flavour}.log"
     with open(log, "w") as f:

@@ -31,8 +31,10 @@ def test_generic_build_and_nfs_modules():
 
 def test_module_installs_every_shell_file(fake_target):
     host = Host(fake_target)
-    written = dracut.install_module(host)
+    assert dracut.install_module(host) is True  # it changed the target
+    written = [a.path for a in host.written_files()]
     names = {p.rsplit("/", 1)[1] for p in written}
+    assert dracut.install_module(host) is False  # the second time, nothing to change
     assert {"module-setup.sh", "parse-tmpfs-root.sh", "tmpfs-root.sh", "tmpfs-root-lib.sh",
             "tmpfs-root-generator.sh"} <= names
     installed = fake_target / "usr/lib/dracut/modules.d/90tmpfs-root/tmpfs-root.sh"

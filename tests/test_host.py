@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tui.host import JOURNAL, CommandError, Host
+from tui.host import JOURNAL, CommandError, Host, RecordingHost
 
 
 def test_paths_resolve_inside_the_root_even_through_absolute_links(tmp_path):
@@ -18,51 +18,51 @@ def test_paths_resolve_inside_the_root_even_through_absolute_links(tmp_path):
 
 def test_write_is_atomic_and_backs_up_what_it_replaces(tmp_path):
     host = Host(tmp_path)
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc/conf").write_text("old")
-    host.write_file("/etc/conf", "new", 0o600)
-    assert (tmp_path / "etc/conf").read_text() == "new"
-    assert oct((tmp_path / "etc/conf").stat().st_mode & 0o777) == "0o600"
-    assert (tmp_path / "var/lib/tmpfs-root/backup/etc/conf").read_text() == "old"
-    assert not [p for p in (tmp_path / "etc").iterdir() if p.name.endswith(".tmp")]
+    (tmp_path / "etc/grub.d").mkdir(parents=True)
+    (tmp_path / "etc/grub.d/42_tmpfs-root").write_text("old")
+    host.write_file("/etc/grub.d/42_tmpfs-root", "new", 0o600)
+    assert (tmp_path / "etc/grub.d/42_tmpfs-root").read_text() == "new"
+    assert oct((tmp_path / "etc/grub.d/42_tmpfs-root").stat().st_mode & 0o777) == "0o600"
+    assert (tmp_path / "var/lib/tmpfs-root/backup/etc/grub.d/42_tmpfs-root").read_text() == "old"
+    assert not [p for p in (tmp_path / "etc/grub.d").iterdir() if p.name.endswith(".tmp")]
 
 
 def test_rollback_restores_replaced_and_removes_created(tmp_path):
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc/conf").write_text("old")
+    (tmp_path / "etc/grub.d").mkdir(parents=True)
+    (tmp_path / "etc/grub.d/42_tmpfs-root").write_text("old")
     host = Host(tmp_path)
-    host.write_file("/etc/conf", "new")
-    host.write_file("/etc/new.d/file", "created")
-    host.remove("/etc/conf")
+    host.write_file("/etc/grub.d/42_tmpfs-root", "new")
+    host.write_file("/etc/kernel/postinst.d/z50-tmpfs-root", "created")
+    host.remove("/etc/grub.d/42_tmpfs-root")
     host.rollback()
-    assert (tmp_path / "etc/conf").read_text() == "old"
-    assert not (tmp_path / "etc/new.d").exists()
+    assert (tmp_path / "etc/grub.d/42_tmpfs-root").read_text() == "old"
+    assert not (tmp_path / "etc/kernel").exists()
     assert not (tmp_path / JOURNAL.lstrip("/")).exists()
 
 
 def test_a_killed_transaction_leaves_a_journal_a_new_host_can_roll_back(tmp_path):
-    (tmp_path / "boot").mkdir()
-    (tmp_path / "boot/grub.cfg").write_text("distro")
-    Host(tmp_path).write_file("/boot/grub.cfg", "ours")  # never committed: as if killed here
+    (tmp_path / "boot/grub").mkdir(parents=True)
+    (tmp_path / "boot/grub/grub.cfg").write_text("distro")
+    Host(tmp_path).write_file("/boot/grub/grub.cfg", "ours")  # never committed: as if killed here
     later = Host(tmp_path)
     journal = later.pending_journal()
-    assert [e["path"] for e in journal if not e.get("dir")] == ["/boot/grub.cfg"]
+    assert [e["path"] for e in journal if not e.get("dir")] == ["/boot/grub/grub.cfg"]
     later.rollback(journal)
-    assert (tmp_path / "boot/grub.cfg").read_text() == "distro"
+    assert (tmp_path / "boot/grub/grub.cfg").read_text() == "distro"
 
 
 def test_dry_run_records_and_writes_nothing(tmp_path):
-    host = Host(tmp_path, dry_run=True)
-    host.write_file("/etc/x", "data")
+    host = RecordingHost(tmp_path)
+    host.write_file("/etc/tmpfs-root/grub.env", "data")
     host.run(["dracut", "--force"])
-    host.remove("/etc/x")
+    host.remove("/etc/tmpfs-root/grub.env")
     assert list(tmp_path.iterdir()) == []
     assert [a.kind for a in host.actions] == ["write", "run", "remove"]
     assert host.commands()[0].argv == ["dracut", "--force"]
 
 
 def test_dry_run_reads_see_earlier_recorded_writes(tmp_path):
-    host = Host(tmp_path, dry_run=True)
+    host = RecordingHost(tmp_path)
     host.write_file("/etc/tmpfs-root/plan.toml", "x = 1")
     assert host.read_text("/etc/tmpfs-root/plan.toml") == "x = 1"
     assert host.listdir("/etc/tmpfs-root") == ["plan.toml"]
@@ -84,7 +84,7 @@ def test_commands_run_inside_a_target_with_chroot(tmp_path):
 
 
 def test_queries_run_even_in_a_dry_run():
-    host = Host("/", dry_run=True)
+    host = RecordingHost("/")
     assert host.run(["echo", "hi"], query=True).output == "hi\n"
     assert host.actions == []
 
@@ -96,9 +96,9 @@ def test_which_looks_in_the_target(fake_target):
 
 
 def test_a_renamed_build_output_is_described_without_a_mode(tmp_path):
-    host = Host(tmp_path, dry_run=True)
-    host.rename("/boot/initrd.img.new", "/boot/initrd.img")
-    assert host.written_files()[0].describe() == "write /boot/initrd.img (built)"
+    host = RecordingHost(tmp_path)
+    host.rename("/boot/initrd-tmpfs-root-6.1.img.new", "/boot/initrd-tmpfs-root-6.1.img")
+    assert host.written_files()[0].describe() == "write /boot/initrd-tmpfs-root-6.1.img (built)"
 
 
 def test_commands_in_a_target_see_proc_sys_dev_which_vanish_with_them(tmp_path):

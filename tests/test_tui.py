@@ -429,3 +429,28 @@ async def test_create_an_image_from_the_tui(fixed, tmp_path):
         assert app.image_info is not None and app.image_info.format == "zstd"
     listing = sh("tar", "-tf", SNAP_ROOT / "vol/images/new.tar.zst").stdout
     assert "./etc/hostname" in listing
+
+
+@pytest.mark.parametrize("damage", ["not-json", "link", "markup"])
+async def test_damaged_state_shows_on_the_overview_instead_of_crashing(fixed, damage):
+    """The target's state is not trusted: damaged, a planted link, or text that would be
+    markup; the Overview says so, literally."""
+    target, _ = fixed
+    state = target / "etc/tmpfs-root"
+    if damage == "link":
+        state.symlink_to("/etc")
+    else:
+        state.mkdir(parents=True)
+        (state / "state.json").write_text("{not json" if damage == "not-json" else
+                                          '{"version": "[/][bold]x"}')
+    app = app_for(fixed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert type(app.screen).__name__ == "OverviewScreen"
+        setup = str(app.screen.query_one("#setup").render())
+        assert "damaged" in setup and "state.json" in setup
+        if damage == "markup":
+            assert "'[/][bold]x'" in setup  # shown as written
+        await pilot.click("#modify")  # loading the installed plan fails politely
+        await pilot.pause()
+    assert app.return_code in (None, 0)

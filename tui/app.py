@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from tui.devices import BlockDevice
-from tui.host import Host
+from tui.host import Host, make_host
 from tui.images import ImageInfo
 from tui.plan import Plan
 from tui.validation import Context, Problem, validate
@@ -94,7 +94,7 @@ class TmpfsRootApp(App):
         super().__init__()
         self.root = root
         self.dry_run = dry_run
-        self.host = Host(root, dry_run=dry_run)
+        self.host = make_host(root, dry_run=dry_run)
         self.facts = facts or gather_facts(self.host)
         self.plan = plan or Plan()
         self.image_info: ImageInfo | None = None

@@ -26,20 +26,15 @@ the target supports ``/etc/default/grub.d``).
 
 from __future__ import annotations
 
-import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from tui.host import Host, HostError, LineCallback
+from tui.owned import BLS_DIR, DEFAULT_DROPIN, ENTRY_PREFIX, GRUB_ENV, GRUB_SCRIPT, KVER_RE
 
 GRUB_SCRIPT_SOURCE = Path(__file__).parent / "grub" / "42_tmpfs-root"
-GRUB_SCRIPT = "/etc/grub.d/42_tmpfs-root"
-GRUB_ENV = "/etc/tmpfs-root/grub.env"
-BLS_DIR = "/boot/loader/entries"
-#: GRUB_DEFAULT=saved for the ``default`` mode, where the target reads /etc/default/grub.d.
-DEFAULT_DROPIN = "/etc/default/grub.d/tmpfs-root.cfg"
-ENTRY_PREFIX = "tmpfs-root-"
 
 #: Where GRUB cannot write its environment block at boot (so a boot-once is never cleared).
 _UNWRITABLE_FS = {"btrfs", "zfs"}  # GRUB refuses save_env on these (as its 00_header knows)
@@ -174,14 +169,10 @@ def check_once(host: Host, bl: Bootloader) -> str | None:
 
 
 # -------------------------------------------------------------- grub.d style
-def _sh_quote(value: str) -> str:
-    return "'" + value.replace("'", "'\\''") + "'"
-
-
 def grub_env(title: str, cmdline: list[str]) -> str:
     return ("# Written by tmpfs-root; read by /etc/grub.d/42_tmpfs-root.\n"
-            f"TMPFS_ROOT_TITLE={_sh_quote(title)}\n"
-            f"TMPFS_ROOT_CMDLINE={_sh_quote(' '.join(cmdline))}\n")
+            f"TMPFS_ROOT_TITLE={shlex.quote(title)}\n"
+            f"TMPFS_ROOT_CMDLINE={shlex.quote(' '.join(cmdline))}\n")
 
 
 # -------------------------------------------------------------- BLS style
@@ -200,7 +191,7 @@ def bls_prefix(host: Host) -> str:
             key, _, value = line.strip().partition(" ")
             if key == "linux" and "vmlinuz" in value:
                 return value.strip()[: value.strip().rindex("vmlinuz")]
-    return "/" if os.path.ismount(host.path("/boot")) else "/boot/"
+    return "/" if host.is_mountpoint("/boot") else "/boot/"
 
 
 def bls_entry(title: str, kver: str, cmdline: list[str], prefix: str) -> str:
@@ -225,35 +216,36 @@ def parse_bls(text: str) -> dict[str, str]:
 
 
 def our_bls_entries(host: Host) -> list[str]:
-    if not host.is_dir(BLS_DIR):
-        return []
     return [f"{BLS_DIR}/{n}" for n in host.listdir(BLS_DIR)
-            if n.startswith(ENTRY_PREFIX) and n.endswith(".conf")]
+            if n.startswith(ENTRY_PREFIX) and n.endswith(".conf")
+            and KVER_RE.fullmatch(n[len(ENTRY_PREFIX):-len(".conf")])]
 
 
 # -------------------------------------------------------------------- writing
 def write_entries(host: Host, bl: Bootloader, title: str, cmdline: list[str], kernels: list[str],
-                  boot: str) -> None:
-    """Write our entry files (not the generated configuration)."""
+                  boot: str) -> bool:
+    """Write our entry files (not the generated configuration); returns whether any changed."""
+    changed = False
     if bl.style == "bls":
         prefix = bls_prefix(host)
         wanted = {bls_path(k): bls_entry(title, k, cmdline, prefix) for k in kernels}
         for path in our_bls_entries(host):
             if path not in wanted:
-                host.remove(path)
+                changed |= host.remove(path)
         for path, text in wanted.items():
-            host.write_file(path, text)
-        return
-    host.write_file(GRUB_ENV, grub_env(title, cmdline))
-    host.write_file(GRUB_SCRIPT, GRUB_SCRIPT_SOURCE.read_bytes(), 0o755)
+            changed |= host.write_file(path, text)
+        return changed
+    changed |= host.write_file(GRUB_ENV, grub_env(title, cmdline))
+    changed |= host.write_file(GRUB_SCRIPT, GRUB_SCRIPT_SOURCE.read_bytes(), 0o755)
     if boot == "default" and needs_default_dropin(host):
         reason = check_default(host, bl)
         if reason:
             raise BootloaderError(f"--boot 'default': {reason}")
-        host.write_file(DEFAULT_DROPIN, "# Written by tmpfs-root (--boot default); "
-                                        "`tmpfs-root remove` deletes it.\nGRUB_DEFAULT=saved\n")
+        changed |= host.write_file(DEFAULT_DROPIN, "# Written by tmpfs-root (--boot default); "
+                                                   "`tmpfs-root remove` deletes it.\nGRUB_DEFAULT=saved\n")
     elif boot != "default":
-        host.remove(DEFAULT_DROPIN)
+        changed |= host.remove(DEFAULT_DROPIN)
+    return changed
 
 
 def needs_default_dropin(host: Host) -> bool:
@@ -288,6 +280,7 @@ def regenerate(host: Host, bl: Bootloader, on_line: LineCallback | None = None) 
     try:
         host.run([bl.tool("mkconfig"), "-o", new], on_line=on_line)
         host.run([bl.tool("script-check"), new], on_line=on_line)
+        host.copy_mode(bl.config, new)  # a grub.cfg of mode 0600 (a password hash) stays 0600
     except BaseException:
         for path in scratch:
             host.discard(path)

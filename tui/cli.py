@@ -16,19 +16,17 @@ import sys
 from pathlib import Path
 
 from tui import __version__
+from tui.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BadInput, TmpfsRootError, shown
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input: one line, exit 2."""
+#: Bad input: one line, exit 2 (the engine's BadInput, named for the command line).
+UsageError = BadInput
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error on one line, not a usage block."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise UsageError(f"error: {message} (see {self.prog} --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 EPILOG_PLAN = """\
@@ -57,10 +55,17 @@ exit status: 0 applied (or nothing to change), 1 a step failed (everything was r
 """
 
 
+ROOT_HELP = ("the target system: / for this one (default), or a directory holding a system, "
+             "e.g. a mounted disk (--root /mnt/target); the same before or after the command")
+
+
 def _add_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", metavar="DIR", default="/",
-                   help="the target system: / for this one (default), or a directory holding a "
-                        "system, e.g. a mounted disk (--root /mnt/target)")
+    # Given after the command; merged with the one before it in _merge_globals.
+    p.add_argument("--root", metavar="DIR", dest="root_cmd", default=None, help=ROOT_HELP)
+
+
+def _add_dry_run(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--dry-run", dest="dry_run_cmd", action="store_true", help=help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                "  image     create an image from this system, or inspect one\n\n"
                "run `tmpfs-root COMMAND --help` for a command's options and examples.")
     parser.add_argument("--version", action="version", version=f"tmpfs-root {__version__}")
-    _add_root(parser)
-    parser.add_argument("--dry-run", action="store_true",
-                        help="TUI: go through the whole flow, but only show what Apply would do")
+    parser.add_argument("--root", metavar="DIR", dest="root_global", default=None, help=ROOT_HELP)
+    parser.add_argument("--dry-run", dest="dry_run_global", action="store_true",
+                        help="write nothing: the TUI walks the whole flow and shows what Apply would "
+                             "do; apply, remove and image create show what they would do (the same "
+                             "before or after the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("devices", help="list block devices that can hold the image",
@@ -121,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plan_options(p)
     p.add_argument("--yes", "-y", action="store_true",
                    help="do not ask for confirmation (needed when there is no terminal)")
-    p.add_argument("--dry-run", action="store_true", help="show what apply would do and write nothing")
+    _add_dry_run(p, "show what apply would do and write nothing")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="print the full output of dracut and grub-mkconfig")
 
@@ -145,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_root(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    _add_dry_run(p, "show what remove would do and write nothing")
     p.add_argument("--verbose", "-v", action="store_true", help="print the full output of grub-mkconfig")
 
     p = sub.add_parser("image", help="create or inspect root images",
@@ -165,7 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
                                "--exclude /var/cache/apt/archives/*.deb\n"
                                "  tmpfs-root image create --from / --output /srv/images/r.tar.zst --with-mount /home",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_root(c)
     c.add_argument("--from", dest="source", metavar="DIR", required=True,
                    help="the root to pack: / for this system, or a mounted root (e.g. /mnt/target)")
     c.add_argument("--output", metavar="FILE", required=True, help="the archive to write, e.g. "
@@ -181,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also pack a separate filesystem mounted below the root (/usr and /var "
                         "always are), e.g. --with-mount /home")
     c.add_argument("--yes", action="store_true", help="replace FILE if it exists")
+    _add_dry_run(c, "show what would be packed (folders, mounts left out, size) and write nothing")
     i = isub.add_parser("inspect", help="format, sizes, file count and recommended tmpfs size",
                         description="Read an image once (streaming, nothing written): format by magic "
                                     "bytes, compressed and uncompressed size, file count, the tmpfs size "
@@ -188,7 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog="examples:\n  tmpfs-root image inspect /srv/images/rootfs.tar.zst\n"
                                "  tmpfs-root image inspect rootfs.tar.zst --sha256 --json",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_root(i)
     i.add_argument("file", metavar="FILE", help="the archive to inspect")
     i.add_argument("--sha256", action="store_true", help="also compute its sha256 (for --sha256 of plan)")
     i.add_argument("--json", action="store_true", help="print one JSON object")
@@ -232,15 +239,20 @@ def plan_from_args(args) -> "Plan":
 
     given = {k: getattr(args, k) for k in ("source", "image", "size", "kernels", "title", "boot",
                                            "append", "network", "sha256", "tmpfs_opts", "hostonly")}
-    if args.plan:
+    if args.plan is not None:
+        from tui.safefile import SMALL_LIMIT, decode_text, read_regular
+
+        where = f"--plan {shown(args.plan)}"
         try:
-            text = Path(args.plan).read_text()
+            if not args.plan:
+                raise OSError(0, "is empty; accepted: the path of a plan file")
+            text = decode_text(read_regular(args.plan, SMALL_LIMIT))
         except OSError as e:
-            raise UsageError(f"error: --plan '{args.plan}': cannot be read ({e.strerror})") from None
+            raise UsageError(f"{where}: cannot be read ({e.strerror})") from None
         try:
-            plan = Plan.from_toml(text, origin=f"--plan '{args.plan}'")
+            plan = Plan.from_toml(text, origin=where)
         except PlanError as e:
-            raise UsageError(f"error: {e}") from None
+            raise UsageError(str(e)) from None
         for key, value in given.items():  # options given beside --plan override it
             if value is not None:
                 setattr(plan, key, value)
@@ -252,14 +264,32 @@ def plan_from_args(args) -> "Plan":
     return plan
 
 
+def _merge_globals(args) -> None:
+    """--root and --dry-run mean the same before or after the command; two different --root
+    values are refused (never one silently winning)."""
+    before, after = args.root_global, getattr(args, "root_cmd", None)
+    if args.command == "image" and (before or after):
+        raise UsageError("--root: image commands work on paths of this machine; accepted: "
+                         "--from DIR for create, FILE for inspect")
+    for value in (before, after):
+        if value is not None and (not value or "\0" in value):
+            raise UsageError(f"--root {shown(value)}: accepted: a directory holding a "
+                             "system, or / for this one")
+    if before and after and os.path.realpath(before) != os.path.realpath(after):
+        raise UsageError(f"--root given twice, {shown(before)} before the command and "
+                         f"{shown(after)} after it; accepted: one target")
+    args.root = after or before or "/"
+    args.dry_run = args.dry_run_global or getattr(args, "dry_run_cmd", False)
+
+
 def _host(args, dry_run: bool = False):
-    from tui.host import Host
+    from tui.host import make_host
 
     root = args.root
     if not os.path.isdir(root):
-        raise UsageError(f"error: --root '{root}': is not a directory; accepted: a directory "
+        raise UsageError(f"--root {shown(root)}: is not a directory; accepted: a directory "
                          "holding a system, or / for this one")
-    return Host(root, dry_run=dry_run)
+    return make_host(root, dry_run=dry_run)
 
 
 def _discover():
@@ -275,27 +305,30 @@ def _discover():
 def cmd_devices(args) -> int:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from tui.devices import discover, human_size, recommended_identifier
+    from tui.errors import escape
 
     _host(args)
     devices = discover()
-    shown = devices if args.all else [d for d in devices if d.usable]
+    listed = devices if args.all else [d for d in devices if d.usable]
     if args.json:
-        print(json.dumps([d.to_json(devices) for d in shown], indent=2))
+        print(json.dumps([d.to_json(devices) for d in listed], indent=2))
         return EXIT_OK
     console = Console()
     table = Table(title="Block devices that can hold the image" + ("" if not args.all else " (all)"))
     for col in ("DEVICE", "TYPE", "SIZE", "FS", "LABEL", "UUID", "PARTLABEL", "MOUNTED", "MODEL",
                 "USE AS SOURCE"):
         table.add_column(col, overflow="fold")
-    for d in shown:
+    for d in listed:
         extra = " ".join(d.extra_args())
-        table.add_row(d.path, d.type, human_size(d.size), d.fstype or "", d.label or "", d.uuid or "",
-                      d.partlabel or "", ", ".join(d.mountpoints), d.model or "",
-                      (recommended_identifier(d, devices) + (f" {extra}" if extra else ""))
-                      if d.usable else "")
-    if not shown:
+        cells = [d.path, d.type, human_size(d.size), d.fstype or "", d.label or "", d.uuid or "",
+                 d.partlabel or "", ", ".join(d.mountpoints), d.model or "",
+                 (recommended_identifier(d, devices) + (f" {extra}" if extra else "")) if d.usable else ""]
+        # labels, models and mountpoints come from the devices: shown literally, never as markup
+        table.add_row(*(Text(escape(c)) for c in cells))
+    if not listed:
         console.print("No block device with a filesystem found (use --all to list every device).")
         return EXIT_OK
     console.print(table)
@@ -309,7 +342,7 @@ def _validate(plan, host, devices, warning: str | None) -> list:
 
     problems = validate(plan, Context(host=host, devices=devices))
     for line in [p.line() for p in problems] + ([warning] if warning else []):
-        print(f"tmpfs-root: {line}", file=sys.stderr)
+        say(line)
     return problems
 
 
@@ -317,6 +350,10 @@ def cmd_plan(args) -> int:
     from tui.transaction import record
     from tui.validation import errors
 
+    from tui.plan import check_save_path, save_plan
+
+    if args.save is not None:
+        check_save_path(args.save)
     plan = plan_from_args(args)
     host = _host(args, dry_run=True)
     devices, warning = _discover()
@@ -326,8 +363,8 @@ def cmd_plan(args) -> int:
             print(json.dumps({"valid": False, "problems": [p.to_json() for p in problems]}, indent=2))
         return EXIT_USAGE
     resolved = record(plan, host, devices)
-    if args.save:
-        _save_plan(args.save, plan)
+    if args.save is not None:
+        save_plan(args.save, plan)
     if args.json:
         print(json.dumps({
             "valid": True,
@@ -345,29 +382,35 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
-def _save_plan(path: str, plan) -> None:
-    from tui.host import atomic_write
-
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise UsageError(f"error: --save '{path}': directory {target.parent} does not exist")
-    atomic_write(target, plan.to_toml().encode())
-
-
 def _print_plan(resolved, host) -> None:
     from rich.console import Console
+    from rich.text import Text
 
-    console = Console(soft_wrap=True)
+    from tui.errors import escape
+
+    console = Console(soft_wrap=True, highlight=False)
     console.print("[bold]Kernel command line[/bold] (added to each entry):")
-    console.print("  " + " ".join(resolved.cmdline), markup=False, highlight=False)
-    console.print(f"[bold]Kernels[/bold]: {', '.join(resolved.kernels)}")
-    console.print(f"[bold]Entry title[/bold]: {resolved.title}", highlight=False)
-    console.print(f"[bold]Files it would write[/bold] (under {host.root}):")
+    console.print("  " + " ".join(resolved.cmdline), markup=False)
+    console.print(Text.assemble(("Kernels", "bold"), f": {', '.join(resolved.kernels)}"))
+    console.print(Text.assemble(("Entry title", "bold"), f": {escape(resolved.title)}"))
+    _print_actions(host, console)
+
+
+def _print_actions(host, console=None) -> None:
+    """The files a recording host "wrote" and the commands it "ran"."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from tui.errors import escape
+
+    console = console or Console(soft_wrap=True, highlight=False)
+    console.print(Text.assemble(("Files it would write", "bold"), f" (under {escape(str(host.root))}):"))
     for action in host.written_files():
         console.print(f"  {action.kind:6} {action.path}", markup=False, highlight=False)
-    console.print("[bold]Commands it would run[/bold]" + ("" if host.is_live else f" (chroot {host.root})") + ":")
+    console.print(Text.assemble(("Commands it would run", "bold"),
+                                ("" if host.is_live else f" (chroot {escape(str(host.root))})") + ":"))
     for action in host.commands():
-        console.print("  " + action.describe(), markup=False, highlight=False)
+        console.print("  " + escape(action.describe()), markup=False, highlight=False)
 
 
 def cmd_tui(args) -> int:
@@ -394,60 +437,73 @@ def _progress_bar(console, label: str, unit_files: bool):
 def cmd_image(args) -> int:
     from rich.console import Console
 
+    console = Console(stderr=True, highlight=False)
+    if args.image_command == "inspect":
+        return _image_inspect(args, console)
+    return _image_create(args, console)
+
+
+def _image_inspect(args, console) -> int:
     from tui.devices import human_size
+    from tui.errors import escape
+    from tui.images import ImageError, inspect
     from tui.validation import mem_total
 
-    console = Console(stderr=True)
-    if args.image_command == "inspect":
-        from tui.images import ImageError, inspect
-
-        try:
-            with _progress_bar(console, "reading", False) as bar:
-                task = bar.add_task("read", total=None)
-                info = inspect(args.file, with_sha256=args.sha256, ram=mem_total(),
-                               progress=lambda done, total: bar.update(task, completed=done, total=total))
-        except ImageError as e:
-            raise UsageError(f"error: FILE {e}") from None
-        if args.json:
-            print(json.dumps(info.to_json(), indent=2))
-            return EXIT_OK
-        print(f"{info.path}: {info.format} archive")
-        print(f"  compressed    {human_size(info.compressed)} ({info.compressed} bytes)")
-        print(f"  uncompressed  {human_size(info.uncompressed)} ({info.uncompressed} bytes, "
-              f"{info.compressed / max(info.uncompressed, 1):.0%} packed)")
-        print(f"  files         {info.files}")
-        print(f"  tmpfs size    {info.recommended_size} recommended (--size; image + half again, "
-              "at least 256M more, at most 90% of RAM)")
-        if info.sha256:
-            print(f"  sha256        {info.sha256}")
+    try:
+        with _progress_bar(console, "reading", False) as bar:
+            task = bar.add_task("read", total=None)
+            info = inspect(args.file, with_sha256=args.sha256, ram=mem_total(),
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except ImageError as e:
+        raise
+    for warning in info.warnings:
+        say(f"warning: FILE {warning}")
+    if args.json:
+        print(json.dumps(info.to_json(), indent=2))
         return EXIT_OK
+    print(f"{escape(info.path)}: {info.format} archive")
+    print(f"  compressed    {human_size(info.compressed)} ({info.compressed} bytes)")
+    print(f"  uncompressed  {human_size(info.uncompressed)} ({info.uncompressed} bytes, "
+          f"{info.compressed / max(info.uncompressed, 1):.0%} packed)")
+    print(f"  files         {info.files}")
+    print(f"  tmpfs size    {info.recommended_size} recommended (--size; image + half again, "
+          "at least 256M more, at most 90% of RAM)")
+    if info.sha256:
+        print(f"  sha256        {info.sha256}")
+    return EXIT_OK
 
-    from tui.image_create import DEFAULT_FORMAT, CreateError, create, make_plan
+
+def _image_create(args, console) -> int:
+    from tui.devices import human_size
+    from tui.errors import escape
+    from tui.image_create import DEFAULT_FORMAT, create, make_plan, scan
 
     fmt = args.format or DEFAULT_FORMAT
-    try:
-        plan = make_plan(args.source, args.output, fmt, args.level, args.exclude, args.with_mount)
-    except CreateError as e:
-        raise UsageError(f"error: {e}") from None
-    if plan.output.exists() and not args.yes:
-        raise UsageError(f"error: --output '{args.output}': exists; pass --yes to replace it")
+    plan = make_plan(args.source, args.output, fmt, args.level, args.exclude, args.with_mount)
+    if plan.output.exists() and not args.yes and not args.dry_run:
+        raise UsageError(f"--output {shown(args.output)}: exists; pass --yes to replace it")
     for m in plan.skipped_mounts:
-        console.print(f"tmpfs-root: note: /{m} is a separate filesystem and is not packed "
-                      f"(add --with-mount /{m})", highlight=False)
-    try:
-        with _progress_bar(console, "packing", True) as bar:
-            task = bar.add_task("pack", total=None, files="")
+        say(f"note: /{escape(m)} is a separate filesystem and is not packed (add --with-mount /{escape(m)})")
+    for folder in plan.left_out:
+        say(f"note: {escape(folder)} is not packed: the output is written there")
+    if args.dry_run:
+        total_bytes, total_files = scan(plan)
+        print(f"would pack {escape(str(plan.source))} into {escape(str(plan.output))} ({fmt}): "
+              f"{total_files} entries, {human_size(total_bytes)} before compression")
+        print(f"  separate filesystems packed: {', '.join('/' + m for m in plan.mounts) or 'none'}")
+        print("(dry run: nothing was written)")
+        return EXIT_OK
+    with _progress_bar(console, "packing", True) as bar:
+        task = bar.add_task("pack", total=None, files="")
 
-            def show(done, total, files, files_total):
-                bar.update(task, completed=done, total=total, files=f"{files}/{files_total} files")
+        def show(done, total, files, files_total):
+            bar.update(task, completed=done, total=total, files=f"{files}/{files_total} files")
 
-            made = create(plan, progress=show)
-    except CreateError as e:
-        raise UsageError(f"error: {e}") from None
+        made = create(plan, progress=show)
     for w in made.warnings[:20]:
-        console.print(f"tmpfs-root: warning: tar: {w}", highlight=False)
-    print(f"{made.path}: {human_size(made.size)}, {made.files} files, sha256 {made.sha256} "
-          f"(in {made.path}.sha256)")
+        say(f"warning: tar: {escape(w)}")
+    print(f"{escape(made.path)}: {human_size(made.size)}, {made.files} files, sha256 {made.sha256} "
+          f"(in {escape(made.path)}.sha256)")
     return EXIT_OK
 
 
@@ -472,10 +528,10 @@ def _confirm(question: str, yes: bool, what: str) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        raise UsageError(f"error: {what}: no terminal to ask for confirmation on; pass --yes")
-    answer = input(f"{question} [y/N] ").strip().lower()
+        raise UsageError(f"{what}: no terminal to ask for confirmation on; pass --yes")
+    answer = input(f"{one_line(question)} [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
-        raise UsageError(f"error: {what}: not confirmed; nothing was changed")
+        raise UsageError(f"{what}: not confirmed; nothing was changed")
 
 
 class StepPrinter:
@@ -507,21 +563,24 @@ class StepPrinter:
             self.console.print(f"      FAILED after {took:.1f} s", markup=False, highlight=False)
 
     def on_line(self, line: str) -> None:
+        line = one_line(line)
         if self.verbose:
             self.console.print(f"      | {line}", markup=False, highlight=False)
         elif self.status:
-            self.status.update(line[-100:])
+            from rich.text import Text
+
+            self.status.update(Text(line[-100:]))
 
 
 def _report_failure(console, e) -> None:
     for line in e.tail[-15:]:
-        console.print(f"      | {line.rstrip()}", markup=False, highlight=False)
+        console.print(f"      | {one_line(line.rstrip())}", markup=False, highlight=False)
 
 
 def cmd_apply(args) -> int:
     from rich.console import Console
 
-    from tui.host import Host
+    from tui.host import make_host
     from tui.plan import version_key
     from tui.transaction import TransactionError, apply, record
     from tui.validation import errors
@@ -532,13 +591,13 @@ def cmd_apply(args) -> int:
     problems = _validate(plan, host, devices, warning)
     if errors(problems):
         return EXIT_USAGE
-    preview = Host(host.root, dry_run=True)
-    if preview.pending_journal():
-        print("tmpfs-root: note: an earlier apply or remove was interrupted; its changes are rolled "
-              "back first", file=sys.stderr)
+    preview = make_host(host.root, dry_run=True)
+    interrupted = bool(preview.pending_journal())
+    if interrupted:
+        say("note: an earlier apply or remove was interrupted; its changes are rolled back first")
     resolved = record(plan, preview, devices)
-    if not preview.actions and not preview.pending_journal():
-        print(f"tmpfs-root: already applied to {host.root}; nothing to change")
+    if not preview.actions and not interrupted:
+        print(f"tmpfs-root: already applied to {one_line(str(host.root))}; nothing to change")
         return EXIT_OK
     _print_plan(resolved, preview)
     if args.dry_run:
@@ -557,22 +616,25 @@ def cmd_apply(args) -> int:
         _report_failure(console, e)
         raise
     except KeyboardInterrupt:
-        print("tmpfs-root: interrupted; every step done so far was rolled back", file=sys.stderr)
-        return 130
+        say("interrupted; every step done so far was rolled back")
+        return EXIT_INTERRUPTED
     if outcome.recovered:
         print(f"tmpfs-root: rolled back {len(outcome.recovered)} change(s) left by an interrupted run")
     kver = max(resolved.kernels, key=version_key)
-    print(f"Applied to {host.root}: entry 'tmpfs-root-{kver}' ({resolved.title}).")
-    if plan.boot == "once":
-        print("Next: reboot (systemctl reboot) to boot it once; if it fails, the machine reboots into "
-              "its normal entry.")
-    elif plan.boot == "default":
-        print("Next: reboot (systemctl reboot); it boots from RAM until you run 'tmpfs-root remove'.")
-    else:
-        print("Next: reboot and choose the entry in the GRUB menu.")
-    print("Check after the boot: findmnt / shows tmpfs. Check the setup: tmpfs-root status. "
-          "Undo: tmpfs-root remove.")
+    print(one_line(f"Applied to {host.root}: entry 'tmpfs-root-{kver}' ({resolved.title})."))
+    print(next_steps(plan.boot))
     return EXIT_OK
+
+
+def next_steps(boot: str) -> str:
+    """What to do after a successful apply (the TUI shows the same words)."""
+    first = {"once": "Next: reboot (systemctl reboot) to boot it once; if it fails, the machine "
+                     "reboots into its normal entry.",
+             "default": "Next: reboot (systemctl reboot); it boots from RAM until you run "
+                        "'tmpfs-root remove'.",
+             "menu": "Next: reboot and choose the entry in the GRUB menu."}[boot]
+    return (f"{first}\nCheck after the boot: findmnt / shows tmpfs. Check the setup: tmpfs-root "
+            "status. Undo: tmpfs-root remove.")
 
 
 def cmd_status(args) -> int:
@@ -583,38 +645,56 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_FAILED if report["problems"] else EXIT_OK
-    bl = report["bootloader"]
-    if not report["installed"]:
-        print(f"tmpfs-root is not installed in {host.root}.")
-    else:
-        print(f"tmpfs-root is installed in {host.root}: boot mode {report['boot']}, entry "
-              f"'{report['entry']}', {bl['style']} ({bl['config']})")
-        print(f"  command line  {report['cmdline']}")
-        for k in report["kernels"]:
-            marks = [m for m, on in (("initramfs missing", k["initrd"] is None),
-                                     ("no entry", not k["entry"]),
-                                     ("older than its kernel", k["older_than_kernel"]),
-                                     ("built by another module version", k["module_changed"])) if on]
-            print(f"  kernel        {k['kver']}: {', '.join(marks) if marks else 'ok'}")
-        changed = [f for f in report["files"] if f["state"] != "ok"]
-        print(f"  files         {len(report['files']) - len(changed)} of {len(report['files'])} "
-              "as apply wrote them")
-        print(f"  boot-once     {'pending: the next reboot boots it' if report['boot_once_pending'] else 'not pending'}")
-        if report["default_is_ours"]:
-            print("  default       tmpfs-root's entry is the default")
+    for line in status_lines(report, str(host.root)):
+        print(one_line(line))
     for problem in report["problems"]:
-        print(f"tmpfs-root: attention: {problem}", file=sys.stderr)
+        say(f"attention: {problem}")
     return EXIT_FAILED if report["problems"] else EXIT_OK
+
+
+def status_lines(report: dict, root: str) -> list[str]:
+    """The status report as lines of text (the TUI shows the same lines)."""
+    bl = report["bootloader"]
+    if report["damaged"]:
+        return [f"tmpfs-root's records in {root} are damaged: {', '.join(report['damaged'])} "
+                "(see below)"]
+    if not report["installed"]:
+        return [f"tmpfs-root is not installed in {root}."]
+    lines = [f"tmpfs-root is installed in {root}: boot mode {report['boot']}, entry "
+             f"'{report['entry']}', {bl['style']} ({bl['config']})",
+             f"  command line  {report['cmdline']}"]
+    for k in report["kernels"]:
+        marks = [m for m, on in (("initramfs missing", k["initrd"] is None),
+                                 ("no entry", not k["entry"]),
+                                 ("older than its kernel", k["older_than_kernel"]),
+                                 ("built by another module version", k["module_changed"])) if on]
+        lines.append(f"  kernel        {k['kver']}: {', '.join(marks) if marks else 'ok'}")
+    changed = [f for f in report["files"] if f["state"] != "ok"]
+    lines.append(f"  files         {len(report['files']) - len(changed)} of {len(report['files'])} "
+                 "as apply wrote them")
+    lines.append("  boot-once     " + ("pending: the next reboot boots it" if report["boot_once_pending"]
+                                      else "not pending"))
+    if report["default_is_ours"]:
+        lines.append("  default       tmpfs-root's entry is the default")
+    return lines
 
 
 def cmd_remove(args) -> int:
     from rich.console import Console
 
-    from tui.transaction import TransactionError, is_installed, remove
+    from tui.host import make_host
+    from tui.transaction import TransactionError, is_installed, remove, remove_steps
 
     host = _host(args)
     if not is_installed(host) and not host.pending_journal():
-        print(f"tmpfs-root is not installed in {host.root}; nothing to remove")
+        print(one_line(f"tmpfs-root is not installed in {host.root}; nothing to remove"))
+        return EXIT_OK
+    if args.dry_run:
+        preview = make_host(host.root, dry_run=True)
+        for step in remove_steps(preview):
+            step.action()
+        _print_actions(preview)
+        print("(dry run: nothing was written)")
         return EXIT_OK
     _confirm(f"Remove tmpfs-root (entry, hooks, module, initramfs images, state) from {host.root}?",
              args.yes, "remove")
@@ -627,9 +707,9 @@ def cmd_remove(args) -> int:
         _report_failure(console, e)
         raise
     except KeyboardInterrupt:
-        print("tmpfs-root: interrupted; the removal was rolled back", file=sys.stderr)
-        return 130
-    print(f"Removed tmpfs-root from {host.root}.")
+        say("interrupted; the removal was rolled back")
+        return EXIT_INTERRUPTED
+    print(one_line(f"Removed tmpfs-root from {host.root}."))
     return EXIT_OK
 
 
@@ -637,27 +717,32 @@ COMMANDS = {"devices": cmd_devices, "plan": cmd_plan, "apply": cmd_apply, "statu
             "remove": cmd_remove, "image": cmd_image, None: cmd_tui}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tui.host import HostError
+def say(line: str) -> None:
+    """One line on stderr, prefixed, with anything a terminal would interpret escaped."""
+    print(f"tmpfs-root: {one_line(line)}", file=sys.stderr)
 
+
+def one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                   for c in text)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _merge_globals(args)
         return COMMANDS[args.command](args)
-    except UsageError as e:
-        print(f"tmpfs-root: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except HostError as e:
-        print(f"tmpfs-root: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    except TmpfsRootError as e:
+        say(f"error: {e}")
+        return e.exit_status
     except KeyboardInterrupt:
-        print("tmpfs-root: interrupted", file=sys.stderr)
-        return 130
+        say("interrupted")
+        return EXIT_INTERRUPTED
     except Exception as e:  # never a traceback for the admin, unless asked
         if os.environ.get("TMPFS_ROOT_DEBUG"):
             raise
-        print(f"tmpfs-root: internal error: {type(e).__name__}: {e} "
-              "(set TMPFS_ROOT_DEBUG=1 for a traceback)", file=sys.stderr)
+        say(f"internal error: {type(e).__name__}: {e} (set TMPFS_ROOT_DEBUG=1 for a traceback)")
         return EXIT_FAILED
 
 

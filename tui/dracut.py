@@ -13,10 +13,10 @@ from pathlib import Path
 
 from tui.devices import BlockDevice
 from tui.host import Host, LineCallback
+from tui.owned import MODULE_DIRNAME, MODULES_DIRS
 from tui.plan import Plan, source_device, source_lvm
 
 MODULE_NAME = "tmpfs-root"
-MODULE_DIRNAME = "90tmpfs-root"
 MODULE_SOURCE = Path(__file__).parent / "dracut" / MODULE_DIRNAME
 
 
@@ -31,7 +31,7 @@ def module_files() -> list[tuple[str, bytes, int]]:
 
 def modules_dir(host: Host) -> str:
     """The target's dracut modules directory (/usr/lib, or /lib on old layouts)."""
-    for candidate in ("/usr/lib/dracut/modules.d", "/lib/dracut/modules.d"):
+    for candidate in MODULES_DIRS:
         if host.is_dir(candidate):
             return candidate
     return "/usr/lib/dracut/modules.d"
@@ -41,15 +41,13 @@ def module_path(host: Host) -> str:
     return f"{modules_dir(host)}/{MODULE_DIRNAME}"
 
 
-def install_module(host: Host) -> list[str]:
-    """Write the module into the target; returns the target paths written."""
+def install_module(host: Host) -> bool:
+    """Write the module into the target; returns whether anything changed."""
     target = module_path(host)
-    written = []
+    changed = False
     for name, data, mode in module_files():
-        path = f"{target}/{name}"
-        host.write_file(path, data, mode)
-        written.append(path)
-    return written
+        changed |= host.write_file(f"{target}/{name}", data, mode)
+    return changed
 
 
 def remove_module(host: Host) -> None:

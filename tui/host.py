@@ -1,67 +1,61 @@
 """The one place through which every effect on the system goes.
 
-A :class:`Host` knows the *target root*: ``/`` for the running system, or any
-directory that holds a system (a mounted disk being prepared, a chroot, a test
-fixture).  Every path the engine handles is a path *as seen from the target*
-(``/etc/grub.d/42_tmpfs-root``); the host maps it under the root, following
-symbolic links inside the root the way a chroot would.
+A :class:`Host` is a target system: ``/`` for the running one, or any directory
+that holds a system (a mounted disk being prepared, a chroot, a test fixture).
+Every path the engine handles is a path *as seen from the target*
+(``/etc/grub.d/42_tmpfs-root``). The host is made of three parts, each in its own
+module:
 
-It can *record instead of act* (dry-run): writes, removals and commands are
-appended to :attr:`Host.actions` and nothing touches the disk, so the list of
-files and commands shown by ``tmpfs-root plan`` comes from the very code that
-``apply`` runs.  In a dry run, files "written" earlier are visible to later
-reads, so later steps see what earlier steps would have produced.
+* :class:`~tui.resolver.TargetRoot` resolves those paths inside the root as if
+  chrooted, never out of it, and follows no link at all in tmpfs-root's own
+  directories;
+* :class:`~tui.journal.Journal` keeps a backup of whatever a write or removal
+  replaces and the on-disk journal that undoes a failed or killed transaction;
+* :class:`~tui.runner.Runner` runs commands without a shell, inside the target,
+  streaming their output.
 
-Files are written atomically (temporary file in the same directory, fsync,
-rename, fsync of the directory) and whatever they replace is first copied to
-a backup area, so a failed transaction can be rolled back with
-:meth:`Host.rollback`.  Commands run without a shell, inside the target with
-chroot when the target is not ``/``, and their output is streamed line by line
-to a callback; a command in a target that is not ``/`` runs in a private mount
-namespace with /proc, /sys and /dev bound into the target, gone when it exits.
+Files are written atomically (an exclusively created temporary file in the same
+directory, fsync, rename, fsync of the directory); identical content is left
+alone. Every effect returns whether it changed anything.
+
+:class:`RecordingHost` is the dry run: the same interface, but effects are only
+recorded in :attr:`Host.actions` (and files "written" are seen by later reads), so
+``tmpfs-root plan`` shows the files and commands of the very code ``apply`` runs.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
+import shlex
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Callable
+from pathlib import Path
 
-LineCallback = Callable[[str], None]
+from tui import owned
+from tui.errors import Failure
+from tui.journal import DamagedJournal, Journal
+from tui.resolver import TargetRoot, UnsafePath
+from tui.runner import CommandError, LineCallback, Runner, RunResult
+from tui.safefile import decode_text, write_atomic
 
-#: Where backups of replaced files live, as a path in the target.
-BACKUP_DIR = "/var/lib/tmpfs-root/backup"
-#: Journal of the backups of the current transaction, so a killed apply can be undone.
-JOURNAL = BACKUP_DIR + "/journal.json"
+BACKUP_DIR = owned.BACKUP_DIR
+JOURNAL = owned.JOURNAL
+#: The most the engine reads of a target file it parses (grub.cfg, os-release, …).
+READ_LIMIT = 16 << 20
 
+#: Kept for the modules that catch "an effect on the target failed".
+HostError = Failure
 
-class HostError(Exception):
-    """An effect on the target failed; the message is one line for the user."""
-
-
-class CommandError(HostError):
-    """A command exited non-zero."""
-
-    def __init__(self, argv: list[str], returncode: int, tail: list[str]):
-        self.argv = argv
-        self.returncode = returncode
-        self.tail = tail
-        last = tail[-1].strip() if tail else "no output"
-        super().__init__(f"{argv[0]} exited with status {returncode}: {last}")
+__all__ = ["Action", "CommandError", "DamagedJournal", "Host", "HostError", "LineCallback",
+           "RecordingHost", "RunResult", "UnsafePath", "make_host"]
 
 
 @dataclass
 class Action:
     """One effect, done or (in a dry run) only recorded."""
 
-    kind: str  # "write", "remove", "mkdir", "run"
+    kind: str  # "write", "remove", "run"
     path: str = ""  # path in the target, for files
     argv: list[str] = field(default_factory=list)  # for commands
     mode: int | None = None
@@ -69,7 +63,7 @@ class Action:
 
     def describe(self) -> str:
         if self.kind == "run":
-            return " ".join(_shell_quote(a) for a in self.argv)
+            return " ".join(shlex.quote(a) for a in self.argv)
         if self.kind == "write":
             size = f"{len(self.content)} bytes" if self.content is not None else "built"
             mode = f", mode {self.mode:04o}" if self.mode is not None else ""
@@ -85,375 +79,245 @@ class Action:
         return data
 
 
-@dataclass
-class RunResult:
-    argv: list[str]
-    returncode: int
-    lines: list[str]
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-
-def _shell_quote(arg: str) -> str:
-    safe = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
-    if arg and all(c in safe for c in arg):
-        return arg
-    return "'" + arg.replace("'", "'\"'\"'") + "'"
-
-
 class Host:
     """The target system, and every effect on it."""
 
-    def __init__(self, root: str | os.PathLike = "/", *, dry_run: bool = False,
-                 env: dict[str, str] | None = None):
-        self.root = Path(os.path.abspath(os.fspath(root)))
-        self.dry_run = dry_run
-        self.actions: list[Action] = []
-        self._overlay: dict[str, bytes | None] = {}  # dry-run view: path -> content (None: removed)
-        self._journal: list[dict] = []  # backups of this transaction, oldest first
-        self._env = env
-        self._proc: subprocess.Popen | None = None
+    dry_run = False
 
-    # ----------------------------------------------------------------- paths
+    def __init__(self, root: str | os.PathLike = "/", *, env: dict[str, str] | None = None,
+                 use_openat2: bool | None = None):
+        self.fs = TargetRoot(root, strict=owned.STRICT_DIRS, use_openat2=use_openat2)
+        self.root = self.fs.root
+        self.actions: list[Action] = []
+        self.journal = Journal(self.fs)
+        self.runner = Runner(self.root, env)
+
+    # ----------------------------------------------------------------- queries
     @property
     def is_live(self) -> bool:
         """True when the target is the running system."""
-        return self.root == Path("/")
+        return self.fs.is_live
 
     def path(self, target_path: str) -> Path:
-        """The real path of *target_path*, resolving symlinks inside the root."""
-        pure = PurePosixPath(target_path)
-        if not pure.is_absolute():
-            raise ValueError(f"target paths are absolute: {target_path!r}")
-        if self.is_live:
-            return Path(pure)
-        resolved = PurePosixPath("/")
-        parts = list(pure.parts[1:])
-        hops = 0
-        while parts:
-            part = parts.pop(0)
-            if part in ("", "."):
-                continue
-            if part == "..":
-                resolved = resolved.parent
-                continue
-            candidate = resolved / part
-            real = self.root / str(candidate).lstrip("/")
-            if real.is_symlink() and hops < 40:
-                hops += 1
-                link = PurePosixPath(os.readlink(real))
-                if link.is_absolute():
-                    resolved = PurePosixPath("/")
-                    parts = list(link.parts[1:]) + parts
-                else:
-                    parts = list(link.parts) + parts
-                continue
-            resolved = candidate
-        return self.root / str(resolved).lstrip("/")
+        """The real path of *target_path* (resolved inside the root), for queries."""
+        parts = [p for p in target_path.split("/") if p not in ("", ".")]
+        missing: list[str] = []
+        while True:
+            try:
+                real = self.fs.real("/" + "/".join(parts))
+                break
+            except (FileNotFoundError, NotADirectoryError):
+                missing.insert(0, parts.pop())
+        for part in missing:  # what does not exist yet: taken as written, kept in the root
+            real = real.parent if part == ".." and real != self.root else real / part
+        return real
 
     def exists(self, target_path: str) -> bool:
-        if target_path in self._overlay:
-            return self._overlay[target_path] is not None
-        return self.path(target_path).exists()
+        return self.fs.exists(target_path)
 
     def is_dir(self, target_path: str) -> bool:
-        return self.path(target_path).is_dir()
+        return self.fs.is_dir(target_path)
 
-    def read_bytes(self, target_path: str) -> bytes:
-        if target_path in self._overlay:
-            data = self._overlay[target_path]
-            if data is None:
-                raise FileNotFoundError(target_path)
-            return data
-        return self.path(target_path).read_bytes()
+    def stat(self, target_path: str) -> os.stat_result:
+        return self.fs.stat(target_path)
 
-    def read_text(self, target_path: str) -> str:
-        return self.read_bytes(target_path).decode("utf-8", "replace")
+    def is_mountpoint(self, target_path: str) -> bool:
+        return self.fs.is_mountpoint(target_path)
+
+    def read_bytes(self, target_path: str, limit: int = READ_LIMIT) -> bytes:
+        """The content of a regular file of the target (at most *limit* bytes, else refused)."""
+        return self.fs.read_bytes(target_path, limit)
+
+    def read_text(self, target_path: str, limit: int = READ_LIMIT) -> str:
+        return self.read_bytes(target_path, limit).decode("utf-8", "replace")
+
+    def read_utf8(self, target_path: str, limit: int = READ_LIMIT) -> str:
+        """Text that must be UTF-8 (state, plans): refused when it is not."""
+        return decode_text(self.read_bytes(target_path, limit))
 
     def listdir(self, target_path: str) -> list[str]:
-        real = self.path(target_path)
-        names = set(os.listdir(real)) if real.is_dir() else set()
-        prefix = target_path.rstrip("/") + "/"
-        for p, data in self._overlay.items():
-            if p.startswith(prefix) and "/" not in p[len(prefix):]:
-                (names.add if data is not None else names.discard)(p[len(prefix):])
-        return sorted(names)
+        try:
+            return self.fs.listdir(target_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def which(self, program: str) -> str | None:
         """The target path of *program* in the target's standard PATH, or None."""
         for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
             candidate = f"{d}/{program}"
-            real = self.path(candidate)
-            if real.is_file() and os.access(real, os.X_OK):
+            try:
+                st = self.fs.stat(candidate)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
                 return candidate
         return None
 
-    # ---------------------------------------------------------------- writes
-    def write_file(self, target_path: str, data: bytes | str, mode: int = 0o644) -> None:
-        """Write atomically, backing up what is replaced; identical content is left alone."""
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        if self._unchanged(target_path, data, mode):
-            return
-        self.actions.append(Action("write", path=target_path, mode=mode, content=data))
-        if self.dry_run:
-            self._overlay[target_path] = data
-            return
-        real = self.path(target_path)
-        self._ensure_dir(real.parent)
-        self._backup(target_path)
-        atomic_write(real, data, mode)
+    def sha256(self, target_path: str) -> str | None:
+        """sha256 of a regular file of the target, or None when there is none."""
+        try:
+            fd = self.fs.open_regular(target_path)
+        except OSError:
+            return None
+        h = hashlib.sha256()
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                h.update(chunk)
+        finally:
+            os.close(fd)
+        return h.hexdigest()
 
+    def pending_journal(self) -> list[dict]:
+        """Entries left by an earlier transaction that did not finish (killed); raises
+        DamagedJournal when the journal cannot be trusted."""
+        return self.journal.pending()
+
+    # ----------------------------------------------------------------- effects
     def _unchanged(self, target_path: str, data: bytes, mode: int) -> bool:
         """True when *target_path* already holds *data* with *mode* (so writing changes nothing)."""
         try:
-            if self.read_bytes(target_path) != data:
+            st = self.fs.lstat(target_path)
+            if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o7777 != mode or st.st_size != len(data):
                 return False
+            return self.read_bytes(target_path, len(data)) == data
         except OSError:
             return False
-        if target_path in self._overlay:
-            return True
-        return (self.path(target_path).stat().st_mode & 0o7777) == mode
 
-    def remove(self, target_path: str) -> None:
-        """Remove a file (after backing it up); a missing file is not an error."""
-        if not self.exists(target_path):
-            return
+    def write_file(self, target_path: str, data: bytes | str, mode: int = 0o644) -> bool:
+        """Write atomically, backing up what is replaced; identical content is left alone.
+        Returns whether anything changed."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if self._unchanged(target_path, data, mode):
+            return False
+        self.actions.append(Action("write", path=target_path, mode=mode, content=data))
+        self.journal.prepare()  # before anything is made: all of it can be undone
+        made: list[str] = []
+        dfd, name = self.fs.split(target_path, create=True, made=made)
+        try:
+            self.journal.made_dirs(made)
+            self.journal.back_up(target_path)
+            write_atomic(name, data, mode, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        return True
+
+    def remove(self, target_path: str) -> bool:
+        """Remove a file or link of ours (after backing it up); a missing one is not an error."""
+        try:
+            st = self.fs.lstat(target_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            raise Failure(f"{target_path} in {self.root} is a directory, where tmpfs-root has a file; "
+                          "move it aside")
         self.actions.append(Action("remove", path=target_path))
-        if self.dry_run:
-            self._overlay[target_path] = None
-            return
-        self._backup(target_path)
-        real = self.path(target_path)
-        real.unlink()
-        _fsync_dir(real.parent)
+        self.journal.back_up(target_path)
+        dfd, name = self.fs.split(target_path)
+        try:
+            os.unlink(name, dir_fd=dfd)
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return True
 
-    def rename(self, src: str, dst: str) -> None:
-        """Atomically move *src* over *dst* (both in the target), backing up *dst*."""
-        self.actions.append(Action("write", path=dst, mode=None,
-                                   content=self._overlay.get(src)))
-        if self.dry_run:
-            self._overlay[dst] = self._overlay.pop(src, b"")
-            return
-        self._backup(dst)
-        real_dst = self.path(dst)
-        os.rename(self.path(src), real_dst)
-        _fsync_dir(real_dst.parent)
+    def rename(self, src: str, dst: str) -> bool:
+        """Atomically move *src* over *dst* (same directory), backing up *dst*."""
+        self.actions.append(Action("write", path=dst, mode=None, content=None))
+        self.journal.back_up(dst)
+        sfd, sname = self.fs.split(src)
+        dfd, dname = self.fs.split(dst)
+        try:
+            os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+            os.fsync(dfd)
+        finally:
+            os.close(sfd)
+            os.close(dfd)
+        return True
 
     def discard(self, target_path: str) -> None:
         """Delete a temporary file of our own (no backup, not an effect worth recording)."""
-        if not self.dry_run:
-            _unlink_quietly(self.path(target_path))
-        self._overlay.pop(target_path, None)
+        try:
+            dfd, name = self.fs.split(target_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            os.unlink(name, dir_fd=dfd)
+        except (FileNotFoundError, IsADirectoryError):
+            pass
+        finally:
+            os.close(dfd)
 
     def preserve(self, target_path: str) -> None:
         """Back up a file that a command is about to change (grub.cfg, grubenv)."""
-        if not self.dry_run:
-            self._backup(target_path)
+        self.journal.back_up(target_path)
 
-    def remove_tree(self, target_path: str, backup: bool = True) -> None:
-        """Remove a directory the tool owns (module directory, state), file by file with backups
-        (without, for the backup area itself)."""
-        if not self.exists(target_path):
-            return
-        real = self.path(target_path)
-        if not backup:
-            self.actions.append(Action("remove", path=target_path))
-            if not self.dry_run:
-                shutil.rmtree(real)
-            return
-        if self.dry_run or not real.is_dir():
-            self.remove(target_path)
-            return
-        for dirpath, dirnames, filenames in os.walk(real, topdown=False):
-            for name in filenames:
-                self.remove(self._to_target(Path(dirpath) / name))
-            for name in dirnames:
-                os.rmdir(Path(dirpath) / name)
-        os.rmdir(real)
-        _fsync_dir(real.parent)
-
-    def _ensure_dir(self, real_dir: Path) -> None:
-        missing = []
-        d = real_dir
-        while not d.exists():
-            missing.append(d)
-            d = d.parent
-        for d in reversed(missing):
-            try:
-                d.mkdir(mode=0o755)
-            except FileExistsError:  # made meanwhile by someone else: not ours to remove
-                continue
-            self._journal_add({"path": self._to_target(d), "dir": True})
-
-    def _to_target(self, real: Path) -> str:
-        return "/" + str(real.relative_to(self.root)) if not self.is_live else str(real)
-
-    # -------------------------------------------------------------- backups
-    def _backup(self, target_path: str) -> None:
-        """Copy *target_path* to the backup area once per transaction."""
-        if any(e["path"] == target_path for e in self._journal):
-            return
-        real = self.path(target_path)
-        entry: dict = {"path": target_path, "existed": real.exists()}
-        if real.exists():
-            backup = self.path(BACKUP_DIR) / target_path.lstrip("/")
-            backup.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(real, backup)
-            with open(backup, "rb+") as f:
-                os.fsync(f.fileno())
-            entry["backup"] = str(PurePosixPath(BACKUP_DIR) / target_path.lstrip("/"))
-        self._journal_add(entry)
-
-    def _journal_add(self, entry: dict) -> None:
-        journal = self.path(JOURNAL)
-        if not journal.parent.is_dir():  # make the backup area, remembering what it took
-            missing = []
-            d = journal.parent
-            while not d.exists():
-                missing.append(d)
-                d = d.parent
-            journal.parent.mkdir(parents=True, exist_ok=True)
-            self._journal.extend({"path": self._to_target(d), "dir": True, "area": True}
-                                 for d in reversed(missing))
-        self._journal.append(entry)
-        atomic_write(journal, json.dumps(self._journal, indent=1).encode(), 0o600)
-
-    def pending_journal(self) -> list[dict]:
-        """Backups left by an earlier transaction that did not finish (killed)."""
-        real = self.path(JOURNAL)
-        if not real.exists():
-            return []
+    def copy_mode(self, src: str, dst: str) -> None:
+        """Give *dst* (a file a command made) the owner and mode of *src*, if *src* exists."""
         try:
-            return json.loads(real.read_text())
-        except (OSError, ValueError):
-            return []
+            st = self.fs.stat(src)
+        except FileNotFoundError:
+            return
+        fd = self.fs.open(dst, os.O_RDONLY | os.O_NONBLOCK, follow=False)
+        try:
+            os.fchown(fd, st.st_uid, st.st_gid)
+            os.fchmod(fd, st.st_mode & 0o7777)
+        finally:
+            os.close(fd)
 
+    def remove_tree(self, target_path: str) -> bool:
+        """Remove a directory of tmpfs-root's own (module, state), file by file with backups."""
+        if target_path not in owned.STRICT_DIRS:
+            raise ValueError(f"not a directory of tmpfs-root's own: {target_path}")
+        try:
+            names = self.fs.listdir(target_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        for name in names:
+            path = f"{target_path}/{name}"
+            if not owned.owns(path):
+                raise Failure(f"{path} in {self.root} is not tmpfs-root's; move it out of "
+                              f"{target_path} first")
+            self.remove(path)
+        self.actions.append(Action("remove", path=target_path))
+        dfd, name = self.fs.split(target_path)
+        try:
+            os.rmdir(name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        return True
+
+    def drop_backups(self) -> None:
+        """Remove tmpfs-root's backup area (after a complete removal)."""
+        self.journal.clear_area()
+
+    # ------------------------------------------------------------- transaction
     def rollback(self, journal: list[dict] | None = None) -> list[str]:
         """Restore every backed-up file, newest first; returns the paths restored."""
-        entries = self._journal if journal is None else journal
-        restored = []
-        for entry in reversed(entries):
-            real = self.path(entry["path"])
-            if entry.get("dir"):
-                if entry.get("area"):
-                    continue
-                try:
-                    real.rmdir()
-                except OSError:
-                    pass
-                continue
-            if entry.get("existed"):
-                backup = self.path(entry["backup"])
-                real.parent.mkdir(parents=True, exist_ok=True)
-                tmp = real.with_name(f".{real.name}.restore")
-                shutil.copy2(backup, tmp)
-                os.rename(tmp, real)
-            elif real.exists() or real.is_symlink():
-                if real.is_dir():
-                    shutil.rmtree(real)
-                else:
-                    real.unlink()
-            restored.append(entry["path"])
-        for entry in entries:  # restored: their backups are no longer needed
-            if entry.get("backup"):
-                _unlink_quietly(self.path(entry["backup"]))
-        self.commit()
-        self._prune_backup_area()
-        for entry in reversed(entries):  # directories made for the backup area itself
-            if entry.get("area"):
-                try:
-                    self.path(entry["path"]).rmdir()
-                except OSError:
-                    pass
-        return restored
-
-    def _prune_backup_area(self) -> None:
-        """Remove empty directories of the backup area (and the area itself when empty)."""
-        area = self.path(BACKUP_DIR)
-        if not area.is_dir():
-            return
-        for dirpath, _dirs, _files in os.walk(area, topdown=False):
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass
-        try:
-            area.parent.rmdir()
-        except OSError:
-            pass
+        return self.journal.rollback(journal)
 
     def commit(self) -> None:
         """The transaction succeeded (or was rolled back): drop its journal."""
-        self._journal = []
-        if not self.dry_run:
-            _unlink_quietly(self.path(JOURNAL))
+        self.journal.commit()
 
-    # ------------------------------------------------------------- commands
+    # ---------------------------------------------------------------- commands
     def command_argv(self, argv: list[str]) -> list[str]:
-        """The argv actually executed: inside the target via chroot when needed."""
-        if self.is_live:
-            return list(argv)
-        return ["chroot", str(self.root), *argv]
+        return self.runner.argv(argv)
 
-    def run(self, argv: list[str], *, on_line: LineCallback | None = None,
-            check: bool = True, query: bool = False, timeout: float | None = None,
+    def run(self, argv: list[str], *, on_line: LineCallback | None = None, check: bool = True,
+            query: bool = False, timeout: float | None = None,
             env: dict[str, str] | None = None) -> RunResult:
         """Run *argv* (no shell) in the target, streaming output lines to *on_line*.
-
-        A *query* only reads the system: it runs even in a dry run and is not
-        recorded as an effect.
-        """
+        A *query* only reads the system: it runs even in a dry run and is not recorded."""
         if not query:
             self.actions.append(Action("run", argv=list(argv)))
-            if self.dry_run:
-                return RunResult(list(argv), 0, [])
-        full_env = dict(os.environ if self._env is None else self._env)
-        full_env.update({"LC_ALL": "C.UTF-8", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
-        if env:
-            full_env.update(env)
-        lines: list[str] = []
-        setup = _die_with_parent if self.is_live else _ChrootSetup(self.root)
-        try:
-            proc = subprocess.Popen(self.command_argv(argv), stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=full_env, start_new_session=True, preexec_fn=setup)
-        except FileNotFoundError:
-            raise HostError(f"{argv[0]}: command not found in {self.root}") from None
-        self._proc = proc
-        deadline = time.monotonic() + timeout if timeout else None
-        try:
-            assert proc.stdout is not None
-            for raw in iter(proc.stdout.readline, b""):
-                line = raw.decode("utf-8", "replace")
-                lines.append(line)
-                if on_line:
-                    on_line(line.rstrip("\n"))
-                if deadline and time.monotonic() > deadline:
-                    self.terminate()
-                    raise HostError(f"{argv[0]} did not finish within {timeout:.0f} s")
-            rc = proc.wait()
-        finally:
-            self._proc = None
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        if check and rc != 0:
-            raise CommandError(list(argv), rc, lines[-20:])
-        return RunResult(list(argv), rc, lines)
+        return self.runner.run(argv, on_line=on_line, check=check, timeout=timeout, env=env)
 
     def terminate(self) -> None:
         """Stop the running command (and its children), if any."""
-        proc = self._proc
-        if proc and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        self.runner.terminate()
 
-    # --------------------------------------------------------------- reports
+    # ----------------------------------------------------------------- reports
     def written_files(self) -> list[Action]:
         return [a for a in self.actions if a.kind in ("write", "remove")]
 
@@ -461,76 +325,105 @@ class Host:
         return [a for a in self.actions if a.kind == "run"]
 
 
-def atomic_write(real: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write *real* so that it holds either its old content or *data*, never a mix."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.rename(tmp, real)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    _fsync_dir(real.parent)
+class RecordingHost(Host):
+    """The dry run: reads the target, records every effect, changes nothing.
 
+    Files "written" are kept in an overlay that later reads see, so later steps
+    decide as they would after the earlier ones really ran."""
 
-class _ChrootSetup:
-    """In the child, before it chroots into a target that is not ``/``: a private mount
-    namespace with /proc, /sys, /dev bound and a fresh /run, so dracut and grub-probe see
-    the machine's devices. The mounts live and die with the command: a tmpfs-root killed
-    by SIGKILL leaves none behind in the target."""
+    dry_run = True
 
-    CLONE_NEWNS, MS_BIND, MS_REC, MS_SLAVE = 0x20000, 0x1000, 0x4000, 0x80000
+    def __init__(self, root: str | os.PathLike = "/", **kw):
+        super().__init__(root, **kw)
+        self._overlay: dict[str, bytes | None] = {}  # path -> content (None: removed)
 
-    def __init__(self, root: Path):
-        self.root = root
-        # computed here, in the parent: the child must not do more than system calls
-        self.binds = [(f"/{n}".encode(), str(root / n).encode()) for n in ("proc", "sys", "dev")
-                      if (root / n).is_dir()]
-        self.run = str(root / "run").encode() if (root / "run").is_dir() else None
+    def _listed(self, prefix: str) -> dict[str, bytes | None]:
+        return {p[len(prefix):]: d for p, d in self._overlay.items()
+                if p.startswith(prefix) and "/" not in p[len(prefix):]}
 
-    def __call__(self) -> None:
-        import ctypes
+    def exists(self, target_path: str) -> bool:
+        if target_path in self._overlay:
+            return self._overlay[target_path] is not None
+        return super().exists(target_path)
 
-        _die_with_parent()
-        libc = ctypes.CDLL(None, use_errno=True)
+    def read_bytes(self, target_path: str, limit: int = READ_LIMIT) -> bytes:
+        if target_path in self._overlay:
+            data = self._overlay[target_path]
+            if data is None:
+                raise FileNotFoundError(target_path)
+            return data
+        return super().read_bytes(target_path, limit)
 
-        def check(rc: int, what: str) -> None:
-            if rc != 0:
-                raise OSError(ctypes.get_errno(), f"{what} for the chroot failed")
+    def listdir(self, target_path: str) -> list[str]:
+        names = set(super().listdir(target_path))
+        for name, data in self._listed(target_path.rstrip("/") + "/").items():
+            (names.add if data is not None else names.discard)(name)
+        return sorted(names)
 
-        check(libc.unshare(self.CLONE_NEWNS), "unshare")
-        check(libc.mount(b"none", b"/", None, self.MS_REC | self.MS_SLAVE, None), "making / a slave")
-        for src, dst in self.binds:
-            check(libc.mount(src, dst, None, self.MS_BIND | self.MS_REC, None), f"binding {src.decode()}")
-        if self.run:
-            check(libc.mount(b"tmpfs", self.run, b"tmpfs", 0, b"mode=0755"), "mounting /run")
+    def sha256(self, target_path: str) -> str | None:
+        if target_path in self._overlay:
+            data = self._overlay[target_path]
+            return hashlib.sha256(data).hexdigest() if data is not None else None
+        return super().sha256(target_path)
 
+    def _unchanged(self, target_path: str, data: bytes, mode: int) -> bool:
+        if target_path in self._overlay:
+            return self._overlay[target_path] == data
+        return super()._unchanged(target_path, data, mode)
 
-def _die_with_parent() -> None:
-    """In the child: get SIGINT if tmpfs-root dies (even by SIGKILL), so no dracut outlives it.
-    SIGINT rather than SIGTERM: dracut traps it and removes its temporary directory."""
-    try:
-        import ctypes
+    def write_file(self, target_path: str, data: bytes | str, mode: int = 0o644) -> bool:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if self._unchanged(target_path, data, mode):
+            return False
+        self.actions.append(Action("write", path=target_path, mode=mode, content=data))
+        self._overlay[target_path] = data
+        return True
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+    def remove(self, target_path: str) -> bool:
+        if not self.exists(target_path):
+            return False
+        self.actions.append(Action("remove", path=target_path))
+        self._overlay[target_path] = None
+        return True
+
+    def rename(self, src: str, dst: str) -> bool:
+        self.actions.append(Action("write", path=dst, mode=None, content=self._overlay.get(src)))
+        self._overlay[dst] = self._overlay.pop(src, b"")
+        return True
+
+    def discard(self, target_path: str) -> None:
+        self._overlay.pop(target_path, None)
+
+    def preserve(self, target_path: str) -> None:
         pass
 
-
-def _unlink_quietly(path: str | os.PathLike) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
+    def copy_mode(self, src: str, dst: str) -> None:
         pass
 
+    def remove_tree(self, target_path: str) -> bool:
+        if not self.exists(target_path):
+            return False
+        return self.remove(target_path)
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def drop_backups(self) -> None:
+        pass
+
+    def rollback(self, journal: list[dict] | None = None) -> list[str]:
+        return []
+
+    def commit(self) -> None:
+        pass
+
+    def run(self, argv: list[str], *, on_line: LineCallback | None = None, check: bool = True,
+            query: bool = False, timeout: float | None = None,
+            env: dict[str, str] | None = None) -> RunResult:
+        if query:
+            return super().run(argv, on_line=on_line, check=check, query=True, timeout=timeout, env=env)
+        self.actions.append(Action("run", argv=list(argv)))
+        return RunResult(list(argv), 0, [])
+
+
+def make_host(root: str | os.PathLike = "/", dry_run: bool = False, **kw) -> Host:
+    """The host for *root*: the real one, or the recording one for a dry run."""
+    return (RecordingHost if dry_run else Host)(root, **kw)

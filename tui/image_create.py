@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 from tui.devices import human_size, parse_mountinfo
-from tui.host import atomic_write
+from tui.errors import BadInput, Failure, shown
+from tui.runner import die_with_parent
+from tui.safefile import FileRefused, check_output, create_exclusive, unlink_quietly, write_atomic
 
 #: format -> (compressor argv with {level}, default level, accepted levels)
 COMPRESSORS = {
@@ -45,8 +47,12 @@ FSTAB_NOTE = "# tmpfs-root: commented out in the image: / is a tmpfs unpacked at
 Progress = Callable[[int, int, int, int], None]  # bytes done, bytes total, files done, files total
 
 
-class CreateError(Exception):
-    """The image cannot be made; one line for the user."""
+class CreateError(BadInput):
+    """What was asked cannot be packed (an option at fault); one line for the user."""
+
+
+class CreateFailed(Failure):
+    """Packing failed while it ran (tar, the compressor, the disk); nothing is left behind."""
 
 
 @dataclass
@@ -58,6 +64,7 @@ class CreatePlan:
     excludes: list[str] = field(default_factory=list)  # tar patterns, anchored ones start with ./
     mounts: list[str] = field(default_factory=list)  # separate mounts packed (relative: usr, var, home)
     skipped_mounts: list[str] = field(default_factory=list)  # separate mounts left out
+    left_out: list[str] = field(default_factory=list)  # folders not packed because the output is in them
     fstab: str | None = None  # the image's rewritten /etc/fstab
 
     def tar_argv(self, staging: Path) -> list[str]:
@@ -97,22 +104,27 @@ def make_plan(source: str, output: str, fmt: str = DEFAULT_FORMAT, level: int | 
     src = Path(os.path.abspath(source))
     out = Path(os.path.abspath(output))
     if not src.is_dir():
-        raise CreateError(f"--from '{source}': is not a directory; accepted: / or a mounted root")
+        raise CreateError(f"--from {shown(source)}: is not a directory; accepted: / or a mounted root")
     if fmt not in COMPRESSORS:
-        raise CreateError(f"--format '{fmt}': accepted: {', '.join(COMPRESSORS)}")
+        raise CreateError(f"--format {shown(fmt)}: accepted: {', '.join(COMPRESSORS)}")
     accepted = COMPRESSORS[fmt][2]
     if level is not None and level not in accepted:
         what = f"{accepted.start}-{accepted.stop - 1}" if len(accepted) else "none (tar is not compressed)"
         raise CreateError(f"--level {level}: accepted for {fmt}: {what}")
+    if not output or output.endswith("/"):
+        raise CreateError(f"--output {shown(output)}: accepted: a file name, e.g. rootfs.tar.{fmt}")
     if not out.parent.is_dir():
-        raise CreateError(f"--output '{output}': directory {out.parent} does not exist")
-    if out.is_dir():
-        raise CreateError(f"--output '{output}': is a directory; accepted: a file name, e.g. rootfs.tar.{fmt}")
+        raise CreateError(f"--output {shown(output)}: directory {shown(str(out.parent))} does not exist")
+    for path in (out, out.with_name(out.name + ".sha256")):
+        try:
+            check_output(path)
+        except FileRefused as e:
+            raise CreateError(f"--output {shown(output)}: {shown(str(path))} {e.strerror}") from None
     plan = CreatePlan(src, out, fmt, level)
     plan.excludes += [f"./{d}/*" for d in VOLATILE] + ["./etc/fstab"]
     for pattern in excludes or []:
         if not pattern or any(c in pattern for c in "\n\0"):
-            raise CreateError(f"--exclude {pattern!r}: accepted: a tar pattern, e.g. /var/cache/apt/*")
+            raise CreateError(f"--exclude {shown(pattern)}: accepted: a tar pattern, e.g. /var/cache/apt/*")
         plan.excludes.append("./" + pattern.lstrip("/") if pattern.startswith("/") else pattern)
     # The output and the folder it is in, when they are inside the tree.
     for inside in (out, out.parent):
@@ -122,6 +134,8 @@ def make_plan(source: str, output: str, fmt: str = DEFAULT_FORMAT, level: int | 
             continue
         if str(rel) != ".":
             plan.excludes += [f"./{rel}", f"./{rel}/*"]
+            if inside == out.parent:
+                plan.left_out.append(f"/{rel}")
     plan.excludes += [f"./{p}" for p in _swap_files(src)]
     # Separate filesystems below the root: the OS's own are packed, others only when asked.
     if mountinfo is None:
@@ -139,7 +153,7 @@ def make_plan(source: str, output: str, fmt: str = DEFAULT_FORMAT, level: int | 
         else:
             plan.skipped_mounts.append(rel)
     for m in wanted - set(plan.mounts):
-        raise CreateError(f"--with-mount /{m}: no filesystem is mounted there under {src}")
+        raise CreateError(f"--with-mount {shown('/' + m)}: no filesystem is mounted there under {src}")
     fstab = src / "etc/fstab"
     if fstab.is_file():
         plan.fstab = rewrite_fstab(fstab.read_text(errors="replace"), _images_mountpoint(src, out, below))
@@ -197,10 +211,12 @@ def rewrite_fstab(text: str, images_mountpoint: str | None) -> str:
 
 
 def scan(plan: CreatePlan) -> tuple[int, int]:
-    """Bytes and entries that will be packed, for progress and the room check."""
+    """Bytes and entries that will be packed (the root itself aside), for progress, the
+    room check and the refusal of an empty image."""
     total_bytes = total_files = 0
     roots = [plan.source] + [plan.source / m for m in plan.mounts]
     anchored = [e[2:] for e in plan.excludes if e.startswith("./")]
+    floating = [e for e in plan.excludes if not e.startswith("./")]
     for root in roots:
         dev = root.lstat().st_dev
         for dirpath, dirnames, filenames in os.walk(root):
@@ -209,14 +225,16 @@ def scan(plan: CreatePlan) -> tuple[int, int]:
             for d in dirnames:
                 p = os.path.join(dirpath, d)
                 rel = os.path.normpath(os.path.join(rel_dir, d))
+                if _excluded(rel, anchored, floating):
+                    continue
                 total_files += 1
-                if _excluded(rel, anchored) or os.path.ismount(p) or os.lstat(p).st_dev != dev:
+                if os.path.ismount(p) or os.lstat(p).st_dev != dev:
                     continue
                 keep.append(d)
             dirnames[:] = keep
             for name in filenames:
                 rel = os.path.normpath(os.path.join(rel_dir, name))
-                if _excluded(rel, anchored):
+                if _excluded(rel, anchored, floating):
                     continue
                 total_files += 1
                 try:
@@ -227,9 +245,16 @@ def scan(plan: CreatePlan) -> tuple[int, int]:
     return total_bytes, total_files
 
 
-def _excluded(rel: str, anchored: list[str]) -> bool:
+def _excluded(rel: str, anchored: list[str], floating: list[str] = ()) -> bool:
+    """Whether tar leaves *rel* out: an anchored pattern matches the whole path, a floating
+    one (tar's --no-anchored) any tail of it after a '/'."""
     import fnmatch
-    return any(fnmatch.fnmatchcase(rel, pat) for pat in anchored)
+
+    if any(fnmatch.fnmatchcase(rel, pat) for pat in anchored):
+        return True
+    parts = rel.split("/")
+    tails = ["/".join(parts[i:]) for i in range(len(parts))]
+    return any(fnmatch.fnmatchcase(t, pat) for pat in floating for t in tails)
 
 
 @dataclass
@@ -241,43 +266,68 @@ class Created:
     warnings: list[str]
 
 
-def create(plan: CreatePlan, progress: Progress | None = None) -> Created:
-    """Pack *plan* into its output; a failure or interruption leaves nothing at the output name."""
+def create(plan: CreatePlan, progress: Progress | None = None,
+           cancelled: Callable[[], bool] | None = None) -> Created:
+    """Pack *plan* into its output; a failure or interruption leaves nothing at the output name.
+
+    The archive is written to a new file beside the output, created exclusively under an
+    unpredictable name (``.NAME.XXXXXXXXXXXX.partial``), then renamed. *cancelled*, polled
+    while packing, stops tar and the compressor when it returns True (CreateCancelled)."""
     total_bytes, total_files = scan(plan)
+    if total_files == 0:
+        raise CreateError(f"--from {shown(str(plan.source))}: nothing to pack (everything is left out "
+                          "by --exclude or is not on the root's filesystem); accepted: a root tree")
     free = shutil.disk_usage(plan.output.parent).free
     needed = int(total_bytes * RATIO_GUESS[plan.format])
     if needed > free:
-        raise CreateError(f"--output '{plan.output}': the image needs about {human_size(needed)}, "
-                          f"only {human_size(free)} free on {plan.output.parent}")
-    tmp = plan.output.with_name(f".{plan.output.name}.partial")
-    with tempfile.TemporaryDirectory(prefix="tmpfs-root-image-") as staging:
-        staging = Path(staging)
-        if plan.fstab is not None:
-            (staging / "etc").mkdir()
-            (staging / "etc/fstab").write_text(plan.fstab)
+        raise CreateError(f"--output {shown(str(plan.output))}: the image needs about "
+                           f"{human_size(needed)}, only {human_size(free)} free on {plan.output.parent}")
+    dir_fd = os.open(plan.output.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd, tmp = create_exclusive(plan.output.name, dir_fd=dir_fd, mode=0o644, suffix=".partial")
         try:
-            files, warnings = _pack(plan, staging, tmp, total_bytes, total_files, progress)
+            with tempfile.TemporaryDirectory(prefix="tmpfs-root-image-") as staging:
+                if plan.fstab is not None:
+                    (Path(staging) / "etc").mkdir()
+                    (Path(staging) / "etc/fstab").write_text(plan.fstab)
+                with os.fdopen(fd, "wb") as out:
+                    files, warnings = _pack(plan, Path(staging), out, total_bytes, total_files,
+                                            progress, cancelled)
+                    out.flush()
+                    os.fsync(out.fileno())
+            if files - (2 if plan.fstab is not None else 1) <= 0:
+                raise CreateError(f"--from {shown(str(plan.source))}: the image would hold no files "
+                                  "(everything is left out by --exclude); accepted: a root tree")
             digest = hashlib.sha256()
-            with open(tmp, "rb") as f:
+            with open(os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd), "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
-                os.fsync(f.fileno())
-            os.rename(tmp, plan.output)
+            os.rename(tmp, plan.output.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.fsync(dir_fd)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            unlink_quietly(tmp, dir_fd=dir_fd)
             raise
-    sha = digest.hexdigest()
-    atomic_write(plan.output.with_name(plan.output.name + ".sha256"),
-                 f"{sha}  {plan.output.name}\n".encode())
+        sha = digest.hexdigest()
+        write_atomic(plan.output.name + ".sha256", f"{sha}  {plan.output.name}\n".encode(), dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
     return Created(str(plan.output), plan.output.stat().st_size, sha, files, warnings)
 
 
-def _pack(plan: CreatePlan, staging: Path, tmp: Path, total_bytes: int, total_files: int,
-          progress: Progress | None) -> tuple[int, list[str]]:
+class CreateCancelled(Failure):
+    """Packing was stopped on request; nothing is left behind."""
+
+    exit_status = 130
+
+
+def _pack(plan: CreatePlan, staging: Path, out, total_bytes: int, total_files: int,
+          progress: Progress | None, cancelled: Callable[[], bool] | None) -> tuple[int, list[str]]:
     compressor = plan.compressor_argv()
-    out = open(tmp, "wb")
-    tar = subprocess.Popen(plan.tar_argv(staging), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    comp = (subprocess.Popen(compressor, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+    # Both die with tmpfs-root, even when it is killed outright: no compressor runs on alone.
+    tar = subprocess.Popen(plan.tar_argv(staging), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           preexec_fn=die_with_parent)
+    comp = (subprocess.Popen(compressor, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
+                             preexec_fn=die_with_parent)
             if compressor else None)
     files = [0]
     messages: list[str] = []
@@ -296,26 +346,31 @@ def _pack(plan: CreatePlan, staging: Path, tmp: Path, total_bytes: int, total_fi
     sink = comp.stdin if comp else out
     try:
         for chunk in iter(lambda: tar.stdout.read(1 << 20), b""):
+            if cancelled and cancelled():
+                raise CreateCancelled("image create was cancelled; nothing was written")
             sink.write(chunk)
             done += len(chunk)
             if progress:
                 progress(done, max(total_bytes, done), files[0], max(total_files, files[0]))
         if comp:
             comp.stdin.close()
-    except OSError as e:
+    except BaseException as e:
         tar.kill()
         if comp:
             comp.kill()
-        raise CreateError(f"--output '{plan.output}': writing failed ({e.strerror})") from None
+        if isinstance(e, OSError):
+            raise CreateFailed(f"--output {shown(str(plan.output))}: writing failed ({e.strerror})") from None
+        raise
     finally:
         rc_tar = tar.wait()
         reader.join()
         rc_comp = comp.wait() if comp else 0
-        out.close()
     if rc_comp != 0:
         err = comp.stderr.read().decode(errors="replace").strip().splitlines()
-        raise CreateError(f"--output '{plan.output}': {compressor[0]} failed ({err[-1] if err else rc_comp})")
+        raise CreateFailed(f"--output {shown(str(plan.output))}: {compressor[0]} failed "
+                           f"({shown(err[-1] if err else rc_comp, 120)})")
     # tar exits 1 when files changed while being read (a live root): a warning, not a failure.
     if rc_tar not in (0, 1):
-        raise CreateError(f"--from '{plan.source}': tar failed ({messages[-1] if messages else rc_tar})")
+        raise CreateFailed(f"--from {shown(str(plan.source))}: tar failed "
+                           f"({shown(messages[-1] if messages else rc_tar, 120)})")
     return files[0], [m for m in messages if not re.search(r"socket ignored$", m)]

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from tui.errors import BadInput, shown
+from tui.runner import die_with_parent
+from tui.safefile import open_regular
 
 # (format, offset, magic)
 MAGICS: list[tuple[str, int, bytes]] = [
@@ -26,9 +30,13 @@ DECOMPRESSORS = {"gzip": "gzip", "xz": "xz", "zstd": "zstd", "bzip2": "bzip2", "
 
 
 def detect_format(path: str | os.PathLike) -> str | None:
-    """The archive format of *path* from its magic bytes, or None if it is not one."""
-    with open(path, "rb") as f:
-        head = f.read(512)
+    """The archive format of *path* from its magic bytes, or None if it is not one. *path*
+    must be a regular file (a FIFO or a device is refused, never read)."""
+    fd = open_regular(path)
+    try:
+        head = os.pread(fd, 512, 0)
+    finally:
+        os.close(fd)
     return detect_format_bytes(head)
 
 
@@ -96,7 +104,7 @@ def _zstd_list_size(path) -> int | None:
 
 
 # ------------------------------------------------------------------ inspect
-class ImageError(Exception):
+class ImageError(BadInput):
     """An image that cannot be used; the message is one line for the user."""
 
 
@@ -109,6 +117,7 @@ class ImageInfo:
     files: int  # archive members (files, directories, links, nodes)
     sha256: str | None
     recommended_size: str  # for rd.tmpfs.size / --size
+    warnings: list[str] = field(default_factory=list)  # members the boot's tar changes
 
     def to_json(self) -> dict:
         from dataclasses import asdict
@@ -146,24 +155,28 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
     path = os.fspath(path)
     try:
         fmt = detect_format(path)
+        src_fd = open_regular(path)
     except OSError as e:
-        raise ImageError(f"{path}: cannot be read ({e.strerror})") from None
+        raise ImageError(f"{shown(path)}: cannot be read ({e.strerror})") from None
     if fmt is None:
-        raise ImageError(f"{path}: not an archive (by its first bytes); accepted: tar, or tar "
+        os.close(src_fd)
+        raise ImageError(f"{shown(path)}: not an archive (by its first bytes); accepted: tar, or tar "
                          "compressed with gzip, xz, zstd, bzip2 or lz4")
-    compressed = os.path.getsize(path)
+    compressed = os.fstat(src_fd).st_size
     digest = hashlib.sha256() if with_sha256 else None
     read_fd, write_fd = os.pipe()
     try:
-        proc = subprocess.Popen(_STREAM[fmt], stdin=read_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(_STREAM[fmt], stdin=read_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=die_with_parent)
     except FileNotFoundError:
-        os.close(read_fd), os.close(write_fd)
-        raise ImageError(f"{path}: {_STREAM[fmt][0]} is not installed, needed to read a {fmt} image") from None
+        os.close(read_fd), os.close(write_fd), os.close(src_fd)
+        raise ImageError(f"{shown(path)}: {_STREAM[fmt][0]} is not installed, needed to read a "
+                         f"{fmt} image") from None
     os.close(read_fd)
     fed = [0]
 
     def feed():  # read the file once: to the decompressor, and to the hash
-        with open(path, "rb") as f, os.fdopen(write_fd, "wb") as out:
+        with open(src_fd, "rb") as f, os.fdopen(write_fd, "wb") as out:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 if digest:
                     digest.update(chunk)
@@ -180,10 +193,12 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
     counter = _CountingReader(proc.stdout)
     files = 0
     tar_error = None
+    members = MemberCheck()
     try:
         with tarfile.open(fileobj=counter, mode="r|") as tar:
-            for _ in tar:
+            for member in tar:
                 files += 1
+                members.add(member)
         while counter.read(1 << 20):  # the end-of-archive blocks and padding count too
             pass
     except (tarfile.TarError, EOFError) as e:
@@ -197,12 +212,50 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
     if (rc != 0 and rc != -9) or tar_error:
         # The decompressor's own words say most (when it was not we who stopped it).
         why = err.splitlines()[-1] if err and rc not in (0, -9) else tar_error or f"exit status {rc}"
-        raise ImageError(f"{path}: truncated or corrupt {fmt} archive ({why})")
+        raise ImageError(f"{shown(path)}: truncated or corrupt {fmt} archive ({shown(why, 120)})")
     if files == 0:
-        raise ImageError(f"{path}: the archive holds no files")
+        raise ImageError(f"{shown(path)}: the archive holds no files")
+    if members.refused:
+        name, why = members.refused[0]
+        raise ImageError(f"{shown(path)}: {len(members.refused)} member(s) the boot's tar refuses, "
+                         f"e.g. {shown(name)} ({why}); accepted: an archive of a root tree, as "
+                         "`tmpfs-root image create` makes")
     return ImageInfo(path=path, format=fmt, compressed=compressed, uncompressed=counter.count,
                      files=files, sha256=digest.hexdigest() if digest else None,
-                     recommended_size=size_arg(recommended_size(counter.count, ram)))
+                     recommended_size=size_arg(recommended_size(counter.count, ram)),
+                     warnings=members.warnings())
+
+
+class MemberCheck:
+    """What the boot's GNU tar would do with each member: refuse names with '..' and
+    members reached through a symbolic link member; strip a leading '/' (a warning)."""
+
+    def __init__(self):
+        self.links: set[str] = set()
+        self.refused: list[tuple[str, str]] = []
+        self.absolute: list[str] = []
+
+    def add(self, member) -> None:
+        name = member.name
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if name.startswith("/"):
+            self.absolute.append(name)
+        if ".." in parts:
+            self.refused.append((name, "contains '..'"))
+            return
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in self.links:
+                self.refused.append((name, f"written through the symbolic link member "
+                                           f"{shown('/'.join(parts[:i]))}"))
+                return
+        if member.issym():
+            self.links.add("/".join(parts))
+
+    def warnings(self) -> list[str]:
+        if not self.absolute:
+            return []
+        return [f"{len(self.absolute)} member(s) with an absolute name, e.g. {shown(self.absolute[0])}: "
+                "the boot's tar strips the leading /"]
 
 
 class _CountingReader:

@@ -19,11 +19,9 @@ from pathlib import Path
 
 from tui.bootloader import Bootloader, bls_prefix
 from tui.host import Host
+from tui.owned import DEBIAN_HOOKS, HOOK_ENV, KERNEL_INSTALL_HOOK
 
 HOOK_SOURCE = Path(__file__).parent / "hooks" / "tmpfs-root-kernel-hook"
-HOOK_ENV = "/etc/tmpfs-root/hook.env"
-DEBIAN_HOOKS = ["/etc/kernel/postinst.d/z50-tmpfs-root", "/etc/kernel/postrm.d/z50-tmpfs-root"]
-KERNEL_INSTALL_HOOK = "/etc/kernel/install.d/90-tmpfs-root.install"
 ALL_HOOKS = [*DEBIAN_HOOKS, KERNEL_INSTALL_HOOK]
 
 
@@ -44,14 +42,16 @@ def hook_env(host: Host, bl: Bootloader, dracut_options: list[str], title: str, 
 
 
 def install_hooks(host: Host, bl: Bootloader, dracut_options: list[str], title: str,
-                  cmdline: list[str]) -> None:
-    host.write_file(HOOK_ENV, hook_env(host, bl, dracut_options, title, cmdline))
+                  cmdline: list[str]) -> bool:
+    """Write the hooks and their settings; returns whether anything changed."""
+    changed = host.write_file(HOOK_ENV, hook_env(host, bl, dracut_options, title, cmdline))
     wanted = hook_paths(bl)
     for path in ALL_HOOKS:
         if path not in wanted:
-            host.remove(path)
+            changed |= host.remove(path)
     for path in wanted:
-        host.write_file(path, HOOK_SOURCE.read_bytes(), 0o755)
+        changed |= host.write_file(path, HOOK_SOURCE.read_bytes(), 0o755)
+    return changed
 
 
 def remove_hooks(host: Host) -> None:

@@ -17,16 +17,19 @@ import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 
+from tui.errors import BadInput, shown
+
 from tui.devices import BlockDevice, lvm_from_path, match_source
+from tui.owned import INITRD_TEMPLATE, KERNEL_TEMPLATE, KVER_RE
 
 BOOT_MODES = ("menu", "once", "default")
 #: Arguments a boot-once entry carries so that a failed boot falls back to the default entry.
 ONCE_ARGS = ["rd.shell=0", "rd.emergency=reboot", "panic=10"]
-INITRD_TEMPLATE = "/boot/initrd-tmpfs-root-{kver}.img"
-KERNEL_TEMPLATE = "/boot/vmlinuz-{kver}"
+#: The longest title accepted (characters), and the default one's fallback.
+TITLE_MAX = 200
 
 
-class PlanError(ValueError):
+class PlanError(BadInput):
     """A plan file that cannot be read; the message is one line for the user."""
 
 
@@ -59,12 +62,12 @@ class Plan:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise PlanError(f"{origin}: not valid TOML ({e})") from None
+            raise PlanError(f"{origin}: not valid TOML ({shown(str(e), 100)})") from None
         known = {f.name: f for f in fields(cls)}
         plan = cls()
         for key, value in data.items():
             if key not in known:
-                raise PlanError(f"{origin}: unknown key '{key}'; accepted: {', '.join(known)}")
+                raise PlanError(f"{origin}: unknown key {shown(key)}; accepted: {', '.join(known)}")
             expected = _expected_type(key)
             if not _type_ok(value, expected):
                 raise PlanError(f"{origin}: '{key}' must be {expected}, not {type(value).__name__}")
@@ -73,6 +76,34 @@ class Plan:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def check_save_path(path: str) -> None:
+    """Refuse a path to save a plan to unless it is a regular file or a new name in an existing
+    directory (never a directory, a device node, a FIFO or a symbolic link)."""
+    from tui.safefile import check_output
+
+    where = f"--save {shown(path)}"
+    if not path or path.endswith("/"):
+        raise BadInput(f"{where}: accepted: a file path, e.g. /root/tmpfs-root.toml")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise BadInput(f"{where}: directory {shown(parent)} does not exist")
+    try:
+        check_output(path)
+    except OSError as e:
+        raise BadInput(f"{where}: {e.strerror}") from None
+
+
+def save_plan(path: str, plan: "Plan") -> None:
+    """Write *plan* as TOML to *path* (mode 0600), atomically; BadInput when it cannot be."""
+    from tui.safefile import write_atomic
+
+    check_save_path(path)
+    try:
+        write_atomic(path, plan.to_toml().encode(), 0o600)
+    except OSError as e:
+        raise BadInput(f"--save {shown(path)}: cannot be written ({e.strerror})") from None
 
 
 def _expected_type(key: str) -> str:
@@ -153,12 +184,22 @@ def parse_source(text: str) -> Source:
     if sep and key in ("LABEL", "UUID", "PARTUUID", "PARTLABEL"):
         if not value:
             raise ValueError(f"{key}= needs a value (e.g. {key}={_EXAMPLES[key]})")
+        if not _ID_VALUE_RE[key].fullmatch(value):
+            raise ValueError(f"is not a {key}; accepted: {_ID_ACCEPTED[key]} (e.g. {key}={_EXAMPLES[key]})")
         return Source(key, text)
-    if text.startswith("/dev/") and len(text) > len("/dev/"):
+    if text.startswith("/dev/"):
+        if not _DEV_PATH_RE.fullmatch(text) or any(p in (".", "..") for p in text.split("/")[2:]):
+            raise ValueError("is not a device path; accepted: /dev/NAME or /dev/DIR/NAME without "
+                             "'.', '..' or empty parts (e.g. /dev/vda1, /dev/mapper/vg-images)")
         return Source("path", text)
     raise ValueError(f"not a source; accepted: {SOURCE_FORMS}")
 
 
+_DEV_PATH_RE = re.compile(r"/dev(/[A-Za-z0-9._+:@,=-]{1,255}){1,8}")
+_ID_VALUE_RE = {"UUID": re.compile(r"[0-9A-Za-z-]{1,64}"), "PARTUUID": re.compile(r"[0-9A-Fa-f-]{1,64}"),
+                "LABEL": re.compile(r".{1,255}"), "PARTLABEL": re.compile(r".{1,255}")}
+_ID_ACCEPTED = {"UUID": "up to 64 letters, digits and -", "PARTUUID": "up to 64 hex digits and -",
+                "LABEL": "up to 255 characters", "PARTLABEL": "up to 255 characters"}
 _EXAMPLES = {"LABEL": "IMGVOL", "UUID": "0a1b2c3d-…", "PARTUUID": "6f1c…", "PARTLABEL": "images"}
 
 
@@ -168,11 +209,10 @@ def version_key(kver: str) -> list:
 
 
 def target_kernels(host) -> list[str]:
-    """Kernel versions with a modules directory in the target, oldest first."""
-    if not host.is_dir("/lib/modules"):
-        return []
-    return sorted((k for k in host.listdir("/lib/modules") if host.is_dir(f"/lib/modules/{k}")),
-                  key=version_key)
+    """Kernel versions with a modules directory in the target, oldest first; only names
+    tmpfs-root accepts (a directory named with quotes or backslashes is not a kernel)."""
+    return sorted((k for k in host.listdir("/lib/modules")
+                   if KVER_RE.fullmatch(k) and host.is_dir(f"/lib/modules/{k}")), key=version_key)
 
 
 def default_kernels(host) -> list[str]:
@@ -185,14 +225,19 @@ def default_kernels(host) -> list[str]:
 
 
 def os_pretty_name(host) -> str:
+    """The target's PRETTY_NAME, or "Linux" when it has none that could be a title (it comes
+    from the target, so control characters, escapes and length are not trusted)."""
     for path in ("/etc/os-release", "/usr/lib/os-release"):
         try:
-            text = host.read_text(path)
+            text = host.read_text(path, limit=64 << 10)
         except OSError:
             continue
         for line in text.splitlines():
             if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip().strip('"\'')
+                name = line.split("=", 1)[1].strip().strip('"\'').replace('\\"', '"')
+                if name and name.isprintable() and len(name) <= TITLE_MAX // 2:
+                    return name
+                return "Linux"
     return "Linux"
 
 

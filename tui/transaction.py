@@ -20,22 +20,25 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
-from tui import bootloader, dracut, kernel_hooks
+from tui import bootloader, dracut, kernel_hooks, owned
 from tui.bootloader import Bootloader
 from tui.devices import BlockDevice
-from tui.host import BACKUP_DIR, Host, HostError, LineCallback
-from tui.plan import INITRD_TEMPLATE, KERNEL_TEMPLATE, Plan, Resolved, resolve, version_key
+from tui.errors import Failure, shown
+from tui.host import DamagedJournal, Host, HostError, LineCallback, UnsafePath
+from tui.owned import INITRD_TEMPLATE, KERNEL_TEMPLATE, KVER_RE, PLAN_FILE, STATE_DIR, STATE_FILE
+from tui.plan import BOOT_MODES, Plan, Resolved, resolve, version_key
+from tui.safefile import SMALL_LIMIT
 
-STATE_DIR = "/etc/tmpfs-root"
-PLAN_FILE = f"{STATE_DIR}/plan.toml"
-STATE_FILE = f"{STATE_DIR}/state.json"
-VAR_DIR = str(Path(BACKUP_DIR).parent)
 STATE_VERSION = 1
+#: Where the per-target locks live: root's alone (0700), on this machine, not in the target
+#: (TMPFS_ROOT_LOCK_DIR moves it, for tests).
+LOCK_DIR = "/run/tmpfs-root"
 
 #: Called as on_step(index, total, step name, event, note): event is start, done or failed.
 StepCallback = Callable[[int, int, str, str, str], None]
@@ -44,7 +47,7 @@ StepCallback = Callable[[int, int, str, str, str], None]
 @dataclass
 class Step:
     name: str
-    action: Callable[[], str | None]  # returns a note ("unchanged", …) or None
+    action: Callable[[], object]  # returns a note ("unchanged", …), or anything else for none
 
 
 class TransactionError(HostError):
@@ -78,42 +81,91 @@ def shipped_digest() -> str:
     return h.hexdigest()
 
 
-def _sha256(host: Host, path: str) -> str | None:
-    try:
-        if host.dry_run:  # what a recording host "wrote" is only in its memory
-            return hashlib.sha256(host.read_bytes(path)).hexdigest()
-        h = hashlib.sha256()
-        with open(host.path(path), "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-    except OSError:
-        return None
-
-
 def older_than_kernel(host: Host, kver: str) -> bool:
     """The kernel was (re)installed after its tmpfs-root initramfs was built."""
     try:
-        return (host.path(INITRD_TEMPLATE.format(kver=kver)).stat().st_mtime
-                < host.path(KERNEL_TEMPLATE.format(kver=kver)).stat().st_mtime)
+        return (host.stat(INITRD_TEMPLATE.format(kver=kver)).st_mtime
+                < host.stat(KERNEL_TEMPLATE.format(kver=kver)).st_mtime)
     except OSError:
         return False
 
 
+# -------------------------------------------------------------------- state
+class DamagedState(Failure):
+    """tmpfs-root's state file in the target cannot be trusted; one line saying how to recover."""
+
+    def __init__(self, why: str):
+        self.why = why
+        super().__init__(f"{STATE_FILE} is damaged ({why}); move it aside (mv {STATE_FILE} "
+                         f"{STATE_FILE}.damaged), then run 'tmpfs-root remove' to remove the rest of "
+                         "tmpfs-root, or 'tmpfs-root apply' to set it up anew")
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _state_problem(state: object) -> str | None:
+    """What is wrong with a state read from the target, or None when it has the right shape."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    if state.get("version") != STATE_VERSION:
+        return f"version {shown(state.get('version'))}, this tmpfs-root reads version {STATE_VERSION}"
+
+    def text(v, limit=4096) -> bool:
+        return isinstance(v, str) and len(v) <= limit and v.isprintable()
+
+    def kver(v) -> bool:
+        return isinstance(v, str) and KVER_RE.fullmatch(v) is not None
+
+    checks = [
+        ("boot", state.get("boot") in BOOT_MODES),
+        ("entry", isinstance(state.get("entry"), str)
+         and kver(state["entry"].removeprefix(bootloader.ENTRY_PREFIX))),
+        ("kernels", isinstance(state.get("kernels"), list) and all(kver(k) for k in state["kernels"])),
+        ("cmdline", isinstance(state.get("cmdline"), list) and all(text(a) for a in state["cmdline"])),
+        ("initrds", isinstance(state.get("initrds"), dict) and all(
+            kver(k) and isinstance(v, dict) and isinstance(v.get("options"), list)
+            and all(text(o) for o in v["options"]) and text(v.get("shipped"), 64)
+            for k, v in state["initrds"].items())),
+        ("default_before", state.get("default_before") is None or text(state["default_before"], 256)),
+        ("files", isinstance(state.get("files"), dict) and all(
+            owned.owns(p) and (d is None or (isinstance(d, str) and _HEX64.fullmatch(d)))
+            for p, d in state["files"].items())),
+        ("bootloader", isinstance(state.get("bootloader"), dict)),
+    ]
+    bad = [key for key, ok in checks if not ok]
+    return f"'{bad[0]}' is not what apply writes" if bad else None
+
+
 def read_state(host: Host) -> dict | None:
+    """The state apply recorded, None when there is none; raises DamagedState."""
     try:
-        state = json.loads(host.read_text(STATE_FILE))
-    except (OSError, ValueError):
+        text = host.read_utf8(STATE_FILE, SMALL_LIMIT)
+    except FileNotFoundError:
         return None
-    return state if isinstance(state, dict) else None
+    except OSError as e:
+        raise DamagedState(e.strerror or str(e)) from None
+    except UnsafePath as e:  # a link in tmpfs-root's own directory
+        raise DamagedState(e.why) from None
+    try:
+        state = json.loads(text)
+    except ValueError as e:
+        raise DamagedState(f"not JSON: {shown(str(e), 60)}") from None
+    problem = _state_problem(state)
+    if problem:
+        raise DamagedState(problem)
+    return state
 
 
 def our_initrds(host: Host) -> dict[str, str]:
-    """kver -> path of every tmpfs-root initramfs in the target's /boot."""
+    """kver -> path of every tmpfs-root initramfs in the target's /boot (names tmpfs-root
+    would give; anything else there is not ours)."""
     found = {}
-    for name in host.listdir("/boot") if host.is_dir("/boot") else []:
+    for name in host.listdir("/boot"):
         if name.startswith("initrd-tmpfs-root-") and name.endswith(".img"):
-            found[name[len("initrd-tmpfs-root-"):-len(".img")]] = f"/boot/{name}"
+            kver = name[len("initrd-tmpfs-root-"):-len(".img")]
+            if KVER_RE.fullmatch(kver):
+                found[kver] = f"/boot/{name}"
     return found
 
 
@@ -146,7 +198,8 @@ class _Apply:
         self.kernels = sorted(set(self.resolved.kernels) | set(existing), key=version_key)
         self.stale = [k for k in our_initrds(host) if not _installed(host, k)]
         self.entry_kver = max(self.resolved.kernels, key=version_key)
-        self.mark = 0
+        self.built = False  # an initramfs was (re)built
+        self.entries_changed = False
 
     def steps(self) -> list[Step]:
         steps = [Step("install the dracut module", self.install_module)]
@@ -162,43 +215,36 @@ class _Apply:
         steps.append(Step("record the state", self.record))
         return steps
 
-    def _changes(self) -> int:
-        return sum(1 for a in self.host.actions if a.kind != "run" or a.argv[:1] == ["dracut"])
-
     def install_module(self):
-        before = self._changes()
-        dracut.install_module(self.host)
-        return None if self._changes() > before else "unchanged"
+        return None if dracut.install_module(self.host) else "unchanged"
 
     def build(self, kver: str):
         initrd = INITRD_TEMPLATE.format(kver=kver)
         built = self.state.get("initrds", {}).get(kver, {})
         current = (built.get("options") == self.options and built.get("shipped") == self.digest
                    and self.host.exists(initrd)
-                   and self.state.get("files", {}).get(initrd) == _sha256(self.host, initrd)
+                   and self.state.get("files", {}).get(initrd) == self.host.sha256(initrd)
                    and not older_than_kernel(self.host, kver))
         if current:
             return "unchanged"
         dracut.build_initramfs(self.host, self.plan, kver, initrd, self.devices, self.on_line)
+        self.built = True
         self.state.setdefault("initrds", {})[kver] = {"options": self.options, "shipped": self.digest}
         return None
 
     def install_hooks(self):
-        before = self._changes()
-        kernel_hooks.install_hooks(self.host, self.bl, self.options, self.resolved.title,
-                                   self.resolved.cmdline)
-        return None if self._changes() > before else "unchanged"
+        changed = kernel_hooks.install_hooks(self.host, self.bl, self.options, self.resolved.title,
+                                             self.resolved.cmdline)
+        return None if changed else "unchanged"
 
     def write_entries(self):
-        self.mark = before = self._changes()
-        bootloader.write_entries(self.host, self.bl, self.resolved.title, self.resolved.cmdline,
-                                 self.kernels, self.plan.boot)
-        return None if self._changes() > before else "unchanged"
+        self.entries_changed = bootloader.write_entries(self.host, self.bl, self.resolved.title,
+                                                        self.resolved.cmdline, self.kernels, self.plan.boot)
+        return None if self.entries_changed else "unchanged"
 
     def regenerate(self):
         entries_ok = all(bootloader.config_has_entry(self.host, self.bl, k) for k in self.kernels)
-        initrds_changed = any(a.kind == "run" and a.argv[:1] == ["dracut"] for a in self.host.actions)
-        if entries_ok and not initrds_changed and self._changes() == self.mark:
+        if entries_ok and not self.built and not self.entries_changed:
             return "unchanged"
         bootloader.regenerate(self.host, self.bl, self.on_line)
         return None
@@ -219,8 +265,10 @@ class _Apply:
         elif self.plan.boot == "default":
             if env.get("saved_entry") == wanted:
                 return "unchanged"
-            if not env.get("saved_entry", "").startswith(bootloader.ENTRY_PREFIX):
-                self.state["default_before"] = env.get("saved_entry")
+            before = env.get("saved_entry")
+            if before is None or (not before.startswith(bootloader.ENTRY_PREFIX)
+                                  and before.isprintable() and len(before) <= 256):
+                self.state["default_before"] = before
             bootloader.set_default(self.host, self.bl, self.entry_kver, self.on_line)
         else:
             ours = [v for k, v in env.items() if k in ("next_entry", "saved_entry")
@@ -231,9 +279,8 @@ class _Apply:
         return None
 
     def record(self):
-        before = self._changes()
-        self.host.write_file(PLAN_FILE, self.plan.to_toml())
-        files = {p: _sha256(self.host, p) for p in owned_files(self.host)}
+        changed = self.host.write_file(PLAN_FILE, self.plan.to_toml())
+        files = {p: self.host.sha256(p) for p in owned_files(self.host)}
         state = {
             "version": STATE_VERSION,
             "bootloader": self.bl.to_json(),
@@ -245,8 +292,8 @@ class _Apply:
             "default_before": self.state.get("default_before"),
             "files": files,
         }
-        self.host.write_file(STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
-        return None if self._changes() > before else "unchanged"
+        changed |= self.host.write_file(STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        return None if changed else "unchanged"
 
 
 def apply_steps(plan: Plan, host: Host, devices: list[BlockDevice] | None = None,
@@ -272,14 +319,44 @@ def locked(host: Host) -> Iterator[None]:
     if host.dry_run:
         yield
         return
-    key = hashlib.sha256(str(host.root).encode()).hexdigest()[:12]
-    lock_dir = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
-    with open(lock_dir / f"tmpfs-root.{key}.lock", "w") as lock:
+    key = hashlib.sha256(str(host.root).encode()).hexdigest()[:16]
+    dir_fd = _lock_dir()
+    try:
+        fd = os.open(f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    try:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise HostError(f"another tmpfs-root is changing {host.root}; wait for it to finish") from None
         yield
+    finally:
+        os.close(fd)
+
+
+def _lock_dir() -> int:
+    """An fd of LOCK_DIR, made if needed: a directory of root's alone (nobody else can plant a
+    link in it, or hold a lock that blocks every apply)."""
+    lock_dir = os.environ.get("TMPFS_ROOT_LOCK_DIR", LOCK_DIR)
+    try:
+        os.mkdir(lock_dir, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise Failure(f"cannot make the lock directory {lock_dir}: {e.strerror} (run as root)") from None
+    try:
+        fd = os.open(lock_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        why = "is a symbolic link" if os.path.islink(lock_dir) else f"cannot be opened ({e.strerror})"
+        raise Failure(f"the lock directory {lock_dir} {why}; remove it") from None
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        os.close(fd)
+        raise Failure(f"the lock directory {lock_dir} is not private to root (owner {st.st_uid}, "
+                      f"mode {st.st_mode & 0o777:04o}); remove it")
+    return fd
 
 
 def recover(host: Host) -> list[str]:
@@ -299,7 +376,8 @@ def run_steps(host: Host, steps: list[Step], on_step: StepCallback | None = None
         for i, step in enumerate(steps):
             if on_step:
                 on_step(i, total, step.name, "start", "")
-            note = step.action() or ""
+            result = step.action()
+            note = result if isinstance(result, str) else ""  # a step may return whether it changed
             notes[step.name] = note
             if on_step:
                 on_step(i, total, step.name, "done", note)
@@ -360,27 +438,41 @@ def remove(host: Host, *, on_line: LineCallback | None = None, on_step: StepCall
         if not is_installed(host):
             return Outcome(None, False, recovered)
         notes = run_steps(host, remove_steps(host, on_line), on_step)
-        host.remove_tree(VAR_DIR, backup=False)  # our backups: the removal is complete
+        host.drop_backups()  # the removal is complete: nothing left to restore
     return Outcome(None, True, recovered, notes)
 
 
 # ------------------------------------------------------------------- status
 def status(host: Host) -> dict:
-    """What is installed and whether it still matches what apply wrote."""
-    state = read_state(host)
+    """What is installed and whether it still matches what apply wrote; a damaged state file
+    or journal is reported (in "damaged" and "problems"), never raised."""
     bl = bootloader.detect(host)
-    report: dict = {"installed": state is not None, "bootloader": bl.to_json(), "problems": [],
-                    "files": [], "kernels": [], "interrupted": bool(host.pending_journal())}
+    report: dict = {"installed": False, "bootloader": bl.to_json(), "problems": [],
+                    "files": [], "kernels": [], "interrupted": False, "damaged": []}
     problems = report["problems"]
-    if report["interrupted"]:
-        problems.append("an apply or remove was interrupted: the next run rolls it back first")
+    try:
+        report["interrupted"] = bool(host.pending_journal())
+        if report["interrupted"]:
+            problems.append("an apply or remove was interrupted: the next run rolls it back first")
+    except DamagedJournal as e:
+        report["interrupted"] = True
+        report["damaged"].append(owned.JOURNAL)
+        problems.append(str(e))
+    try:
+        state = read_state(host)
+    except DamagedState as e:
+        report["installed"] = True
+        report["damaged"].append(STATE_FILE)
+        problems.append(str(e))
+        return report
+    report["installed"] = state is not None
     if state is None:
         if owned_files(host):
             problems.append("files of tmpfs-root are present but no state: run 'tmpfs-root remove'")
         return report
     report.update(boot=state.get("boot"), entry=state.get("entry"), cmdline=" ".join(state.get("cmdline", [])))
     for path, digest in sorted(state.get("files", {}).items()):
-        now = _sha256(host, path)
+        now = host.sha256(path)
         mark = "ok" if now == digest else ("missing" if now is None else "modified")
         report["files"].append({"path": path, "state": mark})
         if mark != "ok":

@@ -11,8 +11,11 @@ import re
 from dataclasses import dataclass
 
 from tui.devices import BlockDevice, human_size, match_source
+from tui.errors import shown
 from tui.images import cheap_uncompressed_size, detect_format
-from tui.plan import BOOT_MODES, SOURCE_FORMS, Plan, parse_source, target_kernels
+from tui.owned import KERNEL_TEMPLATE, KVER_RE
+from tui.plan import (BOOT_MODES, SOURCE_FORMS, TITLE_MAX, Plan, kernel_cmdline, parse_source,
+                      target_kernels)
 
 #: How each plan field is spelled on the command line, so messages name what the user typed.
 FIELD_OPTIONS = {
@@ -22,8 +25,23 @@ FIELD_OPTIONS = {
     "user": "user", "bootloader": "bootloader",
 }
 SIZE_ACCEPTED = "N, N followed by k, m, g, t, p or e, or N% of RAM (e.g. 2G, 512m, 50%)"
-#: Characters that would break a kernel command line or grub.cfg quoting.
-UNSAFE_CHARS = set(" \t\"'$;\\`")
+#: The largest tmpfs size: what the boot's shell arithmetic (signed 64 bits) holds with room.
+SIZE_MAX = 1 << 62
+#: Characters a value on the kernel command line may have: nothing GRUB's script parser
+#: (quotes, $, ;, {, }, |, &, <, >, #, globs), the kernel's (quotes) or a shell interprets.
+ARG_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._,:=/@+%!~^-")
+ARG_ACCEPTED = "letters, digits and . _ , : = / @ + % ! ~ ^ -"
+#: x86's COMMAND_LINE_SIZE, its terminating NUL included: the kernel cuts what is longer.
+CMDLINE_MAX = 2048
+#: Bounds of what the tool accepts, whatever the kernel would.
+SOURCE_MAX, IMAGE_MAX, ARG_MAX = 1024, 1024, CMDLINE_MAX
+#: Extra kernel arguments that would keep a failed boot-once from falling back to the default.
+ONCE_DEFEATERS = {
+    "panic": "panic=0 waits forever after a panic instead of rebooting",
+    "rd.shell": "a shell waits on the console instead of rebooting",
+    "rd.emergency": "the failure path must be rd.emergency=reboot",
+    "rd.break": "the boot stops at a breakpoint and waits",
+}
 
 
 @dataclass
@@ -39,16 +57,12 @@ class Problem:
 
     def line(self) -> str:
         """One line for stderr: severity, the option, the value given, what is wrong and accepted."""
-        shown = f" {_show(self.value)}" if self.value != "" else ""
-        return f"{self.severity}: {self.option}{shown}: {self.message}"
+        value = f" {shown(self.value)}" if self.value != "" else ""
+        return f"{self.severity}: {self.option}{value}: {self.message}"
 
     def to_json(self) -> dict:
         return {"field": self.field, "option": self.option, "value": self.value,
                 "message": self.message, "severity": self.severity}
-
-
-def _show(value: str) -> str:
-    return repr(value) if any(c in value for c in " \t'\"") or not value.isprintable() else f"'{value}'"
 
 
 def errors(problems: list[Problem]) -> list[Problem]:
@@ -65,6 +79,8 @@ def parse_size(text: str, ram: int) -> int:
     m = _SIZE_RE.fullmatch(text)
     if not m:
         raise ValueError(f"not a tmpfs size; accepted: {SIZE_ACCEPTED}")
+    if len(m["num"].lstrip("0")) > 18:  # as the boot's shell (tr_size_bytes) takes it
+        raise ValueError(f"too large; accepted: {SIZE_ACCEPTED}, at most 4E")
     num, unit = int(m["num"]), m["unit"].lower()
     if num == 0:
         raise ValueError("0 means an unlimited tmpfs, which can exhaust RAM; "
@@ -73,7 +89,10 @@ def parse_size(text: str, ram: int) -> int:
         if num > 100:
             raise ValueError(f"above 100% of RAM; accepted: {SIZE_ACCEPTED}")
         return ram * num // 100
-    return num * _UNITS[unit]
+    size = num * _UNITS[unit]
+    if size > SIZE_MAX:
+        raise ValueError(f"too large for the boot's arithmetic; accepted: {SIZE_ACCEPTED}, at most 4E")
+    return size
 
 
 def mem_total() -> int:
@@ -109,15 +128,19 @@ def validate(plan: Plan, ctx: Context) -> list[Problem]:
     _check_size(plan, ctx, image_size, problems)
     _check_kernels(plan, ctx, problems)
     _check_text_fields(plan, problems)
+    _check_cmdline_length(plan, ctx, problems)
     _check_target(ctx, problems)
     _check_bootloader(plan, ctx, problems)
     return problems
 
 
-def _unsafe(value: str) -> str | None:
+def _unsafe(value: str, allowed: set[str] = ARG_CHARS) -> str | None:
+    """The first character of *value* that may not go on the kernel command line, in words."""
     for ch in value:
-        if ch in UNSAFE_CHARS or not ch.isprintable():
-            return "whitespace" if ch.isspace() else ("a control character" if not ch.isprintable() else f"'{ch}'")
+        if ch not in allowed:
+            if ch.isspace():
+                return "whitespace"
+            return f"'{ch}'" if ch.isprintable() else f"the character {shown(ch)}"
     return None
 
 
@@ -126,10 +149,14 @@ def _check_source(plan: Plan, ctx: Context, problems: list[Problem]):
     if not plan.source.strip():
         problems.append(Problem("source", "", "is required; accepted: " + SOURCE_FORMS))
         return None, None
-    bad = _unsafe(plan.source)
+    if len(plan.source) > SOURCE_MAX:
+        problems.append(Problem("source", plan.source, f"is longer than {SOURCE_MAX} characters; "
+                                "accepted: " + SOURCE_FORMS))
+        return None, None
+    bad = _unsafe(plan.source, ARG_CHARS | {"[", "]"})  # [..] for an IPv6 NFS server
     if bad:
-        problems.append(Problem("source", plan.source, f"contains {bad}, which breaks the kernel "
-                                "command line; name the volume by UUID= instead"))
+        problems.append(Problem("source", plan.source, f"contains {bad}, which the kernel command "
+                                f"line cannot carry; name the volume by UUID= instead ({ARG_ACCEPTED})"))
         return None, None
     try:
         source = parse_source(plan.source)
@@ -165,10 +192,13 @@ def _check_image_path(plan: Plan, problems: list[Problem]) -> None:
         problems.append(Problem("image", image, f"is absolute; accepted: {accepted}"))
     if ".." in image.split("/"):
         problems.append(Problem("image", image, f"contains '..'; accepted: {accepted}"))
+    if len(image) > IMAGE_MAX:
+        problems.append(Problem("image", image, f"is longer than {IMAGE_MAX} characters; accepted: {accepted}"))
+        return
     bad = _unsafe(image)
     if bad:
-        problems.append(Problem("image", image, f"contains {bad}, which breaks the kernel command "
-                                f"line or grub.cfg; accepted: {accepted} without spaces, quotes, $ ; \\"))
+        problems.append(Problem("image", image, f"contains {bad}, which the kernel command line "
+                                f"cannot carry; accepted: {accepted}, of {ARG_ACCEPTED}"))
 
 
 def _check_image_on_source(plan: Plan, device: BlockDevice | None, problems: list[Problem]) -> int | None:
@@ -223,21 +253,20 @@ def _check_kernels(plan: Plan, ctx: Context, problems: list[Problem]) -> None:
                                     f"target {host.root}; install a kernel, or pass --kernel"))
         return
     for kver in plan.kernels:
-        if not re.fullmatch(r"[A-Za-z0-9._+~-]+", kver):
+        if not KVER_RE.fullmatch(kver):
             problems.append(Problem("kernels", kver, "is not a kernel version; accepted: a name from "
                                     f"/lib/modules, here: {', '.join(available) or 'none'}"))
         elif kver not in available:
             problems.append(Problem("kernels", kver, "has no modules in /lib/modules of the target; "
                                     f"accepted: {', '.join(available) or 'none installed'}"))
-        elif not host.exists(f"/boot/vmlinuz-{kver}"):
+        elif not host.exists(KERNEL_TEMPLATE.format(kver=kver)):
             problems.append(Problem("kernels", kver, f"has no /boot/vmlinuz-{kver} in the target; "
                                     "accepted: an installed kernel"))
 
 
-_IP_WORDS = {"dhcp", "on", "any", "dhcp6", "auto6", "either6", "link6", "single-dhcp"}
 _TMPFS_OPTS = {
-    "mpol": re.compile(r"(default|local|prefer(:[0-9]+)?|bind:[0-9,-]+|interleave(:[0-9,-]+)?)"),
-    "nr_inodes": re.compile(r"[0-9]+[kKmMgG]?"),
+    "mpol": re.compile(r"(default|local|prefer(:[0-9]{1,4})?|bind:[0-9,-]{1,64}|interleave(:[0-9,-]{1,64})?)"),
+    "nr_inodes": re.compile(r"[0-9]{1,15}[kKmMgG]?"),
     "huge": re.compile(r"(never|always|within_size|advise)"),
 }
 
@@ -246,22 +275,8 @@ def _check_text_fields(plan: Plan, problems: list[Problem]) -> None:
     if plan.boot not in BOOT_MODES:
         problems.append(Problem("boot", plan.boot, "accepted: menu (add an entry), once (boot it on "
                                 "the next reboot only), default (make it the default)"))
-    if plan.title is not None:
-        if not plan.title.strip():
-            problems.append(Problem("title", plan.title, "is empty; accepted: any printable text"))
-        elif not plan.title.isprintable() or len(plan.title) > 200:
-            problems.append(Problem("title", plan.title, "accepted: printable text of at most 200 "
-                                    "characters, without newlines or control characters"))
-    if plan.append:
-        bad = _unsafe(plan.append.replace(" ", ""))
-        if bad:
-            problems.append(Problem("append", plan.append, f"contains {bad}; accepted: kernel "
-                                    "arguments separated by spaces, without quotes, $ ; \\"))
-        for arg in plan.append.split():
-            key = arg.split("=", 1)[0]
-            if key == "root" or key.startswith("rd.tmpfs."):
-                problems.append(Problem("append", arg, f"sets {key}, which the plan sets itself; "
-                                        "accepted: other kernel arguments (use --source, --image, --size)"))
+    _check_title(plan, problems)
+    _check_append(plan, problems)
     if plan.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", plan.sha256):
         problems.append(Problem("sha256", plan.sha256, "accepted: 64 hexadecimal digits "
                                 "(the output of sha256sum)"))
@@ -270,7 +285,7 @@ def _check_text_fields(plan: Plan, problems: list[Problem]) -> None:
             key, _, value = opt.partition("=")
             rule = _TMPFS_OPTS.get(key)
             if rule is None or not rule.fullmatch(value):
-                problems.append(Problem("tmpfs_opts", plan.tmpfs_opts, f"'{opt}' is not accepted; "
+                problems.append(Problem("tmpfs_opts", plan.tmpfs_opts, f"{shown(opt)} is not accepted; "
                                         "accepted: mpol=interleave|local|bind:N|prefer:N, nr_inodes=N, "
                                         "huge=never|always|within_size|advise, comma-separated"))
                 break
@@ -279,10 +294,130 @@ def _check_text_fields(plan: Plan, problems: list[Problem]) -> None:
         if not is_nfs:
             problems.append(Problem("network", plan.network, "only applies to an NFS source; "
                                     "accepted: omit it for a block device"))
-        elif not (plan.network in _IP_WORDS or re.fullmatch(r"[0-9A-Za-z.:\[\]_-]+", plan.network)
-                  and plan.network.count(":") >= 2):
-            problems.append(Problem("network", plan.network, "accepted: dhcp, dhcp6, on, any, auto6 or "
-                                    "<client-ip>:[<server>]:<gateway>:<netmask>:<hostname>:<iface>:none"))
+        elif not ip_setting_ok(plan.network):
+            problems.append(Problem("network", plan.network, "is not a kernel ip= setting; accepted: "
+                                    "dhcp, dhcp6, on, any, auto6, <iface>:dhcp, or <client-ip>:[<server>]:"
+                                    "<gateway>:<netmask>:<hostname>:<iface>:none"))
+
+
+def _check_title(plan: Plan, problems: list[Problem]) -> None:
+    if plan.title is None:
+        return
+    if not plan.title.strip():
+        problems.append(Problem("title", plan.title, "is empty; accepted: any printable text"))
+    elif not plan.title.isprintable() or len(plan.title) > TITLE_MAX:
+        problems.append(Problem("title", plan.title, f"accepted: printable text of at most {TITLE_MAX} "
+                                "characters, without newlines, tabs or control characters"))
+
+
+def _check_append(plan: Plan, problems: list[Problem]) -> None:
+    if not plan.append:
+        return
+    if len(plan.append) > ARG_MAX:
+        problems.append(Problem("append", plan.append, f"is longer than {ARG_MAX} characters; accepted: "
+                                "kernel arguments separated by spaces"))
+        return
+    bad = _unsafe(plan.append.replace(" ", ""))
+    if bad:
+        problems.append(Problem("append", plan.append, f"contains {bad}; accepted: kernel arguments "
+                                f"separated by spaces, each of {ARG_ACCEPTED}"))
+        return
+    for arg in plan.append.split():
+        key, has_value, value = arg.partition("=")
+        if key == "root" or key.startswith("rd.tmpfs."):
+            problems.append(Problem("append", arg, f"sets {key}, which the plan sets itself; "
+                                    "accepted: other kernel arguments (use --source, --image, --size)"))
+        elif plan.boot == "once" and key in ONCE_DEFEATERS and _defeats_once(key, has_value, value):
+            problems.append(Problem("append", arg, f"defeats --boot once ({ONCE_DEFEATERS[key]}, so a "
+                                    "failed boot would not fall back to the default entry); accepted "
+                                    "with --boot once: leave it out, or use --boot menu"))
+
+
+def _defeats_once(key: str, has_value: str, value: str) -> bool:
+    if key == "panic":
+        return has_value != "" and value.lstrip("+") in ("0", "")
+    if key == "rd.shell":
+        return value not in ("0", "no", "off", "false")
+    if key == "rd.emergency":
+        return value != "reboot"
+    return True  # rd.break, with or without a value
+
+
+def _check_cmdline_length(plan: Plan, ctx: Context, problems: list[Problem]) -> None:
+    """The whole command line, with what GRUB adds (BOOT_IMAGE=…), within the kernel's limit."""
+    if any(p.severity == "error" and p.field in ("source", "image", "append", "kernels") for p in problems):
+        return
+    kernels = [k for k in plan.kernels if KVER_RE.fullmatch(k)] or target_kernels(ctx.host)[-1:] or ["x"]
+    ours = " ".join(kernel_cmdline(plan, ctx.devices))
+    longest = max(len(f"BOOT_IMAGE={KERNEL_TEMPLATE.format(kver=k)} ") for k in kernels)
+    total = longest + len(ours.encode()) + 1
+    if total > CMDLINE_MAX:
+        field = "append" if plan.append.strip() else "image"
+        problems.append(Problem(field, getattr(plan, field), f"makes the kernel command line {total} "
+                                f"bytes long with GRUB's BOOT_IMAGE=; accepted: at most {CMDLINE_MAX} "
+                                "bytes in all (the kernel cuts the rest)"))
+
+
+# ------------------------------------------------------------------ ip= setting
+_IP_WORDS = {"dhcp", "on", "any", "dhcp6", "auto6", "either6", "link6", "single-dhcp", "ibft"}
+_IP_METHODS = {"none", "off", "dhcp", "on", "any", "dhcp6", "auto6", "either6", "ibft"}
+_IFACE = re.compile(r"[A-Za-z0-9._-]{1,15}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?")
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+
+def _ip_fields(value: str) -> list[str]:
+    """Split an ip= value on ':' outside [IPv6] brackets."""
+    fields, current, depth = [], "", 0
+    for ch in value:
+        if ch == ":" and depth == 0:
+            fields.append(current)
+            current = ""
+            continue
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        current += ch
+    return fields + [current]
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    addr = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return ip.version == 4 or text.startswith("[")
+
+
+def _rest_ok(rest: list[str]) -> bool:
+    """The optional tail: [<mtu>][:<macaddr>] or [<dns1>][:<dns2>]."""
+    if not rest:
+        return True
+    if _MAC.fullmatch(":".join(rest[1:])) and (rest[0] == "" or rest[0].isdigit()):
+        return True
+    if len(rest) == 1 and rest[0].isdigit() and len(rest[0]) <= 5:
+        return True
+    return len(rest) <= 2 and all(f == "" or _is_ip(f) for f in rest)
+
+
+def ip_setting_ok(value: str) -> bool:
+    """Whether *value* is a kernel/dracut ``ip=`` setting."""
+    if len(value) > 256:
+        return False
+    if value in _IP_WORDS:
+        return True
+    fields = _ip_fields(value)
+    if 2 <= len(fields) <= 9 and _IFACE.fullmatch(fields[0]) and fields[1] in _IP_METHODS - {"none", "off"}:
+        return _rest_ok(fields[2:])  # <iface>:<method>[:<mtu>[:<mac>]]
+    if len(fields) < 7:
+        return False
+    client, peer, gateway, netmask, hostname, iface, method, *rest = fields
+    return (_is_ip(client) and (peer == "" or _is_ip(peer)) and (gateway == "" or _is_ip(gateway))
+            and (netmask == "" or _is_ip(netmask) or (netmask.isdigit() and int(netmask) <= 128))
+            and (hostname == "" or _HOSTNAME.fullmatch(hostname) is not None)
+            and (iface == "" or _IFACE.fullmatch(iface) is not None)
+            and method in _IP_METHODS and _rest_ok(rest))
 
 
 def _check_target(ctx: Context, problems: list[Problem]) -> None:

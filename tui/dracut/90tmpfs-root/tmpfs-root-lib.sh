@@ -109,8 +109,8 @@ tr_size_bytes() {
     case "$1" in
         '' | *[!0-9kKmMgGtTpPeE%]* | [!0-9]*) return 1 ;;
         *%)
-            _tr_n=${1%\%}
-            case "$_tr_n" in '' | *[!0-9]*) return 1 ;; esac
+            _tr_n=$(_tr_decimal "${1%\%}") || return 1
+            [ "$_tr_n" -ge 1 ] && [ "$_tr_n" -le 100 ] || return 1
             echo $((_tr_total * _tr_n / 100))
             ;;
         *[kK]) _tr_num "${1%?}" 10 ;;
@@ -123,9 +123,21 @@ tr_size_bytes() {
     esac
 }
 
-_tr_num() {
+# A decimal number without leading zeros (which shell arithmetic would read as octal),
+# of at most 18 digits (so that 64-bit arithmetic holds it); fails otherwise.
+_tr_decimal() {
     case "$1" in '' | *[!0-9]*) return 1 ;; esac
-    echo $(($1 << $2))
+    _tr_d=${1#"${1%%[!0]*}"}
+    [ -n "$_tr_d" ] || _tr_d=0
+    [ ${#_tr_d} -le 18 ] || return 1
+    echo "$_tr_d"
+}
+
+# $1 << $2, refused when it is 0 or above 4 EiB (the shift would overflow).
+_tr_num() {
+    _tr_v=$(_tr_decimal "$1") || return 1
+    [ "$_tr_v" -gt 0 ] && [ "$_tr_v" -le $((4611686018427387904 >> $2)) ] || return 1
+    echo $((_tr_v << $2))
 }
 
 # A /proc/meminfo field in bytes.

@@ -1,0 +1,95 @@
+"""apply / status / remove in-process on a fake target whose dracut and GRUB tools are
+busybox stand-ins (tests/infra.FAKE_TOOLS): the transaction's own logic (idempotence,
+rollback, recovery of a killed run, the dry run, modes kept) in a second per test. The
+real tools run the same transaction in test_apply.py."""
+
+import os
+import stat
+
+import pytest
+
+from tests.infra import FAKE_KVER, make_tool_target, tree_digest
+from tui import owned
+from tui.host import Host, RecordingHost
+from tui.plan import Plan
+from tui.transaction import TransactionError, apply, apply_steps, record, remove, status
+
+PLAN = Plan(source="nfs:10.0.0.11:/srv/images", image="images/rootfs.tar.zst")
+
+
+@pytest.fixture
+def target(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPFS_ROOT_LOCK_DIR", str(tmp_path / "lock"))
+    return make_tool_target(tmp_path / "target")
+
+
+def made_dirs(before: dict, after: dict) -> list[str]:
+    """What differs between two digests, when it is only directories apply made."""
+    diff = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return [k for k in diff if not (after.get(k, "").startswith("dir:") and k not in before
+                                    and owned.may_make_dir("/" + k))]
+
+
+def test_apply_twice_changes_nothing_and_remove_restores_every_file(target):
+    before = tree_digest(target)
+    outcome = apply(PLAN, Host(target))
+    assert outcome.changed
+    report = status(Host(target))
+    assert report["installed"] and report["problems"] == [] and report["boot_once_pending"]
+    applied = tree_digest(target)
+    again = apply(PLAN, Host(target))
+    assert not again.changed and set(again.notes.values()) == {"unchanged"}
+    assert tree_digest(target) == applied
+    remove(Host(target))
+    assert made_dirs(before, tree_digest(target)) == []
+
+
+def test_the_dry_run_records_the_very_files_apply_writes(target):
+    before = tree_digest(target)
+    preview = RecordingHost(target)
+    record(PLAN, preview)
+    assert tree_digest(target) == before
+    host = Host(target)
+    apply(PLAN, host)
+    assert [(a.kind, a.path) for a in preview.actions] == [(a.kind, a.path) for a in host.actions]
+
+
+def test_a_failing_step_rolls_every_step_back(target):
+    before = tree_digest(target)
+    (target / "usr/bin/grub-script-check").write_text("#!/bin/sh\necho 'syntax error' >&2\nexit 1\n")
+    before = tree_digest(target)
+    with pytest.raises(TransactionError) as err:
+        apply(PLAN, Host(target))
+    assert "regenerate the GRUB configuration" in str(err.value) and "syntax error" in str(err.value)
+    assert made_dirs(before, tree_digest(target)) == []
+    assert not (target / "var/lib/tmpfs-root").exists()
+
+
+def test_a_killed_run_is_rolled_back_by_the_next(target):
+    before = tree_digest(target)
+    host = Host(target)
+    _, steps = apply_steps(PLAN, host)
+    for step in steps[:4]:  # killed after writing the entries: no commit, the journal stays
+        step.action()
+    assert (target / owned.JOURNAL.lstrip("/")).is_file()
+    outcome = remove(Host(target))
+    assert outcome.recovered  # undone first
+    assert made_dirs(before, tree_digest(target)) == []
+
+
+def test_grub_cfg_keeps_its_mode_and_owner(target):
+    cfg = target / "boot/grub/grub.cfg"
+    cfg.chmod(0o600)
+    os.chown(cfg, 0, 4)  # a group that is not root's
+    apply(PLAN, Host(target))
+    st = cfg.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_gid == 4
+    assert "tmpfs-root-" + FAKE_KVER in cfg.read_text()
+
+
+def test_every_path_a_transaction_touches_is_one_tmpfs_root_owns(target):
+    host = Host(target)
+    apply(PLAN, host)
+    remove(host)
+    for action in host.written_files():
+        assert owned.may_touch(action.path) or action.path in owned.STRICT_DIRS, action.path

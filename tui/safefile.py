@@ -1,0 +1,161 @@
+"""Files handled as a careful root program must: never a FIFO or a device where a file
+is expected, never an unbounded read, never a predictable temporary name.
+
+* :func:`read_regular` opens without blocking (a FIFO would hang an ordinary open),
+  checks that what it opened is a regular file, and reads at most a limit;
+* :func:`write_atomic` writes a new file under a random name created exclusively
+  (``O_EXCL``: a planted file or symlink is never followed), then renames it over the
+  final name in one step, so readers see the old content or the new, never a mix;
+* :func:`check_output` refuses an output path that exists and is not a regular file
+  (a directory, a device node, a FIFO, a symlink).
+
+Every function takes an optional directory fd, so the target resolver can do the same
+relative to a directory it resolved safely. Refusals raise :class:`FileRefused`, an
+``OSError`` whose ``strerror`` is the reason in words.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from typing import BinaryIO, Callable
+
+#: The most a plan, a state file or a journal may hold.
+SMALL_LIMIT = 1 << 20
+
+
+class FileRefused(OSError):
+    """A file that is not what it must be (not regular, too big); strerror says why."""
+
+    def __init__(self, reason: str, code: int = errno.EINVAL):
+        super().__init__(code, reason)
+
+
+def kind_of(mode: int) -> str:
+    """What a file is, in words: "a directory", "a FIFO", "a character device", …"""
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str | os.PathLike, *, dir_fd: int | None = None, follow: bool = True) -> int:
+    """An fd open for reading on *path*, which must be a regular file (never blocks)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow:
+            raise FileRefused("is a symbolic link; accepted: a regular file", errno.ELOOP) from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileRefused(f"is {kind_of(st.st_mode)}; accepted: a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_fd(fd: int, limit: int) -> bytes:
+    """At most *limit* bytes from *fd*; more is refused, not cut."""
+    chunks, size = [], 0
+    while True:
+        chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise FileRefused(f"is larger than {limit} bytes; accepted: at most that", errno.EFBIG)
+
+
+def read_regular(path: str | os.PathLike, limit: int = SMALL_LIMIT, *, dir_fd: int | None = None,
+                 follow: bool = True) -> bytes:
+    """The content of a regular file of at most *limit* bytes."""
+    fd = open_regular(path, dir_fd=dir_fd, follow=follow)
+    try:
+        return read_fd(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 text, refused (not garbled) when it is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FileRefused(f"is not UTF-8 text (byte {e.start})") from None
+
+
+def check_output(path: str | os.PathLike, *, dir_fd: int | None = None) -> bool:
+    """Whether *path* exists; refused when it exists and is not a regular file."""
+    try:
+        st = os.lstat(path, dir_fd=dir_fd) if dir_fd is not None else os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        raise FileRefused(f"is {kind_of(st.st_mode)}; accepted: a regular file or a new name")
+    return True
+
+
+def temp_name(name: str, suffix: str = ".tmp") -> str:
+    """A hidden, unpredictable name beside *name*."""
+    return f".{name[:180]}.{secrets.token_hex(6)}{suffix}"
+
+
+def create_exclusive(name: str, *, dir_fd: int | None = None, mode: int = 0o600,
+                     suffix: str = ".tmp") -> tuple[int, str]:
+    """A new file beside *name* (in *dir_fd*), created with O_EXCL; returns (fd, its name)."""
+    for _ in range(100):
+        tmp = temp_name(name, suffix)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         mode, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        return fd, tmp
+    raise FileExistsError(errno.EEXIST, f"no free temporary name beside {name}")
+
+
+def write_atomic(name: str | os.PathLike, data: bytes, mode: int = 0o644, *,
+                 dir_fd: int | None = None) -> None:
+    """Replace *name* (in *dir_fd*, or a path) by *data* in one rename, fsynced."""
+    replace_atomic(name, lambda f: f.write(data), mode, dir_fd=dir_fd)
+
+
+def replace_atomic(name: str | os.PathLike, fill: Callable[[BinaryIO], object], mode: int, *,
+                   dir_fd: int | None = None) -> None:
+    """Replace *name* by what *fill* writes into a new file: created exclusively beside it,
+    fsynced, given *mode*, renamed over *name*, the directory fsynced."""
+    if dir_fd is None:
+        parent, base = os.path.split(os.path.abspath(os.fspath(name)))
+        dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return replace_atomic(base, fill, mode, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    name = os.fspath(name)
+    fd, tmp = create_exclusive(name, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        unlink_quietly(tmp, dir_fd=dir_fd)
+        raise
+    os.fsync(dir_fd)
+
+
+def unlink_quietly(name: str | os.PathLike, *, dir_fd: int | None = None) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
