@@ -62,8 +62,13 @@ def timed_into_tmpfs(command: list[str], runs: int, env=None) -> list[float]:
         run = Path(tempfile.mkdtemp(prefix="bench-run-"))
         argv = [a.replace("@DEST@", str(dest)).replace("@RUN@", str(run)) for a in command]
         t0 = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env={**os.environ, "TR_RUN": str(run), **(env or {})})
+        subprocess.run(
+            argv,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "TR_RUN": str(run), **(env or {})},
+        )
         times.append(time.perf_counter() - t0)
         drop(dest)
         subprocess.run(["rm", "-rf", str(run)], check=True)
@@ -96,13 +101,24 @@ def main() -> int:
         archives[fmt] = out
         print(f"created {out.name}: {out.stat().st_size / 1e6:.0f} MB in {pack_s[fmt]:.1f} s", flush=True)
     subprocess.run(["sync"], check=True)
-    methods = [(f"module, {fmt}" + (" (default)" if fmt == "zst" else ""), archives[fmt], pack_s[fmt],
-                module_unpack(archives[fmt], FORMAT_NAMES[fmt])) for fmt in COMPRESSORS]
+    methods = [
+        (
+            f"module, {fmt}" + (" (default)" if fmt == "zst" else ""),
+            archives[fmt],
+            pack_s[fmt],
+            module_unpack(archives[fmt], FORMAT_NAMES[fmt]),
+        )
+        for fmt in COMPRESSORS
+    ]
     methods += [
         ("original module: tar xpzf", archives["gz"], None, ["tar", "xpzf", str(archives["gz"]), "-C", "@DEST@"]),
-        ("blog: xz -d | tar -x", archives["xz"], None,
-         ["sh", "-c", f'xz -d < "{archives["xz"]}" | tar -x -C @DEST@']),
-        ("floor: plain tar from page cache", archives["tar"], None, ["tar", "-xf", str(archives["tar"]), "-C", "@DEST@"]),
+        ("blog: xz -d | tar -x", archives["xz"], None, ["sh", "-c", f'xz -d < "{archives["xz"]}" | tar -x -C @DEST@']),
+        (
+            "floor: plain tar from page cache",
+            archives["tar"],
+            None,
+            ["tar", "-xf", str(archives["tar"]), "-C", "@DEST@"],
+        ),
         ("floor: cp -a of the tree", None, None, ["cp", "-a", f"{tree}/.", "@DEST@"]),
     ]
     for archive in archives.values():
@@ -113,24 +129,35 @@ def main() -> int:
             if archive:
                 warm(archive)
             times[name] += timed_into_tmpfs(command, 1)
-    rows = [{"method": name, "size_mb": archive.stat().st_size / 1e6 if archive else None,
-             "pack_s": packed, "times": times[name]} for name, archive, packed, _ in methods]
+    rows = [
+        {
+            "method": name,
+            "size_mb": archive.stat().st_size / 1e6 if archive else None,
+            "pack_s": packed,
+            "times": times[name],
+        }
+        for name, archive, packed, _ in methods
+    ]
     for r in rows:
         r["best_s"], r["median_s"] = min(r["times"]), statistics.median(r["times"])
     floor = next(r for r in rows if r["method"].startswith("floor: plain"))["best_s"]
     gzip_path = next(r for r in rows if r["method"].startswith("original"))["best_s"]
     xz_path = next(r for r in rows if r["method"].startswith("blog"))["best_s"]
-    print(f"\n| method | archive MB | create s | unpack best s | median s | vs floor | vs tar xzf | vs xz\\|tar |")
+    print("\n| method | archive MB | create s | unpack best s | median s | vs floor | vs tar xzf | vs xz\\|tar |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         size_mb = f"{r['size_mb']:.0f}" if r["size_mb"] else "–"
         pack_s = f"{r['pack_s']:.1f}" if r["pack_s"] else "–"
-        print(f"| {r['method'].replace('|', chr(92) + '|')} | {size_mb} | {pack_s} | {r['best_s']:.2f} | {r['median_s']:.2f} | "
-              f"{r['best_s'] / floor:.2f}× | {gzip_path / r['best_s']:.1f}× faster | "
-              f"{xz_path / r['best_s']:.1f}× faster |")
+        print(
+            f"| {r['method'].replace('|', chr(92) + '|')} | {size_mb} | {pack_s} | "
+            f"{r['best_s']:.2f} | {r['median_s']:.2f} | "
+            f"{r['best_s'] / floor:.2f}× | {gzip_path / r['best_s']:.1f}× faster | "
+            f"{xz_path / r['best_s']:.1f}× faster |"
+        )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"tree": str(tree), "tree_bytes": size, "entries": files,
-                                           "runs": args.runs, "rows": rows}, indent=2))
+    Path(args.json).write_text(
+        json.dumps({"tree": str(tree), "tree_bytes": size, "entries": files, "runs": args.runs, "rows": rows}, indent=2)
+    )
     print(f"\nJSON: {args.json}")
     subprocess.run(["rm", "-rf", str(work)], check=True)
     return 0

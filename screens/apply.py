@@ -1,25 +1,44 @@
 """Step 7, Apply (or Remove): the steps with live status marks, the commands' output
 streaming into a log, progress and elapsed time; on failure the step, the error and
-the rollback; on success what to do next. The transaction runs in a worker."""
+the rollback; on success what to do next. The transaction runs in a worker that reports
+through messages (a step event, an output line, the end); only their handlers touch
+widgets. Escape cancels through the engine: the running command is stopped and every
+step done so far is rolled back."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
-from textual import work
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Button, DataTable, Footer, Header, ProgressBar, RichLog, Static
 
 from screens.base import StepScreen
+from screens.steps import title
+from tui.engine import Cancelled, Event, TmpfsRootError
 
-MARK = {"pending": "·", "start": "[cyan]▶ running[/]", "done": "[green]✔[/]", "failed": "[red]✘ failed[/]",
-        "rolled back": "[yellow]↺ rolled back[/]"}
+MARK = {
+    "pending": "·",
+    "start": "[cyan]▶ running[/]",
+    "done": "[green]✔[/]",
+    "failed": "[red]✘ failed[/]",
+    "rolled back": "[yellow]↺ rolled back[/]",
+}
 
 
-class Cancelled(Exception):
-    def __str__(self) -> str:
-        return "cancelled by the user"
+@dataclass
+class Progress(Message):
+    event: Event
+
+
+@dataclass
+class Finished(Message):
+    outcome: object | None  # the Outcome, or None when it failed
+    error: TmpfsRootError | None = None
 
 
 class ApplyScreen(StepScreen):
@@ -30,14 +49,14 @@ class ApplyScreen(StepScreen):
         super().__init__()
         self.mode = mode
         self.running = False
-        self.cancel_requested = False
         self.started = 0.0
         self.finished = False
+        self.recorded: list = []
 
     def compose(self) -> ComposeResult:
         yield Header()
-        title = "Step 7 of 7: Apply" if self.mode == "apply" else "Remove tmpfs-root"
-        yield Static(title + (" (dry run: nothing is written)" if self.app.dry_run else ""), classes="title")
+        heading = title("apply") if self.mode == "apply" else "Remove tmpfs-root"
+        yield Static(heading + (" (dry run: nothing is written)" if self.engine.dry_run else ""), classes="title")
         yield DataTable(id="steps", cursor_type="none")
         yield ProgressBar(id="progress", show_eta=False)
         yield Static(id="elapsed", classes="help")
@@ -47,15 +66,7 @@ class ApplyScreen(StepScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        from tui.host import make_host
-        from tui.transaction import apply_steps, remove_steps
-
-        preview = make_host(self.app.host.root, dry_run=True)
-        if self.mode == "apply":
-            _, steps = apply_steps(self.app.plan, preview, self.app.facts.devices)
-        else:
-            steps = remove_steps(preview)
-        self.names = [s.name for s in steps]
+        self.names = self.engine.step_names(self.mode)
         table = self.query_one("#steps", DataTable)
         table.add_columns("", "step", "note")
         for i, name in enumerate(self.names):
@@ -64,6 +75,7 @@ class ApplyScreen(StepScreen):
         self.query_one("#quit", Button).display = False
         self.started = time.monotonic()
         self.timer = self.set_interval(0.5, self.tick)
+        self.running = True
         self.run_transaction()
 
     def tick(self) -> None:
@@ -72,47 +84,45 @@ class ApplyScreen(StepScreen):
     # ------------------------------------------------------------- the work
     @work(thread=True, exclusive=True, group="transaction")
     def run_transaction(self) -> None:
-        from tui.host import HostError, make_host
-        from tui.transaction import apply, remove
-
-        self.host = make_host(self.app.host.root, dry_run=self.app.dry_run)
-        self.running = True
-        log = self.query_one("#log", RichLog)
-
-        def on_line(line: str) -> None:
-            self.app.call_from_thread(log.write, line)
-
-        def on_step(i: int, total: int, name: str, event: str, note: str) -> None:
-            if event == "start" and self.cancel_requested:
-                raise Cancelled()
-            self.app.call_from_thread(self.mark, i, name, event, note)
+        def report(event: Event) -> None:
+            self.post_message(Progress(event))
 
         try:
-            if self.mode == "apply":
-                outcome = apply(self.app.plan, self.host, self.app.facts.devices, on_line=on_line,
-                                on_step=on_step)
-            else:
-                outcome = remove(self.host, on_line=on_line, on_step=on_step)
-        except HostError as e:  # a TransactionError (rolled back) or an error before any step
-            self.app.call_from_thread(self.failed, e)
+            run = self.engine.apply if self.mode == "apply" else self.engine.remove
+            outcome = run(report)
+        except TmpfsRootError as e:  # rolled back (TransactionError, Cancelled) or refused before any step
+            self.post_message(Finished(None, e))
             return
-        finally:
-            self.running = False
-        self.app.call_from_thread(self.succeeded, outcome)
+        self.post_message(Finished(outcome))
 
-    def mark(self, i: int, name: str, event: str, note: str) -> None:
+    @on(Progress)
+    def show_progress(self, message: Progress) -> None:
+        event = message.event
+        log = self.query_one("#log", RichLog)
+        if event.kind == "line":
+            log.write(event.text)
+            return
+        i, name = event.index, event.text
         table = self.query_one("#steps", DataTable)
         if i >= len(self.names) or self.names[i] != name:  # the real run found another list
             return
-        table.update_cell(str(i), table.ordered_columns[0].key, MARK[event])
-        if note and event != "failed":
-            table.update_cell(str(i), table.ordered_columns[2].key, note)
-        if event == "done":
+        table.update_cell(str(i), table.ordered_columns[0].key, MARK[event.state])
+        if event.note and event.state != "failed":
+            table.update_cell(str(i), table.ordered_columns[2].key, event.note)
+        if event.state == "done":
             self.query_one("#progress", ProgressBar).advance(1)
-            self.query_one("#log", RichLog).write(f"— {name}: {note or 'done'}")
+            log.write(f"— {name}: {event.note or 'done'}")
 
-    def failed(self, e) -> None:
+    @on(Finished)
+    def show_end(self, message: Finished) -> None:
+        self.running = False
         self.finish()
+        if message.error is not None:
+            self.failed(message.error)
+        else:
+            self.succeeded(message.outcome)
+
+    def failed(self, e: TmpfsRootError) -> None:
         restored = getattr(e, "restored", [])
         step = getattr(e, "step", "")
         table = self.query_one("#steps", DataTable)
@@ -121,26 +131,30 @@ class ApplyScreen(StepScreen):
                 table.update_cell(str(i), table.ordered_columns[0].key, MARK["failed"])
         for line in getattr(e, "tail", [])[-15:]:
             self.query_one("#log", RichLog).write(line.rstrip())
-        self.query_one("#result", Static).update(
-            f"[red]✘ {e}[/]\n[yellow]Rolled back: {len(restored)} change(s) undone; the target is as it "
-            "was before.[/] Fix the cause and apply again.")
+        text = Text(f"✘ {e}\n", style="red")
+        if step:  # a step had begun: everything done so far was undone
+            text.append(
+                f"Rolled back: {len(restored)} change(s) undone; the target is as it was before.", style="yellow"
+            )
+            text.append(
+                " Apply again when you are ready." if isinstance(e, Cancelled) else " Fix the cause and apply again."
+            )
+        self.query_one("#result", Static).update(text)
 
     def succeeded(self, outcome) -> None:
-        self.finish()
-        if self.mode == "remove":
-            text = "[green]✔ tmpfs-root removed.[/] The GRUB configuration was regenerated without it."
-        elif self.app.dry_run:
-            text = ("[green]✔ Dry run complete: nothing was written.[/] What Apply would do:\n"
-                    + "\n".join("  " + a.describe() for a in self.host.actions))
+        if self.engine.dry_run:
+            verb = "Apply" if self.mode == "apply" else "Remove"
+            text = Text.from_markup(f"[green]✔ Dry run complete: nothing was written.[/] What {verb} would do:\n")
+            text.append("\n".join("  " + a.describe() for a in self.engine.host.actions))
+        elif self.mode == "remove":
+            text = Text.from_markup(
+                "[green]✔ tmpfs-root removed.[/] The GRUB configuration was regenerated without it."
+            )
         elif not outcome.changed:
-            text = "[green]✔ Already applied: nothing changed.[/]"
+            text = Text.from_markup("[green]✔ Already applied: nothing changed.[/]")
         else:
-            nxt = {"once": "Reboot (systemctl reboot) to boot it once; if it fails, the machine "
-                           "reboots into its normal entry.",
-                   "menu": "Reboot and choose the tmpfs-root entry in the GRUB menu.",
-                   "default": "Reboot (systemctl reboot): it boots from RAM until you remove it."}
-            text = (f"[green]✔ Applied.[/] {nxt[self.app.plan.boot]}\nAfter the boot, `findmnt /` shows "
-                    "tmpfs. `tmpfs-root status` checks the setup; `tmpfs-root remove` undoes it.")
+            text = Text.from_markup("[green]✔ Applied.[/] ")
+            text.append(self.engine.next_steps())
         self.query_one("#result", Static).update(text)
 
     def finish(self) -> None:
@@ -153,10 +167,11 @@ class ApplyScreen(StepScreen):
     # ----------------------------------------------------------- keys, buttons
     def action_back(self) -> None:
         if self.running:
-            self.cancel_requested = True
-            self.host.terminate()
-            self.notify("Cancelling: the running command is stopped and every step done so far is "
-                        "rolled back.", severity="warning")
+            self.engine.cancel()
+            self.notify(
+                "Cancelling: the running command is stopped and every step done so far is rolled back.",
+                severity="warning",
+            )
             return
         self.app.pop_screen()
 

@@ -1,6 +1,9 @@
-"""What every step screen shares: its title, Back / Next, and problems shown beside fields."""
+"""What every step screen shares: its title, Back / Next, problems shown beside fields,
+and the engine it presents (the one thing a screen talks to)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -8,10 +11,26 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
-from tui.validation import Problem
+from screens.steps import title
+from tui.engine import Engine, Problem
+
+if TYPE_CHECKING:
+    from screens.app import TmpfsRootApp
 
 
-class StepScreen(Screen):
+class EngineView:
+    """Mixin for screens and modals: the engine behind the app, typed."""
+
+    @property
+    def tmpfs_app(self) -> TmpfsRootApp:
+        return cast("TmpfsRootApp", self.app)  # type: ignore[attr-defined]
+
+    @property
+    def engine(self) -> Engine:
+        return self.tmpfs_app.engine
+
+
+class StepScreen(EngineView, Screen):
     """A step of the conversion. Subclasses set NAME and FIELDS and compose body()."""
 
     NAME = ""
@@ -19,11 +38,8 @@ class StepScreen(Screen):
     BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+n", "next", "Next")]
 
     def compose(self) -> ComposeResult:
-        from tui.app import STEP_NAMES, STEPS
-
-        index = STEP_NAMES.index(self.NAME)
         yield Header()
-        yield Static(f"Step {index + 1} of {len(STEPS)}: {STEPS[index][1]}", classes="title")
+        yield Static(title(self.NAME), classes="title")
         yield from self.body()
         with Horizontal(classes="buttons"):
             yield from self.buttons()
@@ -49,13 +65,13 @@ class StepScreen(Screen):
         if self.show_problems():
             self.notify("Fix the errors shown in red first.", severity="error")
             return
-        self.app.next_step(self.NAME)
+        self.tmpfs_app.next_step(self.NAME)
 
     def show_problems(self) -> list[Problem]:
         """Put the engine's problems for this step's fields beside them; returns the errors."""
-        problems = self.app.problems(*self.FIELDS)
+        problems = self.engine.problems(*self.FIELDS)
         for f in self.FIELDS:
-            for widget in self.query(f"#problem-{f}"):
+            for widget in self.query(f"#problem-{f}").results(Static):
                 mine = [p for p in problems if p.field == f]
                 widget.update("\n".join(p.line() for p in mine))
                 widget.set_class(any(p.severity == "error" for p in mine), "error")
@@ -64,5 +80,5 @@ class StepScreen(Screen):
 
 
 def problem_slot(field: str) -> Static:
-    """Where the problems of *field* appear, right under it."""
-    return Static("", id=f"problem-{field}", classes="error")
+    """Where the problems of *field* appear, right under it (shown literally, never as markup)."""
+    return Static("", id=f"problem-{field}", classes="error", markup=False)

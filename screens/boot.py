@@ -11,7 +11,7 @@ from screens.base import StepScreen, problem_slot
 
 MODES = {
     "once": "once (recommended): boots the entry on the next reboot only; if that boot fails it "
-            "reboots into your normal entry (rd.shell=0 rd.emergency=reboot panic=10)",
+    "reboots into your normal entry (rd.shell=0 rd.emergency=reboot panic=10)",
     "menu": "menu: only adds the entry; choose it in the GRUB menu",
     "default": "default: every boot uses it until you change it or remove tmpfs-root (asks to confirm)",
 }
@@ -22,26 +22,23 @@ class BootScreen(StepScreen):
     FIELDS = ("kernels", "title", "boot", "append", "bootloader")
 
     def body(self) -> ComposeResult:
-        from tui.plan import default_kernels, os_pretty_name, target_kernels
-
-        host = self.app.host
-        chosen = self.app.plan.kernels or default_kernels(host)
+        engine = self.engine
+        chosen = engine.plan.kernels or engine.default_kernels()
         yield Static("Kernels to build a tmpfs-root initramfs for:", classes="help")
-        yield SelectionList[str](*[(k, k, k in chosen) for k in reversed(target_kernels(host))], id="kernels")
+        yield SelectionList[str](*[(k, k, k in chosen) for k in reversed(engine.target_kernels())], id="kernels")
         yield problem_slot("kernels")
         with Horizontal(classes="field"):
             yield Label("Entry title")
-            yield Input(compact=True, value=self.app.plan.title or "",
-                        placeholder=f"{os_pretty_name(host)}, root in RAM (tmpfs-root)", id="title")
+            yield Input(compact=True, value=engine.plan.title or "", placeholder=engine.default_title(), id="title")
         yield problem_slot("title")
         with RadioSet(id="boot"):
             for mode, text in MODES.items():
-                yield RadioButton(text, value=self.app.plan.boot == mode, id=f"mode-{mode}")
+                yield RadioButton(text, value=engine.plan.boot == mode, id=f"mode-{mode}")
         yield problem_slot("boot")
         yield problem_slot("bootloader")
         with Horizontal(classes="field"):
             yield Label("Extra args")
-            yield Input(compact=True, value=self.app.plan.append, placeholder="e.g. console=ttyS0 quiet", id="append")
+            yield Input(compact=True, value=engine.plan.append, placeholder="e.g. console=ttyS0 quiet", id="append")
         yield problem_slot("append")
 
     def on_mount(self) -> None:
@@ -49,10 +46,8 @@ class BootScreen(StepScreen):
         self.show_problems()
 
     def sync_kernels(self) -> None:
-        from tui.plan import default_kernels
-
         selected = list(self.query_one("#kernels", SelectionList).selected)
-        self.app.plan.kernels = [] if selected == default_kernels(self.app.host) else selected
+        self.engine.edit(kernels=[] if selected == self.engine.default_kernels() else selected)
 
     def on_selection_list_selected_changed(self, event) -> None:
         self.sync_kernels()
@@ -60,13 +55,13 @@ class BootScreen(StepScreen):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "title":
-            self.app.plan.title = event.value or None
+            self.engine.edit(title=event.value or None)
         elif event.input.id == "append":
-            self.app.plan.append = event.value
+            self.engine.edit(append=event.value)
         self.show_problems()
 
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
-        self.app.plan.boot = (event.pressed.id or "mode-once").removeprefix("mode-")
+        self.engine.edit(boot=(event.pressed.id or "mode-once").removeprefix("mode-"))
         self.show_problems()
 
     def action_next(self) -> None:

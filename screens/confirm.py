@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -25,8 +26,8 @@ class ConfirmModal(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"[b]{self.question}[/b]")
-            yield Static(self.detail)
+            yield Static(Text(self.question, style="bold"))  # paths and titles: literally
+            yield Static(Text(self.detail))
             with Horizontal():
                 yield Button("Cancel", id="cancel")  # focused first: Enter alone changes nothing
                 yield Button(self.action, id="confirm", variant="error")

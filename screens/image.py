@@ -1,21 +1,50 @@
 """Step 3, Image: the archives on the chosen volume (its mountpoint, or a private
 read-only mount made and removed around each look), recognised by their first
 bytes; format, sizes and file count read in a worker with a progress bar; an
-optional sha256 pin; and "Create an image from this host"."""
+optional sha256 pin; and "Create an image from this host".
+
+Workers report through messages (found, progress, read, failed); only the message
+handlers touch widgets."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from textual import work
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, ProgressBar, Static
 
-from screens.base import StepScreen, problem_slot
-from tui.devices import human_size
+from screens.base import EngineView, StepScreen, problem_slot
+from tui.engine import ImageInfo, TmpfsRootError, escape, human_size
+
+
+@dataclass
+class ArchivesFound(Message):
+    found: list[tuple[str, str, int]]
+    how: str
+
+
+@dataclass
+class ReadProgress(Message):
+    done: int
+    total: int
+
+
+@dataclass
+class ImageRead(Message):
+    info: ImageInfo
+
+
+@dataclass
+class WorkFailed(Message):
+    where: str  # the widget that shows the error
+    error: str
 
 
 class ImageScreen(StepScreen):
@@ -23,17 +52,22 @@ class ImageScreen(StepScreen):
     FIELDS = ("image", "sha256")
 
     def body(self) -> ComposeResult:
-        yield Static(id="where", classes="help")
+        yield Static(id="where", classes="help", markup=False)
         yield DataTable(id="archives", cursor_type="row", zebra_stripes=True)
         with Horizontal(classes="field"):
             yield Label("Image path")
-            yield Input(compact=True, value=self.app.plan.image, placeholder="images/rootfs.tar.zst (on the source volume)",
-                        id="image-path")
+            yield Input(
+                compact=True,
+                value=self.engine.plan.image,
+                placeholder="images/rootfs.tar.zst (on the source volume)",
+                id="image-path",
+            )
         yield problem_slot("image")
         yield ProgressBar(id="progress", show_eta=True)
-        yield Static(id="info")
-        yield Checkbox("Pin its sha256: the boot refuses any other image", value=bool(self.app.plan.sha256),
-                       id="pin")
+        yield Static(id="info", markup=False)
+        yield Checkbox(
+            "Pin its sha256: the boot refuses any other image", value=bool(self.engine.plan.sha256), id="pin"
+        )
         yield problem_slot("sha256")
         yield Button("Create an image from this host…", id="create")
 
@@ -41,11 +75,11 @@ class ImageScreen(StepScreen):
         self.query_one("#archives", DataTable).add_columns("archive", "format", "size")
         self.query_one("#progress", ProgressBar).display = False
         self.archives: list[tuple[str, str, int]] = []
-        self.device = self.app.source_device()
+        self.device = self.engine.source_device()
         if self.device is None:
             self.query_one("#where", Static).update(
-                "The source is not a block device here (NFS, or not present now): type the image's "
-                "path on it.")
+                "The source is not a block device here (NFS, or not present now): type the image's path on it."
+            )
             self.query_one("#archives", DataTable).display = False
             self.query_one("#pin", Checkbox).disabled = True  # the hash needs to read the image here
             self.query_one("#image-path", Input).focus()
@@ -55,95 +89,92 @@ class ImageScreen(StepScreen):
             self.list_archives()
         self.show_problems()
 
+    # ------------------------------------------------------------ workers
     @work(thread=True, exclusive=True, group="scan")
     def list_archives(self) -> None:
-        from tui.devices import mounted_readonly
-        from tui.images import find_archives
-
         try:
-            with mounted_readonly(self.device) as top:
-                found = find_archives(top)
-                how = "mounted at " + top if self.device.mountpoints else "mounted read-only for a look"
-        except OSError as e:
-            self.app.call_from_thread(self.query_one("#where", Static).update, f"[red]{e}[/]")
+            found, how = self.engine.find_archives()
+        except (OSError, TmpfsRootError) as e:
+            self.post_message(WorkFailed("#where", str(e)))
             return
-        self.app.call_from_thread(self.show_archives, found, how)
+        self.post_message(ArchivesFound(found, how))
 
-    def show_archives(self, found: list[tuple[str, str, int]], how: str) -> None:
-        self.archives = found
+    @work(thread=True, exclusive=True, group="inspect")
+    def inspect_image(self, pin: bool) -> None:
+        try:
+            info = self.engine.inspect_image(with_sha256=pin, progress=self.report_progress)
+        except (OSError, TmpfsRootError) as e:
+            self.post_message(WorkFailed("#info", str(e)))
+            return
+        self.post_message(ImageRead(info))
+
+    def report_progress(self, done: int, total: int) -> None:  # in the worker's thread
+        self.post_message(ReadProgress(done, total))
+
+    # ----------------------------------------------------------- messages
+    @on(ArchivesFound)
+    def show_archives(self, message: ArchivesFound) -> None:
+        self.archives = message.found
         table = self.query_one("#archives", DataTable)
         table.clear()
-        for rel, fmt, size in found:
-            table.add_row(rel, fmt, human_size(size), key=rel)
+        for rel, fmt, size in message.found:
+            table.add_row(Text(rel), fmt, human_size(size), key=rel)
+        assert self.device is not None
         self.query_one("#where", Static).update(
-            f"{len(found)} archive(s) on {self.device.path} ({how}); pick one, or type its path.")
-        if self.app.plan.image in [a[0] for a in found]:
-            table.move_cursor(row=[a[0] for a in found].index(self.app.plan.image))
+            f"{len(message.found)} archive(s) on {self.device.path} ({message.how}); pick one, or type its path."
+        )
+        names = [a[0] for a in message.found]
+        if self.engine.plan.image in names:
+            table.move_cursor(row=names.index(self.engine.plan.image))
 
+    @on(ReadProgress)
+    def show_progress(self, message: ReadProgress) -> None:
+        bar = self.query_one("#progress", ProgressBar)
+        bar.display = True
+        bar.update(total=message.total or None, progress=message.done)
+
+    @on(ImageRead)
+    def show_info(self, message: ImageRead) -> None:
+        info = message.info
+        self.query_one("#progress", ProgressBar).display = False
+        if info.sha256:
+            self.engine.edit(sha256=info.sha256)
+        self.query_one("#info", Static).update(
+            f"{info.format}: {human_size(info.compressed)} packed, {human_size(info.uncompressed)} "
+            f"unpacked, {info.files} files; tmpfs size {info.recommended_size} recommended"
+            + (f"\nsha256 {info.sha256}" if info.sha256 else "")
+        )
+        self.show_problems()
+
+    @on(WorkFailed)
+    def show_failure(self, message: WorkFailed) -> None:
+        self.query_one("#progress", ProgressBar).display = False
+        self.query_one(message.where, Static).update(Text(escape(message.error), style="red"))
+
+    # --------------------------------------------------------------- input
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "archives" and event.cursor_row < len(self.archives):
             self.choose(self.archives[event.cursor_row][0])
-            self.inspect_image()
+            self.inspect_image(self.query_one("#pin", Checkbox).value)
 
     def choose(self, image: str) -> None:
-        self.app.plan.image = image
-        self.app.image_info = None
+        self.engine.edit(image=image)
         self.query_one("#image-path", Input).value = image
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "image-path":
-            if event.value.strip() != self.app.plan.image:
-                self.app.plan.image = event.value.strip()
-                self.app.image_info = None
+            if event.value.strip() != self.engine.plan.image:
+                self.engine.edit(image=event.value.strip())
             self.show_problems()
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         if event.checkbox.id == "pin":
             if event.value:
-                self.inspect_image()
+                if self.device is not None and self.engine.plan.image:
+                    self.inspect_image(True)
             else:
-                self.app.plan.sha256 = None
+                self.engine.edit(sha256=None)
                 self.show_problems()
-
-    @work(thread=True, exclusive=True, group="inspect")
-    def inspect_image(self) -> None:
-        from textual.worker import get_current_worker
-
-        from tui.devices import mounted_readonly
-        from tui.images import ImageError, inspect
-
-        if self.device is None or not self.app.plan.image:
-            return
-        pin = self.query_one("#pin", Checkbox).value
-        bar = self.query_one("#progress", ProgressBar)
-        worker = get_current_worker()
-        self.app.call_from_thread(setattr, bar, "display", True)
-
-        def progress(done: int, total: int) -> None:
-            if worker.is_cancelled:
-                raise ImageError("cancelled")
-            self.app.call_from_thread(bar.update, total=total or None, progress=done)
-
-        try:
-            with mounted_readonly(self.device) as top:
-                info = inspect(os.path.join(top, self.app.plan.image), with_sha256=pin,
-                               ram=self.app.facts.ram, progress=progress)
-        except (OSError, ImageError) as e:
-            self.app.call_from_thread(self.query_one("#info", Static).update, f"[red]{e}[/]")
-            return
-        finally:
-            self.app.call_from_thread(setattr, bar, "display", False)
-        self.app.call_from_thread(self.show_info, info)
-
-    def show_info(self, info) -> None:
-        self.app.image_info = info
-        if info.sha256:
-            self.app.plan.sha256 = info.sha256
-        self.query_one("#info", Static).update(
-            f"{info.format}: {human_size(info.compressed)} packed, {human_size(info.uncompressed)} "
-            f"unpacked, {info.files} files; tmpfs size {info.recommended_size} recommended"
-            + (f"\nsha256 {info.sha256}" if info.sha256 else ""))
-        self.show_problems()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "create":
@@ -158,11 +189,23 @@ class ImageScreen(StepScreen):
         if path and self.device is not None and self.device.mountpoints:
             self.choose(os.path.relpath(path, self.device.mountpoints[0]))
             self.list_archives()
-            self.inspect_image()
+            self.inspect_image(self.query_one("#pin", Checkbox).value)
 
 
-class CreateImageModal(ModalScreen[str | None]):
-    """tmpfs-root image create, with its progress; Escape cancels."""
+@dataclass
+class PackProgress(Message):
+    done: int
+    total: int
+
+
+@dataclass
+class Packed(Message):
+    path: str
+
+
+class CreateImageModal(EngineView, ModalScreen[str | None]):
+    """tmpfs-root image create, with its progress; Escape cancels (tar and the compressor are
+    stopped, nothing is left at the output)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
     DEFAULT_CSS = """
@@ -185,7 +228,7 @@ class CreateImageModal(ModalScreen[str | None]):
             with Horizontal(classes="field"):
                 yield Label("Into")
                 yield Input(compact=True, value=self.output, placeholder="/srv/images/rootfs.tar.zst", id="output")
-            yield Static(id="message", classes="error")
+            yield Static(id="message", classes="error", markup=False)
             yield ProgressBar(id="bar", show_eta=True)
             with Horizontal(classes="row"):
                 yield Button("Cancel", id="cancel")
@@ -193,28 +236,39 @@ class CreateImageModal(ModalScreen[str | None]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "go" and not self.running:
-            self.create()
+            self.running = True
+            self.create(self.query_one("#from", Input).value, self.query_one("#output", Input).value)
         elif event.button.id == "cancel":
             self.action_cancel()
 
     def action_cancel(self) -> None:
         if self.running:
-            self.workers.cancel_group(self, "create")
+            self.engine.cancel()  # stops tar and the compressor; the worker ends with Cancelled
         self.dismiss(None)
 
     @work(thread=True, exclusive=True, group="create")
-    def create(self) -> None:
-        from tui.image_create import CreateError, create, make_plan
-
-        self.running = True
-        bar = self.query_one("#bar", ProgressBar)
+    def create(self, source: str, output: str) -> None:
         try:
-            plan = make_plan(self.query_one("#from", Input).value, self.query_one("#output", Input).value)
-            made = create(plan, progress=lambda done, total, files, ftotal: self.app.call_from_thread(
-                bar.update, total=total, progress=done))
-        except CreateError as e:
-            self.app.call_from_thread(self.query_one("#message", Static).update, f"error: {e}")
+            plan = self.engine.plan_image(source, output)
+            made = self.engine.create_image(
+                plan, progress=lambda done, total, files, ftotal: self.post_message(PackProgress(done, total))
+            )
+        except TmpfsRootError as e:
+            self.post_message(WorkFailed("#message", f"error: {e}"))
             return
-        finally:
-            self.running = False
-        self.app.call_from_thread(self.dismiss, made.path)
+        self.post_message(Packed(made.path))
+
+    @on(PackProgress)
+    def show_progress(self, message: PackProgress) -> None:
+        self.query_one("#bar", ProgressBar).update(total=message.total, progress=message.done)
+
+    @on(WorkFailed)
+    def show_failure(self, message: WorkFailed) -> None:
+        self.running = False
+        if self.is_mounted:
+            self.query_one(message.where, Static).update(message.error)
+
+    @on(Packed)
+    def done(self, message: Packed) -> None:
+        self.running = False
+        self.dismiss(message.path)

@@ -11,8 +11,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Static
 
-from screens.base import StepScreen
+from screens.base import EngineView, StepScreen
 from screens.overview import TextModal
+from tui.engine import TmpfsRootError, escape
 
 
 class ReviewScreen(StepScreen):
@@ -21,14 +22,14 @@ class ReviewScreen(StepScreen):
 
     def body(self) -> ComposeResult:
         with VerticalScroll():
-            yield Static(id="problems", classes="error")
+            yield Static(id="problems", classes="error", markup=False)
             yield Static("Kernel command line:", classes="title")
-            yield Static(id="cmdline", classes="cmdline")
-            yield Static(id="summary", classes="help")
+            yield Static(id="cmdline", classes="cmdline", markup=False)
+            yield Static(id="summary", classes="help", markup=False)
             yield Static("Files (Enter shows the content):", classes="title")
             yield DataTable(id="files", cursor_type="row", zebra_stripes=True)
             yield Static("Commands:", classes="title")
-            yield Static(id="commands")
+            yield Static(id="commands", markup=False)
 
     def buttons(self) -> ComposeResult:
         yield Button("Back", id="back")
@@ -36,36 +37,39 @@ class ReviewScreen(StepScreen):
         yield Button("Apply…", id="next", variant="error")
 
     def on_mount(self) -> None:
-        from tui.host import make_host
-        from tui.transaction import record
-
         self.query_one("#files", DataTable).add_columns("action", "path", "size")
-        problems = self.app.problems()
+        problems = self.engine.problems()
         errors = [p for p in problems if p.severity == "error"]
         warnings = [p for p in problems if p.severity == "warning"]
         self.query_one("#problems", Static).update("\n".join(p.line() for p in errors + warnings))
         self.query_one("#next", Button).disabled = bool(errors)
+        self.actions = []
         if errors:
             return
-        preview = make_host(self.app.host.root, dry_run=True)
-        resolved = record(self.app.plan, preview, self.app.facts.devices)
-        self.actions = preview.written_files()
+        preview = self.engine.preview()
+        resolved = preview.resolved
+        assert resolved is not None
+        self.actions = preview.files
         self.query_one("#cmdline", Static).update(" ".join(resolved.cmdline))
         self.query_one("#summary", Static).update(
-            f"Entry “{resolved.title}” for {', '.join(resolved.kernels)}, boot mode {self.app.plan.boot}; "
-            f"target {preview.root}" + (" (dry run: Apply only shows what it would do)" if self.app.dry_run else ""))
+            f"Entry “{resolved.title}” for {', '.join(resolved.kernels)}, boot mode {self.engine.plan.boot}; "
+            f"target {preview.root}" + (" (dry run: Apply only shows what it would do)" if self.engine.dry_run else "")
+        )
         table = self.query_one("#files", DataTable)
         for a in self.actions:
             table.add_row(a.kind, a.path, f"{len(a.content)} B" if a.content is not None else "built")
         chroot = "" if preview.is_live else f"(in {preview.root}, with chroot) "
         self.query_one("#commands", Static).update(
-            chroot + "\n".join("  " + c.describe() for c in preview.commands()) if preview.commands()
-            else "none")
+            chroot + "\n".join("  " + c.describe() for c in preview.commands) if preview.commands else "none"
+        )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         action = self.actions[event.cursor_row]
-        text = (action.content.decode("utf-8", "replace") if action.content is not None
-                else "(built by dracut when applied)")
+        text = (
+            action.content.decode("utf-8", "replace")
+            if action.content is not None
+            else "(built by dracut when applied)"
+        )
         self.app.push_screen(TextModal(action.path, text))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -75,7 +79,7 @@ class ReviewScreen(StepScreen):
             super().on_button_pressed(event)
 
     def action_save(self) -> None:
-        self.app.push_screen(SavePlanModal(self.app.plan))
+        self.app.push_screen(SavePlanModal())
 
     def action_next(self) -> None:
         from screens.apply import ApplyScreen
@@ -84,31 +88,30 @@ class ReviewScreen(StepScreen):
         if self.query_one("#next", Button).disabled:
             self.notify("The plan has errors; go back and fix them.", severity="error")
             return
-        where = "this system" if self.app.host.is_live else str(self.app.host.root)
-        detail = (f"Writes {len(self.actions)} file(s) in {where}, builds the initramfs and changes the "
-                  f"GRUB configuration. Any failure rolls every step back.")
-        if self.app.plan.boot == "default":
-            detail += "\n[b]Boot mode default[/b]: every reboot boots from RAM until you remove it."
-        if self.app.dry_run:
+        where = "this system" if self.engine.is_live else str(self.engine.root)
+        detail = (
+            f"Writes {len(self.actions)} file(s) in {where}, builds the initramfs and changes the "
+            f"GRUB configuration. Any failure rolls every step back."
+        )
+        if self.engine.plan.boot == "default":
+            detail += "\nBoot mode default: every reboot boots from RAM until you remove it."
+        if self.engine.dry_run:
             detail = "Dry run: shows each step and writes nothing."
 
         def confirmed(ok: bool | None) -> None:
             if ok:
                 self.app.push_screen(ApplyScreen(mode="apply"))
+
         self.app.push_screen(ConfirmModal(f"Apply to {where}?", detail, "Apply"), confirmed)
 
 
-class SavePlanModal(ModalScreen[None]):
+class SavePlanModal(EngineView, ModalScreen[None]):
     BINDINGS = [Binding("escape", "dismiss", "Cancel")]
     DEFAULT_CSS = """
     SavePlanModal { align: center middle; }
     SavePlanModal > Vertical { width: 80%; height: auto; border: thick $primary; background: $surface;
                                padding: 1 2; }
     """
-
-    def __init__(self, plan):
-        super().__init__()
-        self.plan = plan
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -123,14 +126,11 @@ class SavePlanModal(ModalScreen[None]):
         if event.button.id == "cancel":
             self.dismiss()
             return
-        from tui.errors import TmpfsRootError, escape
-        from tui.plan import save_plan
-
         path = self.query_one("#path", Input).value.strip()
         try:
             if not path.startswith("/"):
                 raise TmpfsRootError(f"--save {path!r}: accepted: an absolute path, e.g. /root/tmpfs-root.toml")
-            save_plan(path, self.plan)
+            self.engine.save_plan(path)
         except TmpfsRootError as e:
             self.query_one("#message", Static).update(f"error: {e}")
             return

@@ -5,43 +5,14 @@ validated as typed. The list follows hotplug (pyudev monitor)."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Select, Static, TabbedContent, TabPane
 
 from screens.base import StepScreen, problem_slot
-from tui.devices import BlockDevice, human_size, match_source, recommended_identifier
-from tui.plan import kernel_cmdline, parse_source
-
-
-def device_rows(devices: list[BlockDevice]) -> list[tuple[BlockDevice, str]]:
-    """Devices in tree order (each disk followed by its partitions / volumes), with the
-    indented name to show."""
-    by_parent: dict[str | None, list[BlockDevice]] = {}
-    names = {d.name for d in devices}
-    for d in devices:
-        by_parent.setdefault(d.parent if d.parent in names else None, []).append(d)
-    rows: list[tuple[BlockDevice, str]] = []
-
-    def walk(parent: str | None, depth: int) -> None:
-        for d in sorted(by_parent.get(parent, []), key=lambda d: d.name):
-            rows.append((d, ("  " * (depth - 1) + "└ " if depth else "") + d.path))
-            walk(d.name, depth + 1)
-    walk(None, 0)
-    return rows
-
-
-def identifier_choices(dev: BlockDevice, devices: list[BlockDevice]) -> list[tuple[str, str]]:
-    """(label, identifier) for each form naming *dev*: recommended first, ambiguous flagged."""
-    recommended = recommended_identifier(dev, devices)
-    choices = []
-    for ident in dev.identifiers():
-        n = len(match_source(ident, devices))
-        note = " (recommended)" if ident == recommended else (f"  ! ambiguous: {n} devices" if n > 1 else "")
-        choices.append((ident + note, ident))
-    choices.sort(key=lambda c: c[1] != recommended)
-    return choices
+from tui.engine import BlockDevice, human_size
 
 
 class SourceScreen(StepScreen):
@@ -58,17 +29,23 @@ class SourceScreen(StepScreen):
             with TabPane("NFS", id="nfs"):
                 with Vertical():
                     for fid, label, placeholder in (
-                            ("server", "Server", "10.0.0.11 or nfs.example.org"),
-                            ("export", "Export", "/srv/images"),
-                            ("options", "Options", "vers=4.2 (optional; comma separated)"),
-                            ("ip", "Network (ip=)", "dhcp (default) or client:server:gw:netmask:host:iface:none")):
+                        ("server", "Server", "10.0.0.11 or nfs.example.org"),
+                        ("export", "Export", "/srv/images"),
+                        ("options", "Options", "vers=4.2 (optional; comma separated)"),
+                        ("ip", "Network (ip=)", "dhcp (default) or client:server:gw:netmask:host:iface:none"),
+                    ):
                         with Horizontal(classes="field"):
                             yield Label(label)
                             yield Input(compact=True, placeholder=placeholder, id=f"nfs-{fid}")
                     with Horizontal(classes="field"):
                         yield Label("Version")
-                        yield Select([("NFSv4 (nfs4:)", "nfs4"), ("NFSv3 (nfs:)", "nfs")], compact=True, value="nfs4",
-                                     allow_blank=False, id="nfs-scheme")
+                        yield Select(
+                            [("NFSv4 (nfs4:)", "nfs4"), ("NFSv3 (nfs:)", "nfs")],
+                            compact=True,
+                            value="nfs4",
+                            allow_blank=False,
+                            id="nfs-scheme",
+                        )
                     yield problem_slot("network")
         yield Static(id="cmdline", classes="cmdline")
         yield problem_slot("source")
@@ -77,71 +54,82 @@ class SourceScreen(StepScreen):
         table = self.query_one("#devices", DataTable)
         table.add_columns("device", "type", "size", "fs", "label", "UUID", "mounted", "model")
         self.fill_devices()
-        if not self.app.plan.source:  # start on the first device that can hold an image
+        if not self.engine.plan.source:  # start on the first device that can hold an image
             usable = [i for i, (d, _) in enumerate(self.rows) if d.usable]
             if usable:
                 table.move_cursor(row=usable[0])
         self.restore_choice()
         table.focus()
-        if self.app.facts.watch and self.app.facts.devices is not None:
+        if self.engine.facts.watch and self.engine.facts.devices is not None:
             self.watch_hotplug()
 
     def fill_devices(self) -> None:
         table = self.query_one("#devices", DataTable)
         table.clear()
-        self.rows = device_rows(self.app.facts.devices or [])
-        for d, shown in self.rows:
-            table.add_row(shown, d.type, human_size(d.size), d.fstype or "", d.label or "",
-                          d.uuid or "", ", ".join(d.mountpoints), d.model or "", key=d.path)
+        self.rows = [
+            (d, ("  " * (depth - 1) + "└ " if depth else "") + d.path) for d, depth in self.engine.device_tree()
+        ]
+        for d, shown in self.rows:  # names from the devices: shown literally, never as markup
+            table.add_row(
+                *(
+                    Text(c)
+                    for c in (
+                        shown,
+                        d.type,
+                        human_size(d.size),
+                        d.fstype or "",
+                        d.label or "",
+                        d.uuid or "",
+                        ", ".join(d.mountpoints),
+                        d.model or "",
+                    )
+                ),
+                key=d.path,
+            )
         if not self.rows:
             self.query_one("#cmdline", Static).update("No block device found; use the NFS tab.")
 
     def restore_choice(self) -> None:
         """Show what the plan already says (going back, or modifying an installed setup)."""
-        try:
-            source = parse_source(self.app.plan.source) if self.app.plan.source else None
-        except ValueError:
-            source = None
+        source = self.engine.source() if self.engine.plan.source else None
         if source and source.is_nfs:
             self.query_one("#tabs", TabbedContent).active = "nfs"
-            scheme, rest = self.app.plan.source.split(":", 1)
-            server, _, path = rest.partition(":")
-            export, _, options = path.partition(",")
-            self.query_one("#nfs-scheme", Select).value = scheme
-            self.query_one("#nfs-server", Input).value = server
-            self.query_one("#nfs-export", Input).value = export
-            self.query_one("#nfs-options", Input).value = options
-            self.query_one("#nfs-ip", Input).value = self.app.plan.network or ""
+            self.query_one("#nfs-scheme", Select).value = source.nfs_scheme
+            self.query_one("#nfs-server", Input).value = source.nfs_server
+            self.query_one("#nfs-export", Input).value = source.nfs_path
+            self.query_one("#nfs-options", Input).value = source.nfs_options
+            self.query_one("#nfs-ip", Input).value = self.engine.plan.network or ""
         else:
-            device = self.app.source_device()
+            device = self.engine.source_device()
             if device is not None:
                 for i, (d, _) in enumerate(self.rows):
                     if d.path == device.path:
                         self.query_one("#devices", DataTable).move_cursor(row=i)
-                self.offer_identifiers(device, keep=self.app.plan.source)
+                self.offer_identifiers(device, keep=self.engine.plan.source)
         self.refresh_cmdline()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id != "devices" or not self.rows or event.cursor_row >= len(self.rows):
             return
         device = self.rows[event.cursor_row][0]
-        current = self.app.source_device()
-        self.offer_identifiers(device, keep=self.app.plan.source if current is device else None)
+        current = self.engine.source_device()
+        self.offer_identifiers(device, keep=self.engine.plan.source if current is device else None)
 
     def offer_identifiers(self, device: BlockDevice, keep: str | None = None) -> None:
         select = self.query_one("#identifier", Select)
         if not device.usable:
             select.set_options([])
             self.query_one("#cmdline", Static).update(
-                f"{device.path} holds no filesystem: pick a partition or volume that has one.")
+                f"{device.path} holds no filesystem: pick a partition or volume that has one."
+            )
             return
-        choices = identifier_choices(device, self.app.facts.devices or [])
+        choices = self.engine.identifiers(device)
         select.set_options(choices)
         select.value = keep if keep in [c[1] for c in choices] else choices[0][1]
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "identifier" and event.value is not Select.BLANK:
-            self.app.plan.source = str(event.value)
+            self.engine.edit(source=str(event.value))
         elif event.select.id == "nfs-scheme":
             self.compose_nfs()
         self.refresh_cmdline()
@@ -156,9 +144,11 @@ class SourceScreen(StepScreen):
         if not (value["server"] or value["export"]):
             return
         scheme = self.query_one("#nfs-scheme", Select).value
-        self.app.plan.source = f"{scheme}:{value['server']}:{value['export']}" + (
-            f",{value['options']}" if value["options"] else "")
-        self.app.plan.network = value["ip"] or None
+        self.engine.edit(
+            source=f"{scheme}:{value['server']}:{value['export']}"
+            + (f",{value['options']}" if value["options"] else ""),
+            network=value["ip"] or None,
+        )
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "nfs":
@@ -166,15 +156,14 @@ class SourceScreen(StepScreen):
         else:
             table = self.query_one("#devices", DataTable)
             if self.rows and table.cursor_row < len(self.rows):
-                self.offer_identifiers(self.rows[table.cursor_row][0], keep=self.app.plan.source)
+                self.offer_identifiers(self.rows[table.cursor_row][0], keep=self.engine.plan.source)
         self.refresh_cmdline()
 
     def refresh_cmdline(self) -> None:
-        plan = self.app.plan
-        if plan.source:
-            args = [a for a in kernel_cmdline(plan, self.app.facts.devices)
-                    if a.startswith(("root=", "rd.lvm", "rd.md", "ip=", "rd.neednet"))]
-            self.query_one("#cmdline", Static).update("Kernel command line: " + " ".join(args))
+        if self.engine.plan.source:
+            self.query_one("#cmdline", Static).update(
+                Text("Kernel command line: " + " ".join(self.engine.source_args()))
+            )
         self.show_problems()
 
     # --------------------------------------------------------------- hotplug
@@ -201,14 +190,9 @@ class SourceScreen(StepScreen):
     def rediscover(self) -> None:
         from textual.css.query import NoMatches
 
-        from tui.devices import discover
-
         if not self.is_mounted:  # an event that arrived as the screen went away
             return
-        try:
-            self.app.facts.devices = discover()
-        except Exception:
-            return
+        self.engine.rediscover()
         try:
             self.fill_devices()
             self.restore_choice()

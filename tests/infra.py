@@ -25,8 +25,7 @@ MIRROR = os.environ.get("TMPFS_ROOT_TEST_MIRROR", "http://deb.debian.org/debian"
 
 
 def sh(*argv, check=True, capture=True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in argv], check=check, text=True,
-                          capture_output=capture, **kw)
+    return subprocess.run([str(a) for a in argv], check=check, text=True, capture_output=capture, **kw)
 
 
 # ------------------------------------------------------------------ the CLI
@@ -42,6 +41,7 @@ def run_cli(*args, env=None, user=None, timeout=120) -> CliResult:
     argv = [sys.executable, "-m", "tui", *[str(a) for a in args]]
     if user:
         import pwd
+
         entry = pwd.getpwnam(user)
         argv = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", *argv]
     full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
@@ -115,8 +115,8 @@ echo "fake initramfs $*" > "$out"
 """,
     "grub-script-check": "#!/bin/sh\nexit 0\n",
     "grub-probe": "#!/bin/sh\nexit 1\n",
-    "grub-reboot": "#!/bin/sh\nexec grub-editenv /boot/grub/grubenv set \"next_entry=$1\"\n",
-    "grub-set-default": "#!/bin/sh\nexec grub-editenv /boot/grub/grubenv set \"saved_entry=$1\"\n",
+    "grub-reboot": '#!/bin/sh\nexec grub-editenv /boot/grub/grubenv set "next_entry=$1"\n',
+    "grub-set-default": '#!/bin/sh\nexec grub-editenv /boot/grub/grubenv set "saved_entry=$1"\n',
     "grub-editenv": """#!/bin/sh
 f=$1; shift
 case $1 in
@@ -203,12 +203,11 @@ def make_disk_image(path: Path, parts: list[Part], workdir: Path, label: str = "
         offsets.append(start * 512)
         start += p.size_mib * 2048
     sh("sfdisk", "--quiet", path, input="\n".join(lines) + "\n")
-    for i, (p, off) in enumerate(zip(parts, offsets)):
+    for i, (p, off) in enumerate(zip(parts, offsets, strict=True)):
         if p.fs in ("ext4", "vfat"):
             fs = workdir / f"part{i}.img"
             make_fs_image(fs, p)
-            sh("dd", f"if={fs}", f"of={path}", "bs=1M", f"seek={off // (1 << 20)}", "conv=notrunc",
-               "status=none")
+            sh("dd", f"if={fs}", f"of={path}", "bs=1M", f"seek={off // (1 << 20)}", "conv=notrunc", "status=none")
             fs.unlink()
     return offsets
 
@@ -262,10 +261,29 @@ def have(*programs: str) -> bool:
 
 
 # ------------------------------------------------------- the Debian target
-TARGET_PACKAGES = ["linux-image-amd64", "dracut", "dracut-network", "systemd", "udev", "lvm2",
-                   "zstd", "pigz", "lz4", "xz-utils", "bzip2", "tar", "nfs-common", "grub-pc",
-                   # dracut's network handlers (NFS): network-legacy needs dhclient and arping
-                   "isc-dhcp-client", "iputils-arping", "dbus", "procps", "iproute2", "systemd-sysv"]
+TARGET_PACKAGES = [
+    "linux-image-amd64",
+    "dracut",
+    "dracut-network",
+    "systemd",
+    "udev",
+    "lvm2",
+    "zstd",
+    "pigz",
+    "lz4",
+    "xz-utils",
+    "bzip2",
+    "tar",
+    "nfs-common",
+    "grub-pc",
+    # dracut's network handlers (NFS): network-legacy needs dhclient and arping
+    "isc-dhcp-client",
+    "iputils-arping",
+    "dbus",
+    "procps",
+    "iproute2",
+    "systemd-sysv",
+]
 TARGET_VERSION = "3"  # bump to rebuild cached targets when the recipe changes
 
 
@@ -279,6 +297,7 @@ def debian_target() -> Path:
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
     import fcntl
+
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / ".complete").exists():
@@ -289,9 +308,12 @@ def debian_target() -> Path:
         (work / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")  # start no services
         (work / "usr/sbin/policy-rc.d").chmod(0o755)
         from tui.host import Host
+
         host = Host(work)
-        host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *TARGET_PACKAGES],
-                 env={"DEBIAN_FRONTEND": "noninteractive"})
+        host.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *TARGET_PACKAGES],
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
         host.run(["apt-get", "clean"])
         (work / ".complete").write_text(TARGET_VERSION)
         shutil.rmtree(target, ignore_errors=True)
@@ -333,8 +355,12 @@ def make_test_rootfs(root: Path) -> Path:
 
 
 COMPRESSORS = {
-    "tar": None, "gz": ["gzip", "-c"], "xz": ["xz", "-c", "-T0"], "zst": ["zstd", "-c", "-q"],
-    "bz2": ["bzip2", "-c"], "lz4": ["lz4", "-c", "-q"],
+    "tar": None,
+    "gz": ["gzip", "-c"],
+    "xz": ["xz", "-c", "-T0"],
+    "zst": ["zstd", "-c", "-q"],
+    "bz2": ["bzip2", "-c"],
+    "lz4": ["lz4", "-c", "-q"],
 }
 
 
@@ -351,8 +377,7 @@ def pack(root: Path, out: Path, fmt: str) -> Path:
     return out
 
 
-def make_lvm_disk(path: Path, fs_content: Path, label: str, workdir: Path,
-                  vg: str = "tvg", lv: str = "images") -> None:
+def make_lvm_disk(path: Path, fs_content: Path, label: str, workdir: Path, vg: str = "tvg", lv: str = "images") -> None:
     """A disk image that is an LVM PV with one LV holding ext4, made without device-mapper
     (this kernel has none): the metadata is written with activation off, the filesystem
     is written with dd at the LV's first extent."""
@@ -363,19 +388,26 @@ def make_lvm_disk(path: Path, fs_content: Path, label: str, workdir: Path,
     env = dict(os.environ, LVM_SYSTEM_DIR=str(lvmdir), LVM_SUPPRESS_FD_WARNINGS="1")
     dev = sh("losetup", "--find", "--show", path).stdout.strip()
     try:
-        for argv in (["pvcreate", "-q", "-y", dev], ["vgcreate", "-q", vg, dev],
-                     ["lvcreate", "--driverloaded", "n", "-q", "-y", "-an", "-Zn", "-L", "64M",
-                      "-n", lv, vg]):
+        for argv in (
+            ["pvcreate", "-q", "-y", dev],
+            ["vgcreate", "-q", vg, dev],
+            ["lvcreate", "--driverloaded", "n", "-q", "-y", "-an", "-Zn", "-L", "64M", "-n", lv, vg],
+        ):
             subprocess.run(argv, check=True, env=env, capture_output=True)
-        pe_start = int(subprocess.run(["pvs", "--noheadings", "--units", "b", "--nosuffix", "-o",
-                                       "pe_start", dev], check=True, env=env, capture_output=True,
-                                      text=True).stdout.strip())
+        pe_start = int(
+            subprocess.run(
+                ["pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", dev],
+                check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
     finally:
         sh("losetup", "-d", dev, check=False)
     fs = workdir / "lvm-fs.img"
     make_fs_image(fs, Part(64, "ext4", label=label, content=fs_content))
-    sh("dd", f"if={fs}", f"of={path}", "bs=1M", f"seek={pe_start // (1 << 20)}", "conv=notrunc",
-       "status=none")
+    sh("dd", f"if={fs}", f"of={path}", "bs=1M", f"seek={pe_start // (1 << 20)}", "conv=notrunc", "status=none")
     fs.unlink()
 
 
@@ -416,8 +448,9 @@ def build_test_initramfs(target: Path, flavour: str, out_dir: Path) -> Path:
     plan = Plan(source="LABEL=IMGVOL", image="x", hostonly=FLAVOURS[flavour].hostonly)
     log = out_dir / f"dracut-{flavour}.log"
     with open(log, "w") as f:
-        dracut.build_initramfs(host, plan, kver, output, on_line=lambda line: f.write(line + "\n"),
-                               extra_args=FLAVOURS[flavour].extra_args)
+        dracut.build_initramfs(
+            host, plan, kver, output, on_line=lambda line: f.write(line + "\n"), extra_args=FLAVOURS[flavour].extra_args
+        )
     host.commit()
     built = out_dir / f"initrd-{flavour}.img"
     shutil.move(host.path(output), built)
@@ -471,6 +504,7 @@ def system_disk() -> Path:
         return disk
     target = debian_target()
     import fcntl
+
     with open(CACHE / ".lock-disk", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if disk.exists():
@@ -479,8 +513,12 @@ def system_disk() -> Path:
         work.mkdir(exist_ok=True)
         tmp = work / "disk.img"
         # MBR: GRUB embeds its core image in the gap before the first partition
-        make_disk_image(tmp, [Part(3072, fs="ext4", label="tr-system", uuid=SYSTEM_UUID,
-                                   content=target, type="83")], work, label="dos")
+        make_disk_image(
+            tmp,
+            [Part(3072, fs="ext4", label="tr-system", uuid=SYSTEM_UUID, content=target, type="83")],
+            work,
+            label="dos",
+        )
         mnt = work / "mnt"
         with mounted_disk(tmp, mnt) as dev:
             (mnt / ".complete").unlink(missing_ok=True)
@@ -491,6 +529,7 @@ def system_disk() -> Path:
             (mnt / "etc/hostname").write_text("tmpfs-root-test\n")
             (mnt / "etc/default/grub").write_text(GRUB_DEFAULTS)
             from tui.host import Host
+
             host = Host(mnt)
             host.run(["grub-install", "--target=i386-pc", dev])
             host.run(["grub-mkconfig", "-o", "/boot/grub/grub.cfg"])
@@ -521,9 +560,18 @@ class Boot:
         return [line.strip() for line in self.log.splitlines() if prefix in line]
 
 
-def qemu_boot(kernel: Path | None, initrd: Path | None, append: str, disks: list[Path], log: Path,
-              timeout: float = 300, memory: str = "768M", network: bool = False,
-              until: str | None = None, snapshot: bool = True) -> Boot:
+def qemu_boot(
+    kernel: Path | None,
+    initrd: Path | None,
+    append: str,
+    disks: list[Path],
+    log: Path,
+    timeout: float = 300,
+    memory: str = "768M",
+    network: bool = False,
+    until: str | None = None,
+    snapshot: bool = True,
+) -> Boot:
     """Boot under QEMU TCG (KVM hangs on this machine), serial console to *log*.
 
     With *network*, the guest gets QEMU's user network: 10.0.2.2 is this machine's
@@ -532,9 +580,24 @@ def qemu_boot(kernel: Path | None, initrd: Path | None, append: str, disks: list
     *kernel*, the machine boots from its first disk (SeaBIOS, then whatever is installed
     there); without *snapshot*, what the guest writes stays on the disk image.
     """
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", "1",
-            "-display", "none", "-monitor", "none", "-serial", f"file:{log}", "-no-reboot",
-            "-nic", "user,model=virtio-net-pci" if network else "none"]
+    argv = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        memory,
+        "-smp",
+        "1",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{log}",
+        "-no-reboot",
+        "-nic",
+        "user,model=virtio-net-pci" if network else "none",
+    ]
     if kernel is not None:
         argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", f"console=ttyS0 {append}"]
     for disk in disks:
@@ -585,6 +648,7 @@ EXPORT {{
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -595,14 +659,28 @@ def nfs_server(export: Path, workdir: Path):
     """A userspace NFSv4 server (nfs-ganesha) exporting *export* read-only as /export,
     on a free port of this machine's loopback only; yields the port."""
     import socket
+
     port = free_port()
     state = workdir / "ganesha-state"
     state.mkdir(parents=True, exist_ok=True)
     conf = workdir / "ganesha.conf"
     conf.write_text(GANESHA_CONF.format(port=port, state=state, export=export))
-    proc = subprocess.Popen(["ganesha.nfsd", "-F", "-f", conf, "-L", workdir / "ganesha.log",
-                             "-p", workdir / "ganesha.pid", "-N", "NIV_EVENT"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "ganesha.nfsd",
+            "-F",
+            "-f",
+            conf,
+            "-L",
+            workdir / "ganesha.log",
+            "-p",
+            workdir / "ganesha.pid",
+            "-N",
+            "NIV_EVENT",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             with socket.socket() as s:

@@ -51,8 +51,10 @@ def apply(mnt: Path, *extra: str):
 
 def entries(cfg: str) -> dict[str, str]:
     """menuentry id -> body, from a grub.cfg."""
-    return {m.group(2): m.group(3) for m in re.finditer(
-        r"^menuentry '([^']*)'[^{]*--id '([^']+)' \{\n(.*?)^\}", cfg, re.M | re.S)}
+    return {
+        m.group(2): m.group(3)
+        for m in re.finditer(r"^menuentry '([^']*)'[^{]*--id '([^']+)' \{\n(.*?)^\}", cfg, re.M | re.S)
+    }
 
 
 def in_target(root: Path, *argv: str) -> str:
@@ -138,11 +140,13 @@ def _full_boot(mnt: Path):
 
     def undo():
         sh("umount", mnt / "boot")
+
     return "build the initramfs", undo
 
 
-@pytest.mark.parametrize("fault", [_broken_dracut, _broken_grub_script, _full_boot],
-                         ids=["dracut-fails", "grub-mkconfig-fails", "boot-full"])
+@pytest.mark.parametrize(
+    "fault", [_broken_dracut, _broken_grub_script, _full_boot], ids=["dracut-fails", "grub-mkconfig-fails", "boot-full"]
+)
 def test_a_failing_step_rolls_everything_back_and_a_rerun_converges(system, fault):
     step, undo = fault(system)
     before = tree_digest(system)
@@ -178,8 +182,13 @@ def test_sigkill_at_any_step_leaves_a_bootable_target_and_a_rerun_converges(syst
     before, applied = reference
     kver = target_kernel(system)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "tui", "apply", "--root", str(system), *PLAN, "--yes"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui", "apply", "--root", str(system), *PLAN, "--yes"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     seen = []
     for line in proc.stderr:
         seen.append(line)
@@ -236,8 +245,10 @@ def test_bls_target_gets_an_entry_file_of_its_own(system):
     entries_dir = system / "boot/loader/entries"
     entries_dir.mkdir(parents=True)
     distro = entries_dir / f"0123456789abcdef-{kver}.conf"
-    distro.write_text(f"title Distro ({kver})\nversion {kver}\nlinux /boot/vmlinuz-{kver}\n"
-                      f"initrd /boot/initrd.img-{kver}\noptions root=UUID={SYSTEM_UUID} ro\n")
+    distro.write_text(
+        f"title Distro ({kver})\nversion {kver}\nlinux /boot/vmlinuz-{kver}\n"
+        f"initrd /boot/initrd.img-{kver}\noptions root=UUID={SYSTEM_UUID} ro\n"
+    )
     with open(system / "etc/default/grub", "a") as f:
         f.write("GRUB_ENABLE_BLSCFG=true\n")
     before = tree_digest(system)
@@ -250,17 +261,31 @@ def test_bls_target_gets_an_entry_file_of_its_own(system):
     assert (system / entry["initrd"].lstrip("/")).is_file()
     assert entry["options"].startswith(f"root=tmpfs:UUID={SYSTEM_UUID} rd.tmpfs.imgfile=images/root.tar")
     assert entry["version"] == kver
-    assert digest_diff(before, tree_digest(system),
-                       ignore=re.compile(r"^(boot/initrd-tmpfs-root-.*|boot/loader/entries/tmpfs-root-.*|"
-                                         r"etc/tmpfs-root.*|var/lib/tmpfs-root.*|usr/lib/dracut/modules.d.*|"
-                                         r"etc/kernel/install.d.*)$")) == []
+    assert (
+        digest_diff(
+            before,
+            tree_digest(system),
+            ignore=re.compile(
+                r"^(boot/initrd-tmpfs-root-.*|boot/loader/entries/tmpfs-root-.*|"
+                r"etc/tmpfs-root.*|var/lib/tmpfs-root.*|usr/lib/dracut/modules.d.*|"
+                r"etc/kernel/install.d.*)$"
+            ),
+        )
+        == []
+    )
     assert (system / "etc/kernel/install.d/90-tmpfs-root.install").exists()
     assert not (system / "etc/kernel/postinst.d/z50-tmpfs-root").exists()
     # the kernel-install plugin writes the very same entry for a (re)installed kernel
     python_entry = ours.read_text()
     ours.unlink()
-    in_target(system, "/etc/kernel/install.d/90-tmpfs-root.install", "add", kver,
-              "/boot/loader/entries", f"/boot/vmlinuz-{kver}")
+    in_target(
+        system,
+        "/etc/kernel/install.d/90-tmpfs-root.install",
+        "add",
+        kver,
+        "/boot/loader/entries",
+        f"/boot/vmlinuz-{kver}",
+    )
     assert ours.read_text() == python_entry
     assert run_cli("remove", "--root", system, "--yes").returncode == 0
     assert (diff := digest_diff(before, tree_digest(system))) == [], diff

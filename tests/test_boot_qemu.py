@@ -14,9 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import (FLAVOURS, MARKER, Part, build_test_initramfs, debian_target, install_test_module,
-                         make_disk_image, make_lvm_disk, make_test_rootfs, nfs_server, pack, qemu_boot,
-                         target_kernel)
+from tests.infra import (
+    FLAVOURS,
+    MARKER,
+    Part,
+    build_test_initramfs,
+    debian_target,
+    install_test_module,
+    make_disk_image,
+    make_lvm_disk,
+    make_test_rootfs,
+    nfs_server,
+    pack,
+    qemu_boot,
+    target_kernel,
+)
 
 pytestmark = [pytest.mark.qemu, pytest.mark.needs("qemu-system-x86_64", "debootstrap", "ganesha.nfsd")]
 
@@ -28,27 +40,49 @@ ONCE = "rd.shell=0 rd.emergency=reboot panic=10"
 CASES = {
     "path-tar": ("root=tmpfs:/dev/vda1 rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=64M", "ok"),
     "label-gzip": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar.gz rd.tmpfs.size=64M", "ok"),
-    "uuid-xz-sha256": (f"root=tmpfs:UUID={UUID} rd.tmpfs.imgfile=images/root.tar.xz rd.tmpfs.size=10% "
-                       "rd.tmpfs.sha256={sha_xz}", "ok"),
+    "uuid-xz-sha256": (
+        f"root=tmpfs:UUID={UUID} rd.tmpfs.imgfile=images/root.tar.xz rd.tmpfs.size=10% rd.tmpfs.sha256={{sha_xz}}",
+        "ok",
+    ),
     "partuuid-zstd-nosize": (f"root=tmpfs:PARTUUID={PARTUUID} rd.tmpfs.imgfile=images/root.tar.zst", "ok"),
-    "partlabel-bzip2": ("root=tmpfs:PARTLABEL=tmpfsimg rd.tmpfs.imgfile=images/root.tar.bz2 "
-                        "rd.tmpfs.size=64M rd.tmpfs.opts=mpol=interleave", "ok"),
-    "nfs4-zstd": ("root=tmpfs:NFS=nfs4:10.0.2.2:/export,port={nfs_port} ip=dhcp rd.neednet=1 "
-                  "rd.tmpfs.imgfile=images/root.tar.zst rd.tmpfs.size=64M", "ok"),
-    "lvm-lz4": ("root=tmpfs:/dev/mapper/tvg-images rd.lvm.lv=tvg/images "
-                "rd.tmpfs.imgfile=images/root.tar.lz4 rd.tmpfs.size=64M", "ok"),
-    "fault-missing": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/absent.tar.zst",
-                      ("images/absent.tar.zst not found on LABEL=IMGVOL", "rd.tmpfs.imgfile")),
-    "fault-corrupt": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/corrupt.tar.zst rd.tmpfs.size=64M",
-                      ("corrupt.tar.zst is not a valid zstd archive", "rd.tmpfs.imgfile")),
-    "fault-sha256": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar.gz rd.tmpfs.size=64M "
-                     "rd.tmpfs.sha256=" + "0" * 64, ("sha256 of the image is", "rd.tmpfs.sha256")),
-    "fault-too-small": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=1M",
-                        ("is too small for images/root.tar", "rd.tmpfs.size")),
-    "fault-full-gzip": ("root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/big.tar.gz rd.tmpfs.size=2M",
-                        ("the tmpfs is full: the image does not fit in 2.0M", "rd.tmpfs.size")),
-    "fault-no-source": ("root=tmpfs:LABEL=NOSUCHVOL rd.tmpfs.imgfile=images/root.tar rd.retry=10",
-                        ("source LABEL=NOSUCHVOL never appeared", "root=")),
+    "partlabel-bzip2": (
+        "root=tmpfs:PARTLABEL=tmpfsimg rd.tmpfs.imgfile=images/root.tar.bz2 "
+        "rd.tmpfs.size=64M rd.tmpfs.opts=mpol=interleave",
+        "ok",
+    ),
+    "nfs4-zstd": (
+        "root=tmpfs:NFS=nfs4:10.0.2.2:/export,port={nfs_port} ip=dhcp rd.neednet=1 "
+        "rd.tmpfs.imgfile=images/root.tar.zst rd.tmpfs.size=64M",
+        "ok",
+    ),
+    "lvm-lz4": (
+        "root=tmpfs:/dev/mapper/tvg-images rd.lvm.lv=tvg/images rd.tmpfs.imgfile=images/root.tar.lz4 rd.tmpfs.size=64M",
+        "ok",
+    ),
+    "fault-missing": (
+        "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/absent.tar.zst",
+        ("images/absent.tar.zst not found on LABEL=IMGVOL", "rd.tmpfs.imgfile"),
+    ),
+    "fault-corrupt": (
+        "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/corrupt.tar.zst rd.tmpfs.size=64M",
+        ("corrupt.tar.zst is not a valid zstd archive", "rd.tmpfs.imgfile"),
+    ),
+    "fault-sha256": (
+        "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar.gz rd.tmpfs.size=64M rd.tmpfs.sha256=" + "0" * 64,
+        ("sha256 of the image is", "rd.tmpfs.sha256"),
+    ),
+    "fault-too-small": (
+        "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=1M",
+        ("is too small for images/root.tar", "rd.tmpfs.size"),
+    ),
+    "fault-full-gzip": (
+        "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/big.tar.gz rd.tmpfs.size=2M",
+        ("the tmpfs is full: the image does not fit in 2.0M", "rd.tmpfs.size"),
+    ),
+    "fault-no-source": (
+        "root=tmpfs:LABEL=NOSUCHVOL rd.tmpfs.imgfile=images/root.tar rd.retry=10",
+        ("source LABEL=NOSUCHVOL never appeared", "root="),
+    ),
 }
 
 
@@ -56,12 +90,14 @@ CASES = {
 SHELL_ARGS = "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/absent.tar.zst"
 #: What each flavour's emergency shell shows (systemd's dracut-emergency.service asks
 #: for Enter first; dracut's shell init prompts with the name tr_fail gives it).
-SHELL_SHOWS = {"systemd": "Entering emergency mode. Exit the shell to continue.",
-               "nosystemd": "tmpfs-root:/# "}
+SHELL_SHOWS = {"systemd": "Entering emergency mode. Exit the shell to continue.", "nosystemd": "tmpfs-root:/# "}
 
 #: Every case boots with the two generic flavours; the host-only build boots a few.
-MATRIX = ([(f, c) for f in ("systemd", "nosystemd") for c in CASES]
-          + [("hostonly", "label-gzip"), ("hostonly", "partuuid-zstd-nosize"), ("hostonly", "fault-missing")])
+MATRIX = [(f, c) for f in ("systemd", "nosystemd") for c in CASES] + [
+    ("hostonly", "label-gzip"),
+    ("hostonly", "partuuid-zstd-nosize"),
+    ("hostonly", "fault-missing"),
+]
 SHELL_MATRIX = [("systemd", "shell"), ("nosystemd", "shell")]
 
 
@@ -94,8 +130,11 @@ class World:
             # Values the cases' kernel arguments are formatted with.
             self.params = {"sha_xz": hashlib.sha256((content / "images/root.tar.xz").read_bytes()).hexdigest()}
             self.disk = tmp / "disk.img"
-            make_disk_image(self.disk, [Part(48, "ext4", label="IMGVOL", uuid=UUID, partlabel="tmpfsimg",
-                                             partuuid=PARTUUID, content=content)], tmp)
+            make_disk_image(
+                self.disk,
+                [Part(48, "ext4", label="IMGVOL", uuid=UUID, partlabel="tmpfsimg", partuuid=PARTUUID, content=content)],
+                tmp,
+            )
             lvm_content = tmp / "lvm-content"
             (lvm_content / "images").mkdir(parents=True)
             shutil.copy(content / "images/root.tar.lz4", lvm_content / "images")
@@ -108,12 +147,14 @@ class World:
     def boot(self, flavour: str, case: str):
         log = self.tmp / f"boot-{flavour}-{case}.log"
         if case == "shell":
-            return qemu_boot(self.kernel, self.initrd[flavour], SHELL_ARGS, [self.disk], log,
-                             until=SHELL_SHOWS[flavour])
+            return qemu_boot(
+                self.kernel, self.initrd[flavour], SHELL_ARGS, [self.disk], log, until=SHELL_SHOWS[flavour]
+            )
         append = CASES[case][0].format(**self.params)
         disks = [self.disk, self.lvm_disk] if case.startswith("lvm") else [self.disk]
-        return qemu_boot(self.kernel, self.initrd[flavour], f"{append} {ONCE}", disks, log,
-                         network=case.startswith("nfs"))
+        return qemu_boot(
+            self.kernel, self.initrd[flavour], f"{append} {ONCE}", disks, log, network=case.startswith("nfs")
+        )
 
     def boot_all(self, wanted):
         todo = [w for w in wanted if w not in self.results]
@@ -122,16 +163,18 @@ class World:
                 # The same files as on the disk, exported by a userspace NFS server on loopback.
                 self.params["nfs_port"] = stack.enter_context(nfs_server(self.content, self.tmp / "nfs"))
             with ThreadPoolExecutor(2) as pool:  # one VM per core
-                for key, result in zip(todo, pool.map(lambda w: self.boot(*w), todo)):
+                for key, result in zip(todo, pool.map(lambda w: self.boot(*w), todo), strict=True):
                     self.results[key] = result
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, request):
     w = World(tmp_path_factory.mktemp("boot"))
-    wanted = [(item.callspec.params["flavour"], item.callspec.params["case"])
-              for item in request.session.items
-              if item.module is request.module and hasattr(item, "callspec")]
+    wanted = [
+        (item.callspec.params["flavour"], item.callspec.params["case"])
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    ]
     w.boot_all(wanted)
     return w
 

@@ -10,7 +10,7 @@ GOOD = ["--source", "LABEL=IMGVOL", "--image", "images/rootfs.tar.zst", "--size"
 
 def with_(**over):
     """GOOD with some options replaced (value None drops the option)."""
-    args = dict(zip(GOOD[::2], GOOD[1::2]))
+    args = dict(zip(GOOD[::2], GOOD[1::2], strict=True))
     for key, value in over.items():
         opt = "--" + key.replace("_", "-")
         if value is None:
@@ -131,11 +131,14 @@ def test_not_root_on_the_live_system():
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("content,message", [
-    ("source = [", "not valid TOML"),
-    ("source = 'LABEL=X'\ncolour = 'red'\n", "unknown key 'colour'"),
-    ("kernels = 'x'\n", "'kernels' must be a list of strings"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("source = [", "not valid TOML"),
+        ("source = 'LABEL=X'\ncolour = 'red'\n", "unknown key 'colour'"),
+        ("kernels = 'x'\n", "'kernels' must be a list of strings"),
+    ],
+)
 def test_bad_plan_file(fake_target, tmp_path, content, message):
     plan = tmp_path / "plan.toml"
     plan.write_text(content)
@@ -162,8 +165,10 @@ def test_size_above_ram_is_an_error_for_this_system():
     """On the live system (--root /, read-only here: plan writes nothing) RAM is known."""
     result = run_cli("plan", "--root=/", *with_(size="999999G"))
     assert result.returncode == 2
-    assert any(line.startswith("tmpfs-root: error: --size '999999G': is above this machine's RAM")
-               for line in result.stderr.splitlines()), result.stderr
+    assert any(
+        line.startswith("tmpfs-root: error: --size '999999G': is above this machine's RAM")
+        for line in result.stderr.splitlines()
+    ), result.stderr
 
 
 def test_size_above_ram_only_warns_for_another_system(fake_target):
@@ -177,8 +182,9 @@ def test_apply_without_a_terminal_asks_for_yes_and_writes_nothing(fake_target):
     before = tree_digest(fake_target)
     result = run_cli("apply", f"--root={fake_target}", *with_(), "--size=1G")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == ("tmpfs-root: error: apply: no terminal to ask for "
-                                                     "confirmation on; pass --yes")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tmpfs-root: error: apply: no terminal to ask for confirmation on; pass --yes"
+    )
     assert tree_digest(fake_target) == before
 
 
@@ -202,6 +208,7 @@ def test_status_and_remove_on_a_target_without_tmpfs_root(fake_target):
 
 def test_target_without_grub_is_refused(fake_target):
     import shutil
+
     shutil.rmtree(fake_target / "boot/grub")
     result = run_cli("apply", f"--root={fake_target}", *with_(), "--yes")
     assert result.returncode == 2
@@ -222,10 +229,12 @@ def test_boot_default_refused_where_grub_reads_no_dropins(fake_target):
 def test_a_second_apply_on_the_same_target_waits_its_turn(fake_target):
     from tui.host import Host
     from tui.transaction import locked
+
     before = tree_digest(fake_target)
     with locked(Host(fake_target)):  # as if another tmpfs-root were applying
         result = run_cli("apply", f"--root={fake_target}", *with_(), "--yes")
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (f"tmpfs-root: error: another tmpfs-root is changing {fake_target}; "
-                                     "wait for it to finish")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tmpfs-root: error: another tmpfs-root is changing {fake_target}; wait for it to finish"
+    )
     assert tree_digest(fake_target) == before

@@ -2,15 +2,24 @@
 this machine cannot make, described for umockdev."""
 
 import json
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.infra import (GPT_ESP, REPO, Part, forget_udev_db, loop_device, make_disk_image,
-                         make_fake_target, run_cli, sh, udevd)
+from tests.infra import (
+    GPT_ESP,
+    REPO,
+    Part,
+    forget_udev_db,
+    loop_device,
+    make_disk_image,
+    make_fake_target,
+    run_cli,
+    sh,
+    udevd,
+)
 from tui.devices import BlockDevice, parse_mountinfo, recommended_identifier
 
 UUID = "11111111-2222-3333-4444-555555555555"
@@ -21,10 +30,14 @@ PARTUUID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 def gpt_loop(tmp_path):
     """A GPT disk image on a loop device: ext4 (LABEL, fixed UUID, PARTLABEL) and vfat."""
     image = tmp_path / "disk.img"
-    make_disk_image(image, [
-        Part(24, "ext4", label="IMGVOL", uuid=UUID, partlabel="tmpfsimg", partuuid=PARTUUID),
-        Part(12, "vfat", label="EFIVOL", partlabel="esp", type=GPT_ESP),
-    ], tmp_path)
+    make_disk_image(
+        image,
+        [
+            Part(24, "ext4", label="IMGVOL", uuid=UUID, partlabel="tmpfsimg", partuuid=PARTUUID),
+            Part(12, "vfat", label="EFIVOL", partlabel="esp", type=GPT_ESP),
+        ],
+        tmp_path,
+    )
     with loop_device(image) as dev:
         yield dev
 
@@ -39,8 +52,7 @@ def test_loop_partition_with_udevd(gpt_loop):
         result = run_cli("devices", "--json")
     assert result.returncode == 0, result.stderr
     part = _by_path(result.stdout)[f"{gpt_loop}p1"]
-    assert (part["label"], part["uuid"], part["partuuid"], part["partlabel"]) == (
-        "IMGVOL", UUID, PARTUUID, "tmpfsimg")
+    assert (part["label"], part["uuid"], part["partuuid"], part["partlabel"]) == ("IMGVOL", UUID, PARTUUID, "tmpfsimg")
     assert part["fstype"] == "ext4" and part["type"] == "part" and part["parent"] == Path(gpt_loop).name
     assert f"/dev/disk/by-uuid/{UUID}" in part["links"]  # these come from udev's database
     assert part["recommended"] == f"UUID={UUID}"
@@ -54,8 +66,7 @@ def test_loop_partition_without_udevd_falls_back_to_blkid(gpt_loop):
     result = run_cli("devices", "--json")
     part = _by_path(result.stdout)[f"{gpt_loop}p1"]
     assert part["links"] == []  # no udev database entry: all of this came from blkid
-    assert (part["label"], part["uuid"], part["partuuid"], part["partlabel"]) == (
-        "IMGVOL", UUID, PARTUUID, "tmpfsimg")
+    assert (part["label"], part["uuid"], part["partuuid"], part["partlabel"]) == ("IMGVOL", UUID, PARTUUID, "tmpfsimg")
 
 
 @pytest.mark.udev
@@ -103,9 +114,15 @@ def umockdev_cli(*args):
     """
     import os
     import sys
+
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    p = subprocess.run(["umockdev-run", "-d", str(UMOCKDEV), "--", sys.executable, "-m", "tui", *args],
-                       capture_output=True, text=True, env=env, cwd="/")
+    p = subprocess.run(
+        ["umockdev-run", "-d", str(UMOCKDEV), "--", sys.executable, "-m", "tui", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+    )
     return p
 
 

@@ -35,8 +35,13 @@ def test_module_installs_every_shell_file(fake_target):
     written = [a.path for a in host.written_files()]
     names = {p.rsplit("/", 1)[1] for p in written}
     assert dracut.install_module(host) is False  # the second time, nothing to change
-    assert {"module-setup.sh", "parse-tmpfs-root.sh", "tmpfs-root.sh", "tmpfs-root-lib.sh",
-            "tmpfs-root-generator.sh"} <= names
+    assert {
+        "module-setup.sh",
+        "parse-tmpfs-root.sh",
+        "tmpfs-root.sh",
+        "tmpfs-root-lib.sh",
+        "tmpfs-root-generator.sh",
+    } <= names
     installed = fake_target / "usr/lib/dracut/modules.d/90tmpfs-root/tmpfs-root.sh"
     assert installed.read_bytes() == (dracut.MODULE_SOURCE / "tmpfs-root.sh").read_bytes()
     assert installed.stat().st_mode & 0o111
@@ -62,8 +67,7 @@ def test_build_streams_output_and_renames_on_success(chroot_target):
     host = Host(chroot_target)
     lines = []
     output = f"/boot/initrd-tmpfs-root-{FAKE_KVER}.img"
-    dracut.build_initramfs(host, Plan(source="/dev/vda1", image="r.tar"), FAKE_KVER, output,
-                           on_line=lines.append)
+    dracut.build_initramfs(host, Plan(source="/dev/vda1", image="r.tar"), FAKE_KVER, output, on_line=lines.append)
     assert lines == [f"building {FAKE_KVER}"]
     assert (chroot_target / output.lstrip("/")).read_text() == "image\n"
     assert not (chroot_target / (output.lstrip("/") + ".new")).exists()

@@ -25,8 +25,14 @@ ExecStartPost=/bin/systemctl --no-block poweroff
 [Install]
 WantedBy=multi-user.target
 """
-SLIM = ["/usr/lib/modules/*", "/boot/*", "/usr/share/doc/*", "/usr/share/locale/*",
-        "/usr/share/man/*", "/var/cache/apt/*"]
+SLIM = [
+    "/usr/lib/modules/*",
+    "/boot/*",
+    "/usr/share/doc/*",
+    "/usr/share/locale/*",
+    "/usr/share/man/*",
+    "/var/cache/apt/*",
+]
 
 
 def test_grub_boots_our_entry_once_into_the_targets_systemd_on_tmpfs(tmp_path):
@@ -34,14 +40,36 @@ def test_grub_boots_our_entry_once_into_the_targets_systemd_on_tmpfs(tmp_path):
         unit = mnt / "etc/systemd/system/tmpfs-root-check.service"
         unit.write_text(CHECK_UNIT)
         (mnt / "etc/systemd/system/multi-user.target.wants/tmpfs-root-check.service").symlink_to(
-            "/etc/systemd/system/tmpfs-root-check.service")
+            "/etc/systemd/system/tmpfs-root-check.service"
+        )
         (mnt / "images").mkdir()
-        packed = run_cli("image", "create", "--from", mnt, "--output", mnt / "images/rootfs.tar.zst",
-                         *[a for p in SLIM for a in ("--exclude", p)], timeout=600)
+        packed = run_cli(
+            "image",
+            "create",
+            "--from",
+            mnt,
+            "--output",
+            mnt / "images/rootfs.tar.zst",
+            *[a for p in SLIM for a in ("--exclude", p)],
+            timeout=600,
+        )
         assert packed.returncode == 0, packed.stderr
-        applied = run_cli("apply", "--root", mnt, "--source", f"UUID={SYSTEM_UUID}",
-                          "--image", "images/rootfs.tar.zst", "--append", "console=ttyS0",
-                          "--no-hostonly", "--boot", "once", "--yes", timeout=900)
+        applied = run_cli(
+            "apply",
+            "--root",
+            mnt,
+            "--source",
+            f"UUID={SYSTEM_UUID}",
+            "--image",
+            "images/rootfs.tar.zst",
+            "--append",
+            "console=ttyS0",
+            "--no-hostonly",
+            "--boot",
+            "once",
+            "--yes",
+            timeout=900,
+        )
         assert applied.returncode == 0, applied.stderr
         env = parse_grubenv((mnt / "boot/grub/grubenv").read_text())
         assert env["next_entry"].startswith("tmpfs-root-")

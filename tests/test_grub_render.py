@@ -36,7 +36,7 @@ def grub_words(line: str) -> list[str]:
             word, started = "", False
         elif c == "'":
             end = line.index("'", i + 1)
-            word += line[i + 1:end]
+            word += line[i + 1 : end]
             i, started = end, True
         elif c == '"':
             i += 1
@@ -44,7 +44,7 @@ def grub_words(line: str) -> list[str]:
                 if line[i] == "\\" and line[i + 1] in '\\"$\n':
                     i += 1
                 elif line[i] == "$":
-                    raise ValueError(f"GRUB would expand {line[i:i + 10]!r}")
+                    raise ValueError(f"GRUB would expand {line[i : i + 10]!r}")
                 word += line[i]
                 i += 1
             started = True
@@ -52,7 +52,7 @@ def grub_words(line: str) -> list[str]:
             word += line[i + 1]
             i, started = i + 1, True
         elif c == "$":
-            raise ValueError(f"GRUB would expand {line[i:i + 10]!r}")
+            raise ValueError(f"GRUB would expand {line[i : i + 10]!r}")
         elif c in ";|&<>":
             raise ValueError(f"GRUB would interpret {c!r} in {line!r}")
         else:
@@ -67,7 +67,9 @@ def grub_words(line: str) -> list[str]:
 def our_entries(cfg: str) -> dict[str, dict]:
     """id -> {"title", "linux"} of every menuentry whose id is ours, parsed word by word."""
     found, current = {}, None
-    ours = cfg.split("### BEGIN /etc/grub.d/42_tmpfs-root ###\n", 1)[1].split("### END /etc/grub.d/42_tmpfs-root ###")[0]
+    ours = cfg.split("### BEGIN /etc/grub.d/42_tmpfs-root ###\n", 1)[1].split("### END /etc/grub.d/42_tmpfs-root ###")[
+        0
+    ]
     for line in ours.splitlines():
         words = grub_words(line.strip()) if line.strip() and not line.strip().startswith("#") else []
         if words[:1] == ["menuentry"]:
@@ -94,14 +96,31 @@ def test_the_parser_reads_grub_quoting():
 
 PRINTABLE_SPECIALS = "'\"\\$;{}[]`#|&<>*?!%~^()=,.: -_/@+ \u00e9\u4e2d\U0001f600"
 #: What dash's echo, GRUB's parser or a shell would interpret, if anything interpreted the title.
-FRAGMENTS = ["\\c", "\\n", "\\0047", "\\047", "\\t", "\\\\", "'", "$(reboot)", "${x}", "' {", "}",
-             "\\x27", "--unrestricted", ";", "`id`"]
+FRAGMENTS = [
+    "\\c",
+    "\\n",
+    "\\0047",
+    "\\047",
+    "\\t",
+    "\\\\",
+    "'",
+    "$(reboot)",
+    "${x}",
+    "' {",
+    "}",
+    "\\x27",
+    "--unrestricted",
+    ";",
+    "`id`",
+]
 titles = st.one_of(
-    st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(alphabet=string.ascii_letters + " ", max_size=5)),
-             min_size=1, max_size=12).map("".join),
+    st.lists(
+        st.one_of(st.sampled_from(FRAGMENTS), st.text(alphabet=string.ascii_letters + " ", max_size=5)),
+        min_size=1,
+        max_size=12,
+    ).map("".join),
     st.text(alphabet=PRINTABLE_SPECIALS + string.ascii_letters, min_size=1, max_size=60),
-    st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")),
-            min_size=1, max_size=200),
+    st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")), min_size=1, max_size=200),
 ).filter(lambda t: _title_ok(t))
 kvers = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,30}", fullmatch=True)
 args = st.lists(st.text(alphabet="".join(sorted(ARG_CHARS)), min_size=1, max_size=30), max_size=8)

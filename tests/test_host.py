@@ -103,11 +103,15 @@ def test_a_renamed_build_output_is_described_without_a_mode(tmp_path):
 
 def test_commands_in_a_target_see_proc_sys_dev_which_vanish_with_them(tmp_path):
     import shutil
+
     for d in ("bin", "proc", "sys", "dev", "run"):
         (tmp_path / d).mkdir()
     shutil.copy("/bin/busybox", tmp_path / "bin/busybox")
-    out = Host(tmp_path).run(["/bin/busybox", "sh", "-c",
-                              "cat /proc/self/mountinfo; ls /sys/class/block; ls /dev/null"]).output
+    out = (
+        Host(tmp_path)
+        .run(["/bin/busybox", "sh", "-c", "cat /proc/self/mountinfo; ls /sys/class/block; ls /dev/null"])
+        .output
+    )
     assert " /proc " in out and " /dev " in out and " /run " in out
     assert "/dev/null" in out
     for d in ("proc", "sys", "dev", "run"):

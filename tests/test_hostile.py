@@ -19,9 +19,9 @@ import io
 import os
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -60,6 +60,7 @@ def write(rel: str, data: bytes | str) -> Callable[[World], None]:
         p = w.fmt(rel) if rel.startswith("{") else str(w.target / rel)
         Path(p).parent.mkdir(parents=True, exist_ok=True)
         Path(p).write_bytes(data if isinstance(data, bytes) else data.encode())
+
     return setup
 
 
@@ -68,6 +69,7 @@ def fifo(path: str) -> Callable[[World], None]:
         p = Path(w.fmt(path))
         p.parent.mkdir(parents=True, exist_ok=True)
         os.mkfifo(p)
+
     return setup
 
 
@@ -77,8 +79,10 @@ def link(rel: str, to: str) -> Callable[[World], None]:
         p.parent.mkdir(parents=True, exist_ok=True)
         if p.is_symlink() or p.exists():
             import shutil
+
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         os.symlink(w.fmt(to), p)
+
     return setup
 
 
@@ -86,6 +90,7 @@ def both(*setups) -> Callable[[World], None]:
     def setup(w: World) -> None:
         for s in setups:
             s(w)
+
     return setup
 
 
@@ -117,9 +122,14 @@ def plan_case(id: str, says: str, *over: str, command: str = "plan", code: int =
 
 
 def damaged(path: str, data: bytes | str, command: list[str], says: str, code: int = 1) -> Case:
-    return Case(f"damaged-{path.rsplit('/', 1)[1]}-{command[0]}-{zlib.crc32(str(data).encode()) % 1000}",
-                [command[0], "--root", "{T}", *command[1:]], code, says,
-                setup=write(path, data), installed=True)
+    return Case(
+        f"damaged-{path.rsplit('/', 1)[1]}-{command[0]}-{zlib.crc32(str(data).encode()) % 1000}",
+        [command[0], "--root", "{T}", *command[1:]],
+        code,
+        says,
+        setup=write(path, data),
+        installed=True,
+    )
 
 
 STATE = "etc/tmpfs-root/state.json"
@@ -129,13 +139,28 @@ LONG = "x" * 3000
 # --------------------------------------------------------------------- cases
 CASES: list[Case] = [
     # the right system: options before or after the command mean the same
-    Case("root-before-remove", ["--root", "{T}", "remove", "--yes"], 0, "Removed tmpfs-root from {T}",
-         installed=True, target_changes=True,
-         check=lambda w, r: not (w.target / "etc/tmpfs-root").exists()),
-    Case("dry-run-before-apply", ["--dry-run", "apply", "--root", "{T}", *BASE, "--yes"], 0,
-         "dry run: nothing was written"),
-    Case("dry-run-before-remove", ["--dry-run", "--root", "{T}", "remove", "--yes"], 0,
-         "dry run: nothing was written", installed=True),
+    Case(
+        "root-before-remove",
+        ["--root", "{T}", "remove", "--yes"],
+        0,
+        "Removed tmpfs-root from {T}",
+        installed=True,
+        target_changes=True,
+        check=lambda w, r: not (w.target / "etc/tmpfs-root").exists(),
+    ),
+    Case(
+        "dry-run-before-apply",
+        ["--dry-run", "apply", "--root", "{T}", *BASE, "--yes"],
+        0,
+        "dry run: nothing was written",
+    ),
+    Case(
+        "dry-run-before-remove",
+        ["--dry-run", "--root", "{T}", "remove", "--yes"],
+        0,
+        "dry run: nothing was written",
+        installed=True,
+    ),
     Case("root-twice", ["--root", "{T}", "plan", "--root", "{W}", *BASE], 2, "--root given twice"),
     Case("root-empty", ["--root", "", "plan", *BASE], 2, "--root"),
     Case("root-empty-after", ["plan", "--root=", *BASE], 2, "--root"),
@@ -143,7 +168,6 @@ CASES: list[Case] = [
     Case("root-a-file", ["status", "--root", "{C}/victim"], 2, "is not a directory"),
     Case("root-for-image", ["--root", "{T}", "image", "inspect", "{C}/victim"], 2, "--root"),
     Case("root-newline", ["status", "--root", "{W}/a\nb"], 2, "--root"),
-
     # the source
     plan_case("source-dotdot", "--source", "--source", "/dev/../etc/passwd"),
     plan_case("source-dot", "--source", "--source", "/dev/./vda1"),
@@ -208,8 +232,7 @@ CASES: list[Case] = [
     plan_case("append-root", "--append", "--append", "root=/dev/sda1"),
     plan_case("append-imgfile", "--append", "--append", "rd.tmpfs.imgfile=x"),
     plan_case("append-long", "--append", "--append", LONG),
-    plan_case("append-too-long-cmdline", "kernel command line",
-              "--append", " ".join(["console=ttyS0,115200n8"] * 85)),
+    plan_case("append-too-long-cmdline", "kernel command line", "--append", " ".join(["console=ttyS0,115200n8"] * 85)),
     plan_case("append-newline", "--append", "--append", "quiet\ninit=/bin/sh"),
     plan_case("append-panic0-apply", "--append", "--append", "panic=0", command="apply"),
     # kernels
@@ -230,42 +253,82 @@ CASES: list[Case] = [
     plan_case("tmpfs-opts-uid", "--tmpfs-opts", "--tmpfs-opts", "uid=1000"),
     plan_case("tmpfs-opts-inodes-huge", "--tmpfs-opts", "--tmpfs-opts", "nr_inodes=" + "9" * 30),
     plan_case("boot-mode", "--boot", "--boot", "sometimes"),
-
     # plan files
-    Case("plan-file-fifo", ["plan", "--root", "{T}", "--plan", "{W}/fifo"], 2, "is a FIFO",
-         setup=fifo("{W}/fifo")),
+    Case("plan-file-fifo", ["plan", "--root", "{T}", "--plan", "{W}/fifo"], 2, "is a FIFO", setup=fifo("{W}/fifo")),
     Case("plan-file-zero", ["plan", "--root", "{T}", "--plan", "/dev/zero"], 2, "a character device"),
     Case("plan-file-dir", ["plan", "--root", "{T}", "--plan", "{W}"], 2, "is a directory"),
-    Case("plan-file-binary", ["plan", "--root", "{T}", "--plan", "{W}/p"], 2, "not UTF-8",
-         setup=write("{W}/p", b"\xff\xfe\x00garbage")),
-    Case("plan-file-huge", ["plan", "--root", "{T}", "--plan", "{W}/p"], 2, "larger than",
-         setup=write("{W}/p", "# " + "x" * (2 << 20))),
-    Case("plan-file-not-toml", ["plan", "--root", "{T}", "--plan", "{W}/p"], 2, "not valid TOML",
-         setup=write("{W}/p", "source = [")),
-    Case("plan-file-unknown-key", ["plan", "--root", "{T}", "--plan", "{W}/p"], 2, "unknown key",
-         setup=write("{W}/p", '"\\u001b[2Jkey" = 1\n')),
-    Case("plan-file-wrong-type", ["plan", "--root", "{T}", "--plan", "{W}/p"], 2, "must be",
-         setup=write("{W}/p", "kernels = 'x'\n")),
+    Case(
+        "plan-file-binary",
+        ["plan", "--root", "{T}", "--plan", "{W}/p"],
+        2,
+        "not UTF-8",
+        setup=write("{W}/p", b"\xff\xfe\x00garbage"),
+    ),
+    Case(
+        "plan-file-huge",
+        ["plan", "--root", "{T}", "--plan", "{W}/p"],
+        2,
+        "larger than",
+        setup=write("{W}/p", "# " + "x" * (2 << 20)),
+    ),
+    Case(
+        "plan-file-not-toml",
+        ["plan", "--root", "{T}", "--plan", "{W}/p"],
+        2,
+        "not valid TOML",
+        setup=write("{W}/p", "source = ["),
+    ),
+    Case(
+        "plan-file-unknown-key",
+        ["plan", "--root", "{T}", "--plan", "{W}/p"],
+        2,
+        "unknown key",
+        setup=write("{W}/p", '"\\u001b[2Jkey" = 1\n'),
+    ),
+    Case(
+        "plan-file-wrong-type",
+        ["plan", "--root", "{T}", "--plan", "{W}/p"],
+        2,
+        "must be",
+        setup=write("{W}/p", "kernels = 'x'\n"),
+    ),
     Case("plan-file-empty-path", ["plan", "--root", "{T}", "--plan="], 2, "--plan"),
     Case("plan-file-missing", ["plan", "--root", "{T}", "--plan", "{W}/absent"], 2, "cannot be read"),
-    Case("plan-file-link-to-fifo", ["apply", "--root", "{T}", "--plan", "{W}/p", "--yes"], 2, "is a FIFO",
-         setup=both(fifo("{W}/fifo"), lambda w: os.symlink(w.tmp / "fifo", w.tmp / "p"))),
-    Case("plan-file-hostile-title", ["plan", "--root", "{T}", "--plan", "{W}/p"], 2, "--title",
-         setup=write("{W}/p", 'source = "nfs:h:/x"\nimage = "r.tar"\ntitle = "a\\nmenuentry"\n')),
-    Case("plan-file-injected-append", ["apply", "--root", "{T}", "--plan", "{W}/p", "--yes"], 2, "--append",
-         setup=write("{W}/p", 'source = "nfs:h:/x"\nimage = "r.tar"\nappend = "x\' --unrestricted {"\n')),
-
+    Case(
+        "plan-file-link-to-fifo",
+        ["apply", "--root", "{T}", "--plan", "{W}/p", "--yes"],
+        2,
+        "is a FIFO",
+        setup=both(fifo("{W}/fifo"), lambda w: os.symlink(w.tmp / "fifo", w.tmp / "p")),
+    ),
+    Case(
+        "plan-file-hostile-title",
+        ["plan", "--root", "{T}", "--plan", "{W}/p"],
+        2,
+        "--title",
+        setup=write("{W}/p", 'source = "nfs:h:/x"\nimage = "r.tar"\ntitle = "a\\nmenuentry"\n'),
+    ),
+    Case(
+        "plan-file-injected-append",
+        ["apply", "--root", "{T}", "--plan", "{W}/p", "--yes"],
+        2,
+        "--append",
+        setup=write("{W}/p", 'source = "nfs:h:/x"\nimage = "r.tar"\nappend = "x\' --unrestricted {"\n'),
+    ),
     # where a plan is saved
     Case("save-empty", ["plan", "--root", "{T}", *BASE, "--save="], 2, "--save"),
     Case("save-dir", ["plan", "--root", "{T}", *BASE, "--save", "{W}"], 2, "is a directory"),
     Case("save-device", ["plan", "--root", "{T}", *BASE, "--save", "{C}/null"], 2, "character device"),
-    Case("save-fifo", ["plan", "--root", "{T}", *BASE, "--save", "{W}/fifo"], 2, "is a FIFO",
-         setup=fifo("{W}/fifo")),
-    Case("save-link", ["plan", "--root", "{T}", *BASE, "--save", "{W}/l"], 2, "symbolic link",
-         setup=lambda w: os.symlink(w.canary / "victim", w.tmp / "l")),
+    Case("save-fifo", ["plan", "--root", "{T}", *BASE, "--save", "{W}/fifo"], 2, "is a FIFO", setup=fifo("{W}/fifo")),
+    Case(
+        "save-link",
+        ["plan", "--root", "{T}", *BASE, "--save", "{W}/l"],
+        2,
+        "symbolic link",
+        setup=lambda w: os.symlink(w.canary / "victim", w.tmp / "l"),
+    ),
     Case("save-no-dir", ["plan", "--root", "{T}", *BASE, "--save", "{W}/absent/p.toml"], 2, "does not exist"),
     Case("save-trailing-slash", ["plan", "--root", "{T}", *BASE, "--save", "{W}/p/"], 2, "--save"),
-
     # image inspect
     Case("inspect-fifo", ["image", "inspect", "{W}/fifo"], 2, "is a FIFO", setup=fifo("{W}/fifo")),
     Case("inspect-zero", ["image", "inspect", "/dev/zero"], 2, "character device"),
@@ -273,52 +336,124 @@ CASES: list[Case] = [
     Case("inspect-missing", ["image", "inspect", "{W}/absent"], 2, "cannot be read"),
     Case("inspect-empty-file", ["image", "inspect", "{W}/e"], 2, "not an archive", setup=write("{W}/e", b"")),
     Case("inspect-text", ["image", "inspect", "{W}/t"], 2, "not an archive", setup=write("{W}/t", "hello\n")),
-    Case("inspect-dotdot-member", ["image", "inspect", "{W}/a.tar"], 2, "contains '..'",
-         setup=write("{W}/a.tar", archive(GOOD_TREE + [("./../evil", "file", "x")]))),
-    Case("inspect-through-link", ["image", "inspect", "{W}/a.tar"], 2, "through the symbolic link",
-         setup=write("{W}/a.tar", archive(GOOD_TREE + [("./x", "sym", "/etc"), ("./x/passwd", "file", "r")]))),
-    Case("inspect-absolute-member", ["image", "inspect", "{W}/a.tar"], 0, "absolute name",
-         setup=write("{W}/a.tar", archive(GOOD_TREE + [("/etc/hostname", "file", "h")]))),
-    Case("inspect-no-members", ["image", "inspect", "{W}/a.tar"], 2, "not an archive",
-         setup=write("{W}/a.tar", archive([]))),
-    Case("inspect-gzip-of-nothing", ["image", "inspect", "{W}/a.tar.gz"], 2, "holds no files",
-         setup=write("{W}/a.tar.gz", __import__("gzip").compress(archive([]), mtime=0))),
-    Case("inspect-truncated", ["image", "inspect", "{W}/a.tar"], 2, "truncated",
-         setup=write("{W}/a.tar", archive(GOOD_TREE + [("./big", "file", "y" * 100000)])[:20000])),
+    Case(
+        "inspect-dotdot-member",
+        ["image", "inspect", "{W}/a.tar"],
+        2,
+        "contains '..'",
+        setup=write("{W}/a.tar", archive(GOOD_TREE + [("./../evil", "file", "x")])),
+    ),
+    Case(
+        "inspect-through-link",
+        ["image", "inspect", "{W}/a.tar"],
+        2,
+        "through the symbolic link",
+        setup=write("{W}/a.tar", archive(GOOD_TREE + [("./x", "sym", "/etc"), ("./x/passwd", "file", "r")])),
+    ),
+    Case(
+        "inspect-absolute-member",
+        ["image", "inspect", "{W}/a.tar"],
+        0,
+        "absolute name",
+        setup=write("{W}/a.tar", archive(GOOD_TREE + [("/etc/hostname", "file", "h")])),
+    ),
+    Case(
+        "inspect-no-members",
+        ["image", "inspect", "{W}/a.tar"],
+        2,
+        "not an archive",
+        setup=write("{W}/a.tar", archive([])),
+    ),
+    Case(
+        "inspect-gzip-of-nothing",
+        ["image", "inspect", "{W}/a.tar.gz"],
+        2,
+        "holds no files",
+        setup=write("{W}/a.tar.gz", __import__("gzip").compress(archive([]), mtime=0)),
+    ),
+    Case(
+        "inspect-truncated",
+        ["image", "inspect", "{W}/a.tar"],
+        2,
+        "truncated",
+        setup=write("{W}/a.tar", archive(GOOD_TREE + [("./big", "file", "y" * 100000)])[:20000]),
+    ),
     Case("inspect-name-escape", ["image", "inspect", "{W}/\x1b[2Jx"], 2, "\\x1b[2Jx"),
-
     # image create
-    Case("create-exclude-everything", ["image", "create", "--from", "{W}/tree", "--output", "{W}/o.tar.zst",
-                                       "--exclude", "*"], 2, "nothing to pack",
-         setup=write("{W}/tree/etc/os-release", "ID=x\n")),
-    Case("create-output-device", ["image", "create", "--from", "{W}/tree", "--output", "{C}/null", "--yes"], 2,
-         "character device", setup=write("{W}/tree/etc/os-release", "ID=x\n")),
-    Case("create-output-fifo", ["image", "create", "--from", "{W}/tree", "--output", "{W}/fifo", "--yes"], 2,
-         "is a FIFO", setup=both(write("{W}/tree/etc/os-release", "ID=x\n"), fifo("{W}/fifo"))),
-    Case("create-output-dir", ["image", "create", "--from", "{W}/tree", "--output", "{W}/tree"], 2,
-         "is a directory", setup=write("{W}/tree/etc/os-release", "ID=x\n")),
-    Case("create-output-link", ["image", "create", "--from", "{W}/tree", "--output", "{W}/l", "--yes"], 2,
-         "symbolic link", setup=both(write("{W}/tree/etc/os-release", "ID=x\n"),
-                                     lambda w: os.symlink(w.canary / "victim", w.tmp / "l"))),
-    Case("create-sha256-beside-is-device", ["image", "create", "--from", "{W}/tree", "--output", "{C}/o"], 2,
-         "character device", setup=both(write("{W}/tree/etc/os-release", "ID=x\n"),
-                                        lambda w: os.mknod(w.canary / "o.sha256", 0o600 | 0o020000,
-                                                           os.makedev(1, 3)))),
-    Case("create-output-empty", ["image", "create", "--from", "{W}/tree", "--output="], 2, "--output",
-         setup=write("{W}/tree/etc/os-release", "ID=x\n")),
+    Case(
+        "create-exclude-everything",
+        ["image", "create", "--from", "{W}/tree", "--output", "{W}/o.tar.zst", "--exclude", "*"],
+        2,
+        "nothing to pack",
+        setup=write("{W}/tree/etc/os-release", "ID=x\n"),
+    ),
+    Case(
+        "create-output-device",
+        ["image", "create", "--from", "{W}/tree", "--output", "{C}/null", "--yes"],
+        2,
+        "character device",
+        setup=write("{W}/tree/etc/os-release", "ID=x\n"),
+    ),
+    Case(
+        "create-output-fifo",
+        ["image", "create", "--from", "{W}/tree", "--output", "{W}/fifo", "--yes"],
+        2,
+        "is a FIFO",
+        setup=both(write("{W}/tree/etc/os-release", "ID=x\n"), fifo("{W}/fifo")),
+    ),
+    Case(
+        "create-output-dir",
+        ["image", "create", "--from", "{W}/tree", "--output", "{W}/tree"],
+        2,
+        "is a directory",
+        setup=write("{W}/tree/etc/os-release", "ID=x\n"),
+    ),
+    Case(
+        "create-output-link",
+        ["image", "create", "--from", "{W}/tree", "--output", "{W}/l", "--yes"],
+        2,
+        "symbolic link",
+        setup=both(write("{W}/tree/etc/os-release", "ID=x\n"), lambda w: os.symlink(w.canary / "victim", w.tmp / "l")),
+    ),
+    Case(
+        "create-sha256-beside-is-device",
+        ["image", "create", "--from", "{W}/tree", "--output", "{C}/o"],
+        2,
+        "character device",
+        setup=both(
+            write("{W}/tree/etc/os-release", "ID=x\n"),
+            lambda w: os.mknod(w.canary / "o.sha256", 0o600 | 0o020000, os.makedev(1, 3)),
+        ),
+    ),
+    Case(
+        "create-output-empty",
+        ["image", "create", "--from", "{W}/tree", "--output="],
+        2,
+        "--output",
+        setup=write("{W}/tree/etc/os-release", "ID=x\n"),
+    ),
     Case("create-from-missing", ["image", "create", "--from", "{W}/absent", "--output", "{W}/o.tar"], 2, "--from"),
-    Case("create-format", ["image", "create", "--from", "{W}", "--output", "{W}/o", "--format", "rar"], 2,
-         "--format"),
+    Case("create-format", ["image", "create", "--from", "{W}", "--output", "{W}/o", "--format", "rar"], 2, "--format"),
     Case("create-level", ["image", "create", "--from", "{W}", "--output", "{W}/o", "--level", "99"], 2, "--level"),
-    Case("create-with-mount", ["image", "create", "--from", "{W}/tree", "--output", "{W}/o.tar.zst",
-                               "--with-mount", "/nowhere"], 2, "--with-mount",
-         setup=write("{W}/tree/etc/os-release", "ID=x\n")),
-    Case("create-planted-partial", ["image", "create", "--from", "{W}/tree", "--output", "{W}/tree/out/o.tar.zst"],
-         0, "note: /out is not packed",
-         setup=both(write("{W}/tree/etc/os-release", "ID=x\n"), write("{W}/tree/out/.keep", ""),
-                    lambda w: os.symlink(w.canary / "victim", w.tmp / "tree/out/.o.tar.zst.partial")),
-         check=lambda w, r: (w.tmp / "tree/out/o.tar.zst").stat().st_size > 0),
-
+    Case(
+        "create-with-mount",
+        ["image", "create", "--from", "{W}/tree", "--output", "{W}/o.tar.zst", "--with-mount", "/nowhere"],
+        2,
+        "--with-mount",
+        setup=write("{W}/tree/etc/os-release", "ID=x\n"),
+    ),
+    Case(
+        "create-planted-partial",
+        ["image", "create", "--from", "{W}/tree", "--output", "{W}/tree/out/o.tar.zst"],
+        0,
+        "note: /out is not packed",
+        setup=both(
+            write("{W}/tree/etc/os-release", "ID=x\n"),
+            write("{W}/tree/out/.keep", ""),
+            lambda w: os.symlink(w.canary / "victim", w.tmp / "tree/out/.o.tar.zst.partial"),
+        ),
+        check=lambda w, r: (w.tmp / "tree/out/o.tar.zst").stat().st_size > 0,
+    ),
     # damaged or planted state in the target
     damaged(STATE, "{not json", ["status"], "state.json is damaged"),
     damaged(STATE, "{not json", ["remove", "--yes"], "state.json is damaged"),
@@ -327,53 +462,148 @@ CASES: list[Case] = [
     damaged(STATE, " " * (2 << 20), ["status"], "larger than"),
     damaged(STATE, "[1, 2]", ["remove", "--yes"], "not a JSON object"),
     damaged(STATE, '{"version": 99}', ["status"], "version '99'"),
-    damaged(STATE, '{"version": 1, "boot": "once", "entry": "tmpfs-root-x", "kernels": [], "cmdline": [],'
-                   ' "initrds": {}, "default_before": null, "bootloader": {},'
-                   ' "files": {"/etc/shadow": null}}', ["status"], "'files'"),
-    damaged(STATE, '{"version": 1, "boot": "once", "entry": "tmpfs-root-x", "kernels": [], "cmdline": [],'
-                   ' "initrds": {}, "default_before": "a\\nnext_entry=evil", "bootloader": {}, "files": {}}',
-            ["remove", "--yes"], "'default_before'"),
+    damaged(
+        STATE,
+        '{"version": 1, "boot": "once", "entry": "tmpfs-root-x", "kernels": [], "cmdline": [],'
+        ' "initrds": {}, "default_before": null, "bootloader": {},'
+        ' "files": {"/etc/shadow": null}}',
+        ["status"],
+        "'files'",
+    ),
+    damaged(
+        STATE,
+        '{"version": 1, "boot": "once", "entry": "tmpfs-root-x", "kernels": [], "cmdline": [],'
+        ' "initrds": {}, "default_before": "a\\nnext_entry=evil", "bootloader": {}, "files": {}}',
+        ["remove", "--yes"],
+        "'default_before'",
+    ),
     damaged(JOURNAL, '[{"path": "/home", "existed": false}]', ["remove", "--yes"], "which is not tmpfs-root's"),
-    damaged(JOURNAL, '[{"path": "/etc/grub.d/42_tmpfs-root", "existed": true, "backup": "/etc/shadow"}]',
-            ["apply", *BASE, "--yes"], "journal"),
+    damaged(
+        JOURNAL,
+        '[{"path": "/etc/grub.d/42_tmpfs-root", "existed": true, "backup": "/etc/shadow"}]',
+        ["apply", *BASE, "--yes"],
+        "journal",
+    ),
     damaged(JOURNAL, "garbage", ["status"], "journal"),
-    Case("journal-fifo-status", ["status", "--root", "{T}"], 1, "is a FIFO",
-         setup=fifo("{T}/" + JOURNAL), installed=True),
-    Case("state-dir-link-status", ["status", "--root", "{T}"], 1, "symbolic link",
-         setup=link("etc/tmpfs-root", "{C}"), installed=True),
-    Case("state-dir-link-apply", ["apply", "--root", "{T}", *BASE, "--yes"], 1, "symbolic link",
-         setup=link("etc/tmpfs-root", "{C}")),
-    Case("var-dir-link-apply", ["apply", "--root", "{T}", *BASE, "--yes"], 1, "symbolic link",
-         setup=link("var/lib/tmpfs-root", "{C}")),
-    Case("backup-link-to-root-apply", ["apply", "--root", "{T}", *BASE, "--yes"], 1, "symbolic link",
-         setup=link("var/lib/tmpfs-root/backup", "/")),
-    Case("backup-link-remove", ["remove", "--root", "{T}", "--yes"], 1, "symbolic link",
-         setup=link("var/lib/tmpfs-root/backup", "{C}"), installed=True),
-    Case("module-dir-link-apply", ["apply", "--root", "{T}", *BASE, "--yes"], 1, "symbolic link",
-         setup=link("usr/lib/dracut/modules.d/90tmpfs-root", "{C}")),
-    Case("state-file-is-dir", ["status", "--root", "{T}"], 1, "is a directory",
-         setup=lambda w: (w.target / STATE).unlink() or (w.target / STATE).mkdir(), installed=True),
+    Case(
+        "journal-fifo-status", ["status", "--root", "{T}"], 1, "is a FIFO", setup=fifo("{T}/" + JOURNAL), installed=True
+    ),
+    Case(
+        "state-dir-link-status",
+        ["status", "--root", "{T}"],
+        1,
+        "symbolic link",
+        setup=link("etc/tmpfs-root", "{C}"),
+        installed=True,
+    ),
+    Case(
+        "state-dir-link-apply",
+        ["apply", "--root", "{T}", *BASE, "--yes"],
+        1,
+        "symbolic link",
+        setup=link("etc/tmpfs-root", "{C}"),
+    ),
+    Case(
+        "var-dir-link-apply",
+        ["apply", "--root", "{T}", *BASE, "--yes"],
+        1,
+        "symbolic link",
+        setup=link("var/lib/tmpfs-root", "{C}"),
+    ),
+    Case(
+        "backup-link-to-root-apply",
+        ["apply", "--root", "{T}", *BASE, "--yes"],
+        1,
+        "symbolic link",
+        setup=link("var/lib/tmpfs-root/backup", "/"),
+    ),
+    Case(
+        "backup-link-remove",
+        ["remove", "--root", "{T}", "--yes"],
+        1,
+        "symbolic link",
+        setup=link("var/lib/tmpfs-root/backup", "{C}"),
+        installed=True,
+    ),
+    Case(
+        "module-dir-link-apply",
+        ["apply", "--root", "{T}", *BASE, "--yes"],
+        1,
+        "symbolic link",
+        setup=link("usr/lib/dracut/modules.d/90tmpfs-root", "{C}"),
+    ),
+    Case(
+        "state-file-is-dir",
+        ["status", "--root", "{T}"],
+        1,
+        "is a directory",
+        setup=lambda w: (w.target / STATE).unlink() or (w.target / STATE).mkdir(),
+        installed=True,
+    ),
     # layouts that lead out of the target: followed inside it, never out
-    Case("modules-d-escapes", ["apply", "--root", "{T}", *BASE, "--yes"], 1, "leads nowhere",
-         setup=link("usr/lib/dracut/modules.d", "../../../../../../../../canary")),
-    Case("grub-d-absolute-out", ["apply", "--root", "{T}", *BASE, "--yes"], 1, "leads nowhere",
-         setup=link("etc/grub.d", "{C}")),
-    Case("grub-cfg-link-out", ["apply", "--root", "{T}", *BASE, "--yes"], 0, "Applied to",
-         setup=link("boot/grub/grub.cfg", "{C}/victim"), target_changes=True,
-         check=lambda w, r: not (w.target / "boot/grub/grub.cfg").is_symlink()),
-    Case("hook-dir-up-links", ["apply", "--root", "{T}", *BASE, "--yes"], 0, "Applied to",
-         setup=both(link("etc/kernel", "../../../../../../.."), lambda w: (w.target / "postinst.d").mkdir()),
-         target_changes=True,
-         check=lambda w, r: (w.target / "postinst.d/z50-tmpfs-root").is_file()),
-    Case("kernel-dir-with-quote", ["plan", "--root", "{T}", *BASE], 0, FAKE_KVER,
-         setup=lambda w: (w.target / "lib/modules/9.9'x").mkdir(),
-         check=lambda w, r: "9.9'x" not in r.stdout),
-    Case("os-release-escapes", ["plan", "--root", "{T}", *BASE], 0, "Entry title: Linux, root in RAM",
-         setup=write("etc/os-release", 'PRETTY_NAME="\x1b[2J\x1b]0;x\x07Evil"\n')),
-    Case("lock-dir-not-private", ["apply", "--root", "{T}", *BASE, "--yes"], 1, "not private to root",
-         setup=lambda w: (os.mkdir(w.tmp / "lock"), os.chmod(w.tmp / "lock", 0o777)), tags=["lock"]),
-    Case("lock-dir-link", ["apply", "--root", "{T}", *BASE, "--yes"], 1, "symbolic link",
-         setup=lambda w: os.symlink(w.canary, w.tmp / "lock"), tags=["lock"]),
+    Case(
+        "modules-d-escapes",
+        ["apply", "--root", "{T}", *BASE, "--yes"],
+        1,
+        "leads nowhere",
+        setup=link("usr/lib/dracut/modules.d", "../../../../../../../../canary"),
+    ),
+    Case(
+        "grub-d-absolute-out",
+        ["apply", "--root", "{T}", *BASE, "--yes"],
+        1,
+        "leads nowhere",
+        setup=link("etc/grub.d", "{C}"),
+    ),
+    Case(
+        "grub-cfg-link-out",
+        ["apply", "--root", "{T}", *BASE, "--yes"],
+        0,
+        "Applied to",
+        setup=link("boot/grub/grub.cfg", "{C}/victim"),
+        target_changes=True,
+        check=lambda w, r: not (w.target / "boot/grub/grub.cfg").is_symlink(),
+    ),
+    Case(
+        "hook-dir-up-links",
+        ["apply", "--root", "{T}", *BASE, "--yes"],
+        0,
+        "Applied to",
+        setup=both(link("etc/kernel", "../../../../../../.."), lambda w: (w.target / "postinst.d").mkdir()),
+        target_changes=True,
+        check=lambda w, r: (w.target / "postinst.d/z50-tmpfs-root").is_file(),
+    ),
+    Case(
+        "kernel-dir-with-quote",
+        ["plan", "--root", "{T}", *BASE],
+        0,
+        FAKE_KVER,
+        setup=lambda w: (w.target / "lib/modules/9.9'x").mkdir(),
+        check=lambda w, r: "9.9'x" not in r.stdout,
+    ),
+    Case(
+        "os-release-escapes",
+        ["plan", "--root", "{T}", *BASE],
+        0,
+        "Entry title: Linux, root in RAM",
+        setup=write("etc/os-release", 'PRETTY_NAME="\x1b[2J\x1b]0;x\x07Evil"\n'),
+    ),
+    Case(
+        "lock-dir-not-private",
+        ["apply", "--root", "{T}", *BASE, "--yes"],
+        1,
+        "not private to root",
+        setup=lambda w: (os.mkdir(w.tmp / "lock"), os.chmod(w.tmp / "lock", 0o777)),
+        tags=["lock"],
+    ),
+    Case(
+        "lock-dir-link",
+        ["apply", "--root", "{T}", *BASE, "--yes"],
+        1,
+        "symbolic link",
+        setup=lambda w: os.symlink(w.canary, w.tmp / "lock"),
+        tags=["lock"],
+    ),
 ]
 
 
@@ -433,18 +663,32 @@ def test_other_users_can_neither_plant_nor_hold_the_lock(world):
 
     lock_dir = world.tmp / "lock"
     os.chmod(world.tmp, 0o755)
-    applied = run_cli("apply", "--root", world.target, *BASE, "--yes",
-                      env={"TMPFS_ROOT_LOCK_DIR": str(lock_dir)})
+    applied = run_cli("apply", "--root", world.target, *BASE, "--yes", env={"TMPFS_ROOT_LOCK_DIR": str(lock_dir)})
     assert applied.returncode == 0, applied.stderr
     st = lock_dir.stat()
     assert st.st_uid == 0 and st.st_mode & 0o777 == 0o700
     locks = list(lock_dir.iterdir())
     assert len(locks) == 1
-    probe = ("import fcntl, os, sys\n"
-             "for what in (lambda: open(sys.argv[1], 'a'), lambda: os.symlink('/etc/passwd', sys.argv[2])):\n"
-             "    try:\n        what()\n        print('allowed')\n"
-             "    except PermissionError:\n        print('refused')\n")
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                          probe, str(locks[0]), str(lock_dir / "planted")],
-                         capture_output=True, text=True, timeout=30)
+    probe = (
+        "import fcntl, os, sys\n"
+        "for what in (lambda: open(sys.argv[1], 'a'), lambda: os.symlink('/etc/passwd', sys.argv[2])):\n"
+        "    try:\n        what()\n        print('allowed')\n"
+        "    except PermissionError:\n        print('refused')\n"
+    )
+    out = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            probe,
+            str(locks[0]),
+            str(lock_dir / "planted"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.stdout.split() == ["refused", "refused"], out

@@ -18,7 +18,7 @@ import pytest
 
 from tests.infra import REPO, make_test_rootfs, pack, run_cli
 from tests.test_module_shell import run_sh
-from tui.images import inspect, recommended_size
+from tui.images import recommended_size
 
 LONG = "/".join(["a-rather-long-directory-name-for-tar"] * 7)  # > 255 bytes: needs GNU/pax headers
 ODD = b"caf\xe9-latin1-\xff"  # not UTF-8
@@ -35,6 +35,7 @@ def tmpfs(tmp_path):
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
         mounted.append(where)
         return where
+
     yield make
     for where in reversed(mounted):
         subprocess.run(["umount", "-l", str(where)], check=False)
@@ -42,8 +43,9 @@ def tmpfs(tmp_path):
 
 def make_hard_tree(root: Path) -> Path:
     (root / "etc").mkdir(parents=True)
-    (root / "etc/fstab").write_text("UUID=1111 / ext4 defaults 0 1\nUUID=2222 /srv/images ext4 ro 0 2\n"
-                                    "tmpfs /tmp tmpfs defaults 0 0\n")
+    (root / "etc/fstab").write_text(
+        "UUID=1111 / ext4 defaults 0 1\nUUID=2222 /srv/images ext4 ro 0 2\ntmpfs /tmp tmpfs defaults 0 0\n"
+    )
     (root / "bin").mkdir()
     tool = root / "bin/ping"
     tool.write_bytes(b"\x7fELF pretend")
@@ -159,8 +161,9 @@ def test_fstab_is_rewritten_in_the_image_only(tmp_path, tmpfs):
         made = create_cli(tree, images / "root.tar")
         assert made.returncode == 0, made.stderr
         listing = subprocess.run(["tar", "-tf", str(images / "root.tar")], capture_output=True, text=True).stdout
-        fstab = subprocess.run(["tar", "-xOf", str(images / "root.tar"), "etc/fstab"], capture_output=True,
-                               text=True).stdout
+        fstab = subprocess.run(
+            ["tar", "-xOf", str(images / "root.tar"), "etc/fstab"], capture_output=True, text=True
+        ).stdout
     finally:
         subprocess.run(["umount", str(images)], check=True)
     assert (tree / "etc/fstab").read_text() == host_fstab  # the tree is never changed
@@ -175,8 +178,15 @@ def test_fstab_is_rewritten_in_the_image_only(tmp_path, tmpfs):
 
 def test_excludes_and_volatile_trees(tmp_path):
     tree = make_test_rootfs(tmp_path / "tree")
-    for rel in ("proc/1/status", "sys/kernel/x", "run/lock/y", "tmp/scratch", "var/cache/apt/a.deb",
-                "var/log/syslog.log", "var/lib/keep"):
+    for rel in (
+        "proc/1/status",
+        "sys/kernel/x",
+        "run/lock/y",
+        "tmp/scratch",
+        "var/cache/apt/a.deb",
+        "var/log/syslog.log",
+        "var/lib/keep",
+    ):
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text("x")
     swap = tree / "swapfile"
@@ -186,8 +196,15 @@ def test_excludes_and_volatile_trees(tmp_path):
     made = create_cli(tree, out, "--format=tar", "--exclude=/var/cache/*", "--exclude=*.log")
     assert made.returncode == 0, made.stderr
     names = set(subprocess.run(["tar", "-tf", str(out)], capture_output=True, text=True).stdout.split())
-    for gone in ("./proc/1/status", "./sys/kernel/x", "./run/lock/y", "./tmp/scratch",
-                 "./var/cache/apt/a.deb", "./var/log/syslog.log", "./swapfile"):
+    for gone in (
+        "./proc/1/status",
+        "./sys/kernel/x",
+        "./run/lock/y",
+        "./tmp/scratch",
+        "./var/cache/apt/a.deb",
+        "./var/log/syslog.log",
+        "./swapfile",
+    ):
         assert gone not in names, gone
     for kept in ("./proc/", "./sys/", "./run/", "./tmp/", "./var/lib/keep", "./etc/marker"):
         assert kept in names, kept
@@ -201,9 +218,23 @@ def test_interrupted_create_leaves_nothing_at_the_output_name(tmp_path, sig):
         (tree / f"blob{i}").write_bytes(os.urandom(16 << 20))
     out = tmp_path / "out/root.tar.xz"
     out.parent.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "tui", "image", "create", f"--from={tree}", f"--output={out}",
-                             "--format=xz", "--level=9"], env=dict(os.environ, PYTHONPATH=str(REPO)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tui",
+            "image",
+            "create",
+            f"--from={tree}",
+            f"--output={out}",
+            "--format=xz",
+            "--level=9",
+        ],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
     def partial():  # written under a name nobody can predict, beside the output
         found = list(out.parent.glob(".root.tar.xz.*.partial"))
         return found[0] if found else out.with_name(".root.tar.xz.none.partial")
@@ -217,6 +248,7 @@ def test_interrupted_create_leaves_nothing_at_the_output_name(tmp_path, sig):
     assert children, "no tar and compressor running"
     proc.send_signal(sig)
     proc.wait(timeout=60)
+
     def alive(pid):
         try:
             return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -245,13 +277,16 @@ def test_refuses_when_the_output_filesystem_lacks_room(tmp_path, tmpfs):
     assert list(small.iterdir()) == []
 
 
-@pytest.mark.parametrize("args,field", [
-    (["--from=/nonexistent"], "--from"),
-    (["--format=rar"], "--format"),
-    (["--format=gz", "--level=12"], "--level"),
-    (["--format=tar", "--level=3"], "--level"),
-    (["--with-mount=/nothing-mounted-here"], "--with-mount"),
-])
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        (["--from=/nonexistent"], "--from"),
+        (["--format=rar"], "--format"),
+        (["--format=gz", "--level=12"], "--level"),
+        (["--format=tar", "--level=3"], "--level"),
+        (["--with-mount=/nothing-mounted-here"], "--with-mount"),
+    ],
+)
 def test_create_bad_input(tmp_path, args, field):
     tree = make_test_rootfs(tmp_path / "tree")
     argv = [f"--from={tree}", *args] if not args[0].startswith("--from") else args
@@ -279,8 +314,9 @@ def packed(tmp_path_factory):
     return tmp, root, tar.stat().st_size, files
 
 
-@pytest.mark.parametrize("fmt,name", [("tar", "tar"), ("gz", "gzip"), ("xz", "xz"), ("zst", "zstd"),
-                                      ("bz2", "bzip2"), ("lz4", "lz4")])
+@pytest.mark.parametrize(
+    "fmt,name", [("tar", "tar"), ("gz", "gzip"), ("xz", "xz"), ("zst", "zstd"), ("bz2", "bzip2"), ("lz4", "lz4")]
+)
 def test_inspect_each_format(packed, fmt, name):
     tmp, root, tar_size, files = packed
     archive = pack(root, tmp / f"root.{fmt}", fmt)
@@ -319,6 +355,7 @@ def test_recommended_size_is_what_the_module_chooses(tmp_path, usize):
 
 def test_find_archives_goes_by_magic_bytes_not_names(tmp_path):
     from tui.images import find_archives
+
     (tmp_path / "images/old").mkdir(parents=True)
     (tmp_path / ".snapshots").mkdir()
     (tmp_path / "lost+found").mkdir()

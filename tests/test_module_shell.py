@@ -40,31 +40,43 @@ umount() { [ -L "$1" ] && rm "$1"; return 0; }
 
 
 def run_sh(shell, script: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*shell, "-c", STUBS + f". {LIB}\n" + script], capture_output=True,
-                          text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
-                          cwd=cwd, timeout=60)
+    return subprocess.run(
+        [*shell, "-c", STUBS + f". {LIB}\n" + script],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
+        cwd=cwd,
+        timeout=60,
+    )
 
 
 def test_shellcheck_clean():
     files = sorted(str(p) for p in MODULE_SOURCE.glob("*.sh"))
     posix = [f for f in files if not f.endswith("module-setup.sh")]
     posix += [str(REPO / "tui/hooks/tmpfs-root-kernel-hook"), str(REPO / "tui/grub/42_tmpfs-root")]
-    r = subprocess.run(["shellcheck", "-x", "--source-path=SCRIPTDIR", "-s", "sh", *posix],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["shellcheck", "-x", "--source-path=SCRIPTDIR", "-s", "sh", *posix], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout
-    r = subprocess.run(["shellcheck", "-s", "bash", str(MODULE_SOURCE / "module-setup.sh"),
-                        str(REPO / "tui/grub/42_tmpfs-root")], capture_output=True, text=True)
+    r = subprocess.run(
+        ["shellcheck", "-s", "bash", str(MODULE_SOURCE / "module-setup.sh"), str(REPO / "tui/grub/42_tmpfs-root")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout
 
 
 @pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
-@pytest.mark.parametrize("source,dev", [
-    ("LABEL=IMG VOL/1", r"/dev/disk/by-label/IMG\x20VOL\x2f1"),
-    ("PARTLABEL=images", "/dev/disk/by-partlabel/images"),
-    ("UUID=ABCD-1234", "/dev/disk/by-uuid/abcd-1234"),
-    ("PARTUUID=8C2E6C9A", "/dev/disk/by-partuuid/8c2e6c9a"),
-    ("/dev/mapper/vg-lv", "/dev/mapper/vg-lv"),
-])
+@pytest.mark.parametrize(
+    "source,dev",
+    [
+        ("LABEL=IMG VOL/1", r"/dev/disk/by-label/IMG\x20VOL\x2f1"),
+        ("PARTLABEL=images", "/dev/disk/by-partlabel/images"),
+        ("UUID=ABCD-1234", "/dev/disk/by-uuid/abcd-1234"),
+        ("PARTUUID=8C2E6C9A", "/dev/disk/by-partuuid/8c2e6c9a"),
+        ("/dev/mapper/vg-lv", "/dev/mapper/vg-lv"),
+    ],
+)
 def test_source_to_device(shell, source, dev):
     assert run_sh(shell, f'tr_source_dev "{source}"').stdout.strip() == dev
 
@@ -102,9 +114,20 @@ def meminfo(tmp_path):
 
 
 @pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
-@pytest.mark.parametrize("size,expected", [("2G", 2 << 30), ("512m", 512 << 20), ("100k", 100 << 10),
-                                           ("4096", 4096), ("50%", 512 << 20), ("3Q", None), ("1.5G", None),
-                                           ("G", None), ("", None)])
+@pytest.mark.parametrize(
+    "size,expected",
+    [
+        ("2G", 2 << 30),
+        ("512m", 512 << 20),
+        ("100k", 100 << 10),
+        ("4096", 4096),
+        ("50%", 512 << 20),
+        ("3Q", None),
+        ("1.5G", None),
+        ("G", None),
+        ("", None),
+    ],
+)
 def test_size_grammar(shell, meminfo, size, expected):
     r = run_sh(shell, f'tr_size_bytes "{size}"', meminfo)
     assert (r.stdout.strip() if r.returncode == 0 else None) == (str(expected) if expected else None)
@@ -113,6 +136,7 @@ def test_size_grammar(shell, meminfo, size, expected):
 def test_size_chosen_without_rd_tmpfs_size(meminfo):
     def choose(given, usize):
         return run_sh(["dash"], f'tr_choose_size "{given}" "{usize}"', meminfo).stdout.strip()
+
     assert choose("2G", "") == f"{2 << 30} rd.tmpfs.size=2G"
     assert choose("", str(100 << 20)).startswith(f"{(100 << 20) + (256 << 20)} image 100.0M")
     big = 700 << 20  # half again would pass 90% of the 1 GiB RAM: capped
@@ -120,8 +144,15 @@ def test_size_chosen_without_rd_tmpfs_size(meminfo):
     assert choose("", "") == f"{512 << 20} 50% of RAM, image size unknown"
 
 
-@pytest.mark.parametrize("opts,bad", [("mpol=interleave,huge=within_size", ""), ("nr_inodes=10k", ""),
-                                      ("size=1G", "size=1G"), ("mpol=interleave,uid=0", "uid=0")])
+@pytest.mark.parametrize(
+    "opts,bad",
+    [
+        ("mpol=interleave,huge=within_size", ""),
+        ("nr_inodes=10k", ""),
+        ("size=1G", "size=1G"),
+        ("mpol=interleave,uid=0", "uid=0"),
+    ],
+)
 def test_tmpfs_opts(opts, bad):
     r = run_sh(["dash"], f'tr_check_opts "{opts}"')
     assert (r.returncode == 0) == (bad == "") and r.stdout.strip() == bad
@@ -134,8 +165,7 @@ def test_unpack_each_format_with_progress_and_hash(shell, archives, tmp_path, fm
     dest.mkdir(), run.mkdir()
     sha = hashlib.sha256(archives[fmt].read_bytes()).hexdigest()
     kind = run_sh(shell, f'tr_format "{archives[fmt]}"').stdout.strip()
-    r = run_sh(shell, f'tr_unpack "{archives[fmt]}" {kind} "{dest}" {sha}; echo rc=$?',
-               {"TR_RUN": str(run)})
+    r = run_sh(shell, f'tr_unpack "{archives[fmt]}" {kind} "{dest}" {sha}; echo rc=$?', {"TR_RUN": str(run)})
     assert "rc=0" in r.stdout, r.stderr
     assert (dest / "etc/marker").read_text().startswith("tmpfs-root-marker")
     assert (dest / "etc/marker").stat().st_nlink == 2  # hard link kept
@@ -189,8 +219,13 @@ def run_hook(shell, tmp_path, cmdline: str, source_dir: Path | None = None, hook
     newroot.mkdir(exist_ok=True)
     fake = fake_dev(tmp_path)
     cmdline = cmdline.replace("@DEV@", str(fake))
-    env = {"CMDLINE": cmdline, "TR_RUN": str(run), "NEWROOT": str(newroot),
-           "SOURCE_DIR": str(source_dir or tmp_path / "nosource"), "TR_MEMINFO": "/proc/meminfo"}
+    env = {
+        "CMDLINE": cmdline,
+        "TR_RUN": str(run),
+        "NEWROOT": str(newroot),
+        "SOURCE_DIR": str(source_dir or tmp_path / "nosource"),
+        "TR_MEMINFO": "/proc/meminfo",
+    }
     return run_sh(shell, f". {MODULE_SOURCE / hook}", env)
 
 
@@ -205,23 +240,26 @@ def source_dir(tmp_path, archives):
 
 
 @pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
-@pytest.mark.parametrize("args,message,param", [
-    ("rd.tmpfs.size=1G", "no image given", "rd.tmpfs.imgfile"),
-    ("rd.tmpfs.imgfile=/abs.tar", "must be a relative path", "rd.tmpfs.imgfile"),
-    ("rd.tmpfs.imgfile=../x.tar", "must be a relative path", "rd.tmpfs.imgfile"),
-    ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=3Q", "is not a tmpfs size", "rd.tmpfs.size"),
-    ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.sha256=xyz", "is not a sha256", "rd.tmpfs.sha256"),
-    ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.opts=size=1G", "tmpfs option 'size=1G'", "rd.tmpfs.opts"),
-    ("rd.tmpfs.imgfile=images/absent.tar", "images/absent.tar not found on @DEV@", "rd.tmpfs.imgfile"),
-    ("rd.tmpfs.imgfile=images/junk", "images/junk is not an archive", "rd.tmpfs.imgfile"),
-    ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=4k", "is too small for images/root.tar", "rd.tmpfs.size"),
-])
+@pytest.mark.parametrize(
+    "args,message,param",
+    [
+        ("rd.tmpfs.size=1G", "no image given", "rd.tmpfs.imgfile"),
+        ("rd.tmpfs.imgfile=/abs.tar", "must be a relative path", "rd.tmpfs.imgfile"),
+        ("rd.tmpfs.imgfile=../x.tar", "must be a relative path", "rd.tmpfs.imgfile"),
+        ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=3Q", "is not a tmpfs size", "rd.tmpfs.size"),
+        ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.sha256=xyz", "is not a sha256", "rd.tmpfs.sha256"),
+        ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.opts=size=1G", "tmpfs option 'size=1G'", "rd.tmpfs.opts"),
+        ("rd.tmpfs.imgfile=images/absent.tar", "images/absent.tar not found on @DEV@", "rd.tmpfs.imgfile"),
+        ("rd.tmpfs.imgfile=images/junk", "images/junk is not an archive", "rd.tmpfs.imgfile"),
+        ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=4k", "is too small for images/root.tar", "rd.tmpfs.size"),
+    ],
+)
 def test_pre_mount_hook_failures(shell, tmp_path, source_dir, args, message, param):
     r = run_hook(shell, tmp_path, f"root=tmpfs:@DEV@ {args}", source_dir)
     message = message.replace("@DEV@", str(fake_dev(tmp_path)))
     said = [line for line in r.stderr.splitlines() if line.startswith("tmpfs-root: ")]
     assert said and message in said[-1] and said[-1].endswith(f"({param})"), r.stderr
-    assert f"EMERGENCY -n tmpfs-root tmpfs-root: " in r.stdout
+    assert "EMERGENCY -n tmpfs-root tmpfs-root: " in r.stdout
     if param == "rd.tmpfs.size":  # the RAM-fit check runs before the tmpfs is mounted
         assert "MOUNT_TMPFS" not in r.stdout
 
@@ -248,17 +286,20 @@ def test_pre_mount_hook_ignores_other_roots(tmp_path):
 def test_cmdline_hook_claims_root_and_waits_for_the_device(shell, tmp_path):
     r = run_hook(shell, tmp_path, "root=tmpfs:LABEL=IMGVOL", hook="parse-tmpfs-root.sh")
     assert "WAIT_FOR_DEV /dev/disk/by-label/IMGVOL" in r.stdout
-    r = run_sh(shell, f". {MODULE_SOURCE / 'parse-tmpfs-root.sh'}; echo rootok=$rootok",
-               {"CMDLINE": "root=tmpfs:NFS=nfs:10.0.0.1:/srv"})
+    r = run_sh(
+        shell,
+        f". {MODULE_SOURCE / 'parse-tmpfs-root.sh'}; echo rootok=$rootok",
+        {"CMDLINE": "root=tmpfs:NFS=nfs:10.0.0.1:/srv"},
+    )
     assert "rootok=1" in r.stdout and "WAIT_FOR_DEV" not in r.stdout
-    r = run_sh(shell, f". {MODULE_SOURCE / 'parse-tmpfs-root.sh'}; echo rootok=$rootok",
-               {"CMDLINE": "root=/dev/sda1"})
+    r = run_sh(shell, f". {MODULE_SOURCE / 'parse-tmpfs-root.sh'}; echo rootok=$rootok", {"CMDLINE": "root=/dev/sda1"})
     assert "rootok=\n" in r.stdout
 
 
 def test_emergency_hook_names_the_missing_source(tmp_path):
-    r = run_sh(["dash"], f". {MODULE_SOURCE / 'tmpfs-root-emergency.sh'}",
-               {"CMDLINE": "root=tmpfs:LABEL=GONE rd.retry=10"})
+    r = run_sh(
+        ["dash"], f". {MODULE_SOURCE / 'tmpfs-root-emergency.sh'}", {"CMDLINE": "root=tmpfs:LABEL=GONE rd.retry=10"}
+    )
     assert "source LABEL=GONE never appeared in 10 s (rd.retry); /dev/disk/by-label/GONE is missing (root=)" in r.stderr
 
 
@@ -284,15 +325,21 @@ def test_ram_fit_check_at_boot(tmp_path, source_dir):
     base = {"TR_RUN": str(tmp_path / "run"), "NEWROOT": str(tmp_path / "newroot"), "SOURCE_DIR": str(source_dir)}
     (tmp_path / "newroot").mkdir()
     hook = MODULE_SOURCE / "tmpfs-root.sh"
-    r = run_sh(["dash"], f". {hook}", {**base, **env_meminfo,
-               "CMDLINE": f"root=tmpfs:{node} rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=64M"})
+    r = run_sh(
+        ["dash"],
+        f". {hook}",
+        {**base, **env_meminfo, "CMDLINE": f"root=tmpfs:{node} rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=64M"},
+    )
     said = [line for line in r.stderr.splitlines() if line.startswith("tmpfs-root: ")]
     assert said and "needs 1.9M of RAM uncompressed, only 65.0M available (rd.tmpfs.imgfile)" in said[-1], r.stderr
     assert "MOUNT_TMPFS" not in r.stdout
     meminfo.write_text(f"MemTotal: {1 << 20} kB\nMemAvailable: {900 << 10} kB\n")
     base["TR_RUN"] = str(tmp_path / "run2")  # the stubbed source "mount" of the first run is a symlink
-    r = run_sh(["dash"], f". {hook}", {**base, **env_meminfo,
-               "CMDLINE": f"root=tmpfs:{node} rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=2G"})
+    r = run_sh(
+        ["dash"],
+        f". {hook}",
+        {**base, **env_meminfo, "CMDLINE": f"root=tmpfs:{node} rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=2G"},
+    )
     assert "warning: tmpfs size 2.0G is above RAM (1.0G)" in r.stderr
     assert "root filesystem ready in RAM" in r.stderr
 
@@ -311,8 +358,10 @@ def test_selinux_contexts_restored_only_when_the_new_root_enables_selinux(tmp_pa
         r = run_sh(["dash"], stub + f". {hook}", {"CMDLINE": "root=tmpfs:LABEL=X", "NEWROOT": str(newroot)})
         calls = [line for line in r.stdout.splitlines() if line.startswith("CHROOT")]
         if expected:
-            assert calls == [f"CHROOT {newroot} /sbin/load_policy -i",
-                             f"CHROOT {newroot} restorecon -R -e /proc -e /sys -e /dev /"], r.stdout
+            assert calls == [
+                f"CHROOT {newroot} /sbin/load_policy -i",
+                f"CHROOT {newroot} restorecon -R -e /proc -e /sys -e /dev /",
+            ], r.stdout
         else:
             assert calls == []
     r = run_sh(["dash"], stub + f". {hook}", {"CMDLINE": "root=UUID=1", "NEWROOT": str(newroot)})
@@ -330,10 +379,18 @@ def test_nfs_source_is_mounted_with_dracuts_nfs_lib_then_made_read_only(tmp_path
     (tmp_path / "newroot").mkdir()
     nfslib = tmp_path / "nfs-lib.sh"
     nfslib.write_text('mount_nfs() { echo "MOUNT_NFS $1 $2"; rmdir "$2" && ln -s "$SOURCE_DIR" "$2"; }\n')
-    r = run_sh(["dash"], f". {MODULE_SOURCE / 'tmpfs-root.sh'}", {
-        "CMDLINE": "root=tmpfs:NFS=nfs4:10.0.2.2:/export,port=2049 rd.tmpfs.imgfile=images/root.zst rw",
-        "TR_NFS_LIB": str(nfslib), "TR_RUN": str(tmp_path / "run"), "NEWROOT": str(tmp_path / "newroot"),
-        "SOURCE_DIR": str(source_dir), "TR_MEMINFO": "/proc/meminfo"})
+    r = run_sh(
+        ["dash"],
+        f". {MODULE_SOURCE / 'tmpfs-root.sh'}",
+        {
+            "CMDLINE": "root=tmpfs:NFS=nfs4:10.0.2.2:/export,port=2049 rd.tmpfs.imgfile=images/root.zst rw",
+            "TR_NFS_LIB": str(nfslib),
+            "TR_RUN": str(tmp_path / "run"),
+            "NEWROOT": str(tmp_path / "newroot"),
+            "SOURCE_DIR": str(source_dir),
+            "TR_MEMINFO": "/proc/meminfo",
+        },
+    )
     lines = r.stdout.splitlines()
     assert lines[0] == f"MOUNT_NFS nfs4:10.0.2.2:/export,port=2049 {tmp_path}/run/source"
     assert lines[1] == f"REMOUNT -i -o remount,ro {tmp_path}/run/source"
@@ -370,8 +427,21 @@ def test_unpack_keeps_owners_modes_xattrs_acls_and_capabilities(tmp_path):
     subprocess.run(["setcap", "cap_net_raw+ep", str(f)], check=True)
     os.chmod(f, 0o4750)  # setcap clears setuid on some systems; the mode is part of the test
     archive = tmp_path / "meta.tar"
-    subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-C", str(root),
-                    "-cf", str(archive), "."], check=True)
+    subprocess.run(
+        [
+            "tar",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--numeric-owner",
+            "-C",
+            str(root),
+            "-cf",
+            str(archive),
+            ".",
+        ],
+        check=True,
+    )
     dest, run = tmp_path / "dest", tmp_path / "run"
     dest.mkdir(), run.mkdir()
     r = run_sh(["dash"], f'tr_unpack "{archive}" tar "{dest}" ""; echo rc=$?', {"TR_RUN": str(run)})
@@ -379,6 +449,8 @@ def test_unpack_keeps_owners_modes_xattrs_acls_and_capabilities(tmp_path):
     g = dest / "tool"
     st = g.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 5678, 0o4750)
-    assert "user.origin=\"tmpfs-root\"" in subprocess.run(["getfattr", "-d", str(g)], capture_output=True, text=True).stdout
+    assert (
+        'user.origin="tmpfs-root"' in subprocess.run(["getfattr", "-d", str(g)], capture_output=True, text=True).stdout
+    )
     assert "user:4321:r--" in subprocess.run(["getfacl", "-p", str(g)], capture_output=True, text=True).stdout
     assert "cap_net_raw=ep" in subprocess.run(["getcap", str(g)], capture_output=True, text=True).stdout

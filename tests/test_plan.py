@@ -11,16 +11,19 @@ from tui.host import Host
 from tui.plan import Plan, default_kernels, kernel_cmdline, parse_source
 
 
-@pytest.mark.parametrize("text,kind,value", [
-    ("/dev/vda1", "path", "/dev/vda1"),
-    ("LABEL=IMGVOL", "LABEL", "LABEL=IMGVOL"),
-    ("UUID=0a1b", "UUID", "UUID=0a1b"),
-    ("PARTUUID=6f1c", "PARTUUID", "PARTUUID=6f1c"),
-    ("PARTLABEL=images", "PARTLABEL", "PARTLABEL=images"),
-    ("nfs:10.0.0.11:/srv/images", "nfs", "NFS=nfs:10.0.0.11:/srv/images"),
-    ("NFS=nfs4:server.lan:/export,vers=4.2", "nfs", "NFS=nfs4:server.lan:/export,vers=4.2"),
-    ("tmpfs:LABEL=X", "LABEL", "LABEL=X"),
-])
+@pytest.mark.parametrize(
+    "text,kind,value",
+    [
+        ("/dev/vda1", "path", "/dev/vda1"),
+        ("LABEL=IMGVOL", "LABEL", "LABEL=IMGVOL"),
+        ("UUID=0a1b", "UUID", "UUID=0a1b"),
+        ("PARTUUID=6f1c", "PARTUUID", "PARTUUID=6f1c"),
+        ("PARTLABEL=images", "PARTLABEL", "PARTLABEL=images"),
+        ("nfs:10.0.0.11:/srv/images", "nfs", "NFS=nfs:10.0.0.11:/srv/images"),
+        ("NFS=nfs4:server.lan:/export,vers=4.2", "nfs", "NFS=nfs4:server.lan:/export,vers=4.2"),
+        ("tmpfs:LABEL=X", "LABEL", "LABEL=X"),
+    ],
+)
 def test_source_forms(text, kind, value):
     source = parse_source(text)
     assert (source.kind, source.value) == (kind, value)
@@ -28,18 +31,27 @@ def test_source_forms(text, kind, value):
 
 def test_nfs_parts():
     s = parse_source("nfs:10.0.0.11:/nfsexport,tcp,hard,vers=3")
-    assert (s.nfs_scheme, s.nfs_server, s.nfs_path, s.nfs_options) == ("nfs", "10.0.0.11", "/nfsexport", "tcp,hard,vers=3")
+    assert (s.nfs_scheme, s.nfs_server, s.nfs_path, s.nfs_options) == (
+        "nfs",
+        "10.0.0.11",
+        "/nfsexport",
+        "tcp,hard,vers=3",
+    )
 
 
 def test_cmdline_is_compatible_with_the_original_module():
     plan = Plan(source="LABEL=IMGVOL", image="images/rootfs.tar.zst", size="2G", boot="menu")
-    assert kernel_cmdline(plan) == ["root=tmpfs:LABEL=IMGVOL", "rd.tmpfs.imgfile=images/rootfs.tar.zst",
-                                    "rd.tmpfs.size=2G"]
+    assert kernel_cmdline(plan) == [
+        "root=tmpfs:LABEL=IMGVOL",
+        "rd.tmpfs.imgfile=images/rootfs.tar.zst",
+        "rd.tmpfs.size=2G",
+    ]
 
 
 def test_cmdline_lvm_from_the_device_and_from_a_mapper_path():
-    lv = BlockDevice(name="dm-0", path="/dev/mapper/vg0-images", type="lvm", size=1, lvm="vg0/images",
-                     uuid="9e8d", fstype="xfs")
+    lv = BlockDevice(
+        name="dm-0", path="/dev/mapper/vg0-images", type="lvm", size=1, lvm="vg0/images", uuid="9e8d", fstype="xfs"
+    )
     plan = Plan(source="UUID=9e8d", image="r.tar", boot="menu")
     assert "rd.lvm.lv=vg0/images" in kernel_cmdline(plan, [lv])
     plan = Plan(source="/dev/mapper/my--vg-root", image="r.tar", boot="menu")
@@ -69,17 +81,33 @@ def test_default_kernel_is_the_running_one_when_installed_else_the_newest(tmp_pa
 
 
 def test_plan_round_trip_through_toml():
-    plan = Plan(source="LABEL=IMGVOL", image='images/"odd"\\name.tar', size="2G", kernels=["a", "b"],
-                title="Title with 'quotes'", boot="default", append="quiet", sha256="ab" * 32,
-                tmpfs_opts="mpol=interleave", hostonly=False)
+    plan = Plan(
+        source="LABEL=IMGVOL",
+        image='images/"odd"\\name.tar',
+        size="2G",
+        kernels=["a", "b"],
+        title="Title with 'quotes'",
+        boot="default",
+        append="quiet",
+        sha256="ab" * 32,
+        tmpfs_opts="mpol=interleave",
+        hostonly=False,
+    )
     assert Plan.from_toml(plan.to_toml()) == plan
 
 
 def test_saved_plan_loads_to_the_same_command_line(fake_target, tmp_path):
     saved = tmp_path / "plan.toml"
-    first = run_cli("plan", f"--root={fake_target}", "--source=LABEL=IMGVOL",
-                    "--image=images/rootfs.tar.zst", "--size=2G", "--append=console=ttyS0",
-                    f"--save={saved}", "--json")
+    first = run_cli(
+        "plan",
+        f"--root={fake_target}",
+        "--source=LABEL=IMGVOL",
+        "--image=images/rootfs.tar.zst",
+        "--size=2G",
+        "--append=console=ttyS0",
+        f"--save={saved}",
+        "--json",
+    )
     assert first.returncode == 0, first.stderr
     again = run_cli("plan", f"--root={fake_target}", f"--plan={saved}", "--json")
     assert again.returncode == 0, again.stderr
@@ -88,8 +116,9 @@ def test_saved_plan_loads_to_the_same_command_line(fake_target, tmp_path):
 
 
 def test_plan_json_lists_files_and_commands_from_the_apply_steps(fake_target):
-    result = run_cli("plan", f"--root={fake_target}", "--source=LABEL=IMGVOL",
-                     "--image=images/rootfs.tar.zst", "--size=2G", "--json")
+    result = run_cli(
+        "plan", f"--root={fake_target}", "--source=LABEL=IMGVOL", "--image=images/rootfs.tar.zst", "--size=2G", "--json"
+    )
     data = json.loads(result.stdout)
     assert "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/rootfs.tar.zst rd.tmpfs.size=2G" in data["cmdline"]
     paths = [f["path"] for f in data["files"]]
@@ -102,12 +131,22 @@ def test_plan_json_lists_files_and_commands_from_the_apply_steps(fake_target):
     assert any(c[0] == "grub-reboot" for c in data["commands"])
 
 
-@pytest.mark.parametrize("fs,abstraction,refused", [
-    ("ext2", "", False), ("ext2", "lvm", True), ("ext2", "diskfilter mdraid1x", True),
-    ("btrfs", "", True), ("zfs", "", True), ("xfs", "", False), ("fat", "", False),
-    ("ext2", "cryptodisk luks2", True)])
+@pytest.mark.parametrize(
+    "fs,abstraction,refused",
+    [
+        ("ext2", "", False),
+        ("ext2", "lvm", True),
+        ("ext2", "diskfilter mdraid1x", True),
+        ("btrfs", "", True),
+        ("zfs", "", True),
+        ("xfs", "", False),
+        ("fat", "", False),
+        ("ext2", "cryptodisk luks2", True),
+    ],
+)
 def test_boot_once_is_refused_where_grub_cannot_write_grubenv(fs, abstraction, refused):
     from tui.bootloader import once_refusal
+
     reason = once_refusal(fs + "\n", abstraction + "\n")
     assert (reason is not None) == refused
     if refused:
@@ -116,5 +155,6 @@ def test_boot_once_is_refused_where_grub_cannot_write_grubenv(fs, abstraction, r
 
 def test_grubenv_parsing():
     from tui.bootloader import parse_grubenv
+
     block = "# GRUB Environment Block\nnext_entry=tmpfs-root-6.1\nsaved_entry=0\n" + "#" * 900
     assert parse_grubenv(block) == {"next_entry": "tmpfs-root-6.1", "saved_entry": "0"}

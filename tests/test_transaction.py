@@ -26,8 +26,9 @@ def target(tmp_path, monkeypatch):
 def made_dirs(before: dict, after: dict) -> list[str]:
     """What differs between two digests, when it is only directories apply made."""
     diff = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    return [k for k in diff if not (after.get(k, "").startswith("dir:") and k not in before
-                                    and owned.may_make_dir("/" + k))]
+    return [
+        k for k in diff if not (after.get(k, "").startswith("dir:") and k not in before and owned.may_make_dir("/" + k))
+    ]
 
 
 def test_apply_twice_changes_nothing_and_remove_restores_every_file(target):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import (FAKE_KVER, Part, loop_device, make_disk_image, make_fake_target, run_cli, sh,
-                         tree_digest, udevd)
-from tui.app import Facts, TmpfsRootApp
+from screens.app import TmpfsRootApp
+from tests.infra import FAKE_KVER, Part, loop_device, make_disk_image, make_fake_target, run_cli, sh, tree_digest, udevd
 from tui.devices import BlockDevice
+from tui.engine import Facts
 
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 
@@ -28,8 +28,20 @@ def make_volume_content(where: Path) -> Path:
     (tree / "etc/hostname").write_text("tmpfs-root-test\n")
     (tree / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n')
     (where / "images").mkdir(parents=True, exist_ok=True)
-    sh("tar", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", tree / "etc",
-       "-caf", where / "images/rootfs.tar.zst", "hostname", "os-release")
+    sh(
+        "tar",
+        "--sort=name",
+        "--mtime=@0",
+        "--owner=0",
+        "--group=0",
+        "--numeric-owner",
+        "-C",
+        tree / "etc",
+        "-caf",
+        where / "images/rootfs.tar.zst",
+        "hostname",
+        "os-release",
+    )
     shutil.rmtree(tree)
     (where / "images/notes.txt").write_text("not an archive\n")
     return where
@@ -59,8 +71,11 @@ async def test_the_whole_flow_on_a_loop_device_reaches_a_dry_run_apply(tmp_path)
     """Real devices: a disk image with an ext4 partition holding an image, not mounted, so
     the Image step mounts it read-only for a look; the target is a directory; dry run."""
     target = make_fake_target(tmp_path / "target")
-    make_disk_image(tmp_path / "disk.img", [Part(64, fs="ext4", label="TUIIMG",
-                                                 content=make_volume_content(tmp_path / "vol"))], tmp_path)
+    make_disk_image(
+        tmp_path / "disk.img",
+        [Part(64, fs="ext4", label="TUIIMG", content=make_volume_content(tmp_path / "vol"))],
+        tmp_path,
+    )
     with loop_device(tmp_path / "disk.img") as dev, udevd():
         app = TmpfsRootApp(str(target), dry_run=True)
         app.facts.watch = False
@@ -99,8 +114,9 @@ async def test_the_whole_flow_on_a_loop_device_reaches_a_dry_run_apply(tmp_path)
             assert type(app.screen).__name__ == "ApplyScreen"
             result = str(app.screen.query_one("#result").render())
             assert "Dry run complete" in result and f"grub-reboot tmpfs-root-{FAKE_KVER}" in result
-        assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                    if "tmpfs-root-source." in line]  # the look-only mount is gone
+        assert not [
+            line for line in Path("/proc/self/mountinfo").read_text().splitlines() if "tmpfs-root-source." in line
+        ]  # the look-only mount is gone
     assert app.plan.source == f"UUID={device.uuid}" and app.plan.boot == "once"
     assert tree_digest(target) == tree_digest(make_fake_target(tmp_path / "pristine"))
 
@@ -117,11 +133,29 @@ def fixed():
     vol = make_volume_content(SNAP_ROOT / "vol")
     devices = [
         BlockDevice("vda", "/dev/vda", "disk", 20 << 30, devnum="254:0", model="QEMU HARDDISK"),
-        BlockDevice("vda1", "/dev/vda1", "part", 19 << 30, devnum="254:1", fstype="ext4", label="IMGVOL",
-                    uuid="0a1b2c3d-1111-2222-3333-444455556666", partuuid="6f1c0001-01",
-                    mountpoints=[str(vol)], parent="vda"),
-        BlockDevice("vdb", "/dev/vdb", "disk", 8 << 30, devnum="254:16", fstype="ext4", label="IMGVOL",
-                    uuid="9e8d7c6b-aaaa-bbbb-cccc-ddddeeeeffff"),
+        BlockDevice(
+            "vda1",
+            "/dev/vda1",
+            "part",
+            19 << 30,
+            devnum="254:1",
+            fstype="ext4",
+            label="IMGVOL",
+            uuid="0a1b2c3d-1111-2222-3333-444455556666",
+            partuuid="6f1c0001-01",
+            mountpoints=[str(vol)],
+            parent="vda",
+        ),
+        BlockDevice(
+            "vdb",
+            "/dev/vdb",
+            "disk",
+            8 << 30,
+            devnum="254:16",
+            fstype="ext4",
+            label="IMGVOL",
+            uuid="9e8d7c6b-aaaa-bbbb-cccc-ddddeeeeffff",
+        ),
     ]
     facts = Facts(devices, 8 << 30, 0, 900 << 20, watch=False)
     yield target, facts
@@ -191,6 +225,7 @@ def test_snapshot_of_every_screen(fixed, snap_compare, step, size):
         if stop != "SourceScreen":
             await pick_image(pilot)
         await walk_to(pilot, stop)
+
     assert snap_compare(app_for(fixed), terminal_size=SIZES[size], run_before=run_before)
 
 
@@ -210,8 +245,9 @@ async def test_errors_show_beside_the_field_in_the_clis_words(fixed):
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert type(app.screen).__name__ == "SizeScreen"  # Next refused
-    cli = run_cli("plan", f"--root={target}", f"--source={app.plan.source}", "--image=images/rootfs.tar.zst",
-                  "--size=3Q")
+    cli = run_cli(
+        "plan", f"--root={target}", f"--source={app.plan.source}", "--image=images/rootfs.tar.zst", "--size=3Q"
+    )
     line = [x for x in cli.stderr.splitlines() if "--size" in x][0].removeprefix("tmpfs-root: ")
     assert shown.replace("\n", " ") == line
 
@@ -235,7 +271,8 @@ async def test_escape_goes_back_and_keeps_what_was_chosen(fixed):
 
 
 async def test_ambiguous_labels_are_flagged(fixed):
-    from screens.source import identifier_choices
+    from tui.devices import identifier_choices
+
     _, facts = fixed
     labels = dict((v, k) for k, v in identifier_choices(facts.devices[1], facts.devices))
     assert "(recommended)" in labels["UUID=0a1b2c3d-1111-2222-3333-444455556666"]
@@ -302,25 +339,38 @@ def test_a_user_in_tmux_converts_a_target_in_a_dry_run(tmp_path):
     target = make_fake_target(tmp_path / "target")
     session = f"tmpfs-root-test-{tmp_path.name}"
     repo = Path(__file__).resolve().parent.parent
-    sh("tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
-       f"cd {repo} && python3 -m tui --root {target} --dry-run; sleep 60")
+    sh(
+        "tmux",
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        f"cd {repo} && python3 -m tui --root {target} --dry-run; sleep 60",
+    )
 
     def screen() -> str:
         return sh("tmux", "capture-pane", "-p", "-t", session).stdout
 
     def keys(*k: str) -> None:
         import time
+
         for key in k:  # one key per call: Escape must go alone, or it arrives as Alt+key
             sh("tmux", "send-keys", "-t", session, key)
             time.sleep(0.4)
 
     def type_(text: str) -> None:
         import time
+
         sh("tmux", "send-keys", "-t", session, "-l", text)
         time.sleep(0.4)
 
     def wait_for(text: str, timeout: float = 20) -> str:
         import time
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             shown = screen()
@@ -441,8 +491,7 @@ async def test_damaged_state_shows_on_the_overview_instead_of_crashing(fixed, da
         state.symlink_to("/etc")
     else:
         state.mkdir(parents=True)
-        (state / "state.json").write_text("{not json" if damage == "not-json" else
-                                          '{"version": "[/][bold]x"}')
+        (state / "state.json").write_text("{not json" if damage == "not-json" else '{"version": "[/][bold]x"}')
     app = app_for(fixed)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()

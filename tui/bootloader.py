@@ -71,8 +71,7 @@ class Bootloader:
         return "no GRUB found"
 
     def to_json(self) -> dict:
-        return {"style": self.style, "config": self.config, "grubenv": self.grubenv,
-                "tools": self.prefix}
+        return {"style": self.style, "config": self.config, "grubenv": self.grubenv, "tools": self.prefix}
 
 
 def detect(host: Host) -> Bootloader:
@@ -118,7 +117,7 @@ def _default_grub(host: Host) -> dict[str, str]:
 def supports_dropins(host: Host, bl: Bootloader) -> bool:
     """Whether the target's grub-mkconfig reads /etc/default/grub.d/*.cfg (Debian, Ubuntu)."""
     mkconfig = host.which(bl.tool("mkconfig"))
-    return bool(mkconfig) and "default/grub.d" in host.read_text(mkconfig)  # ${sysconfdir}/default/grub.d
+    return mkconfig is not None and "default/grub.d" in host.read_text(mkconfig)  # ${sysconfdir}/default/grub.d
 
 
 # ------------------------------------------------------------ grubenv
@@ -160,8 +159,7 @@ def check_once(host: Host, bl: Bootloader) -> str | None:
     if probe is None:
         return None
     fs = host.run([bl.tool("probe"), "--target=fs", bl.grub_dir], query=True, check=False)
-    abstraction = host.run([bl.tool("probe"), "--target=abstraction", bl.grub_dir],
-                           query=True, check=False)
+    abstraction = host.run([bl.tool("probe"), "--target=abstraction", bl.grub_dir], query=True, check=False)
     if fs.returncode != 0:
         return None  # cannot tell (a directory target without a device): grub-reboot will say
     reason = once_refusal(fs.output, abstraction.output if abstraction.returncode == 0 else "")
@@ -170,9 +168,11 @@ def check_once(host: Host, bl: Bootloader) -> str | None:
 
 # -------------------------------------------------------------- grub.d style
 def grub_env(title: str, cmdline: list[str]) -> str:
-    return ("# Written by tmpfs-root; read by /etc/grub.d/42_tmpfs-root.\n"
-            f"TMPFS_ROOT_TITLE={shlex.quote(title)}\n"
-            f"TMPFS_ROOT_CMDLINE={shlex.quote(' '.join(cmdline))}\n")
+    return (
+        "# Written by tmpfs-root; read by /etc/grub.d/42_tmpfs-root.\n"
+        f"TMPFS_ROOT_TITLE={shlex.quote(title)}\n"
+        f"TMPFS_ROOT_CMDLINE={shlex.quote(' '.join(cmdline))}\n"
+    )
 
 
 # -------------------------------------------------------------- BLS style
@@ -196,14 +196,16 @@ def bls_prefix(host: Host) -> str:
 
 def bls_entry(title: str, kver: str, cmdline: list[str], prefix: str) -> str:
     """A BLS entry; the kernel hook writes the very same text (tested)."""
-    return (f"title {title} ({kver})\n"
-            f"version {kver}\n"
-            f"linux {prefix}vmlinuz-{kver}\n"
-            f"initrd {prefix}initrd-tmpfs-root-{kver}.img\n"
-            f"options {' '.join(cmdline)}\n"
-            "grub_users $grub_users\n"
-            "grub_arg --unrestricted\n"
-            "grub_class kernel\n")
+    return (
+        f"title {title} ({kver})\n"
+        f"version {kver}\n"
+        f"linux {prefix}vmlinuz-{kver}\n"
+        f"initrd {prefix}initrd-tmpfs-root-{kver}.img\n"
+        f"options {' '.join(cmdline)}\n"
+        "grub_users $grub_users\n"
+        "grub_arg --unrestricted\n"
+        "grub_class kernel\n"
+    )
 
 
 def parse_bls(text: str) -> dict[str, str]:
@@ -216,14 +218,17 @@ def parse_bls(text: str) -> dict[str, str]:
 
 
 def our_bls_entries(host: Host) -> list[str]:
-    return [f"{BLS_DIR}/{n}" for n in host.listdir(BLS_DIR)
-            if n.startswith(ENTRY_PREFIX) and n.endswith(".conf")
-            and KVER_RE.fullmatch(n[len(ENTRY_PREFIX):-len(".conf")])]
+    return [
+        f"{BLS_DIR}/{n}"
+        for n in host.listdir(BLS_DIR)
+        if n.startswith(ENTRY_PREFIX)
+        and n.endswith(".conf")
+        and KVER_RE.fullmatch(n[len(ENTRY_PREFIX) : -len(".conf")])
+    ]
 
 
 # -------------------------------------------------------------------- writing
-def write_entries(host: Host, bl: Bootloader, title: str, cmdline: list[str], kernels: list[str],
-                  boot: str) -> bool:
+def write_entries(host: Host, bl: Bootloader, title: str, cmdline: list[str], kernels: list[str], boot: str) -> bool:
     """Write our entry files (not the generated configuration); returns whether any changed."""
     changed = False
     if bl.style == "bls":
@@ -241,8 +246,10 @@ def write_entries(host: Host, bl: Bootloader, title: str, cmdline: list[str], ke
         reason = check_default(host, bl)
         if reason:
             raise BootloaderError(f"--boot 'default': {reason}")
-        changed |= host.write_file(DEFAULT_DROPIN, "# Written by tmpfs-root (--boot default); "
-                                                   "`tmpfs-root remove` deletes it.\nGRUB_DEFAULT=saved\n")
+        changed |= host.write_file(
+            DEFAULT_DROPIN,
+            "# Written by tmpfs-root (--boot default); `tmpfs-root remove` deletes it.\nGRUB_DEFAULT=saved\n",
+        )
     elif boot != "default":
         changed |= host.remove(DEFAULT_DROPIN)
     return changed
@@ -255,8 +262,10 @@ def needs_default_dropin(host: Host) -> bool:
 def check_default(host: Host, bl: Bootloader) -> str | None:
     """Why ``--boot default`` cannot work on this target, or None."""
     if bl.style == "grub" and needs_default_dropin(host) and not supports_dropins(host, bl):
-        return ("GRUB_DEFAULT is not 'saved' in /etc/default/grub and this GRUB reads no drop-ins; "
-                "set GRUB_DEFAULT=saved there; accepted here: once, or menu")
+        return (
+            "GRUB_DEFAULT is not 'saved' in /etc/default/grub and this GRUB reads no drop-ins; "
+            "set GRUB_DEFAULT=saved there; accepted here: once, or menu"
+        )
     if bl.style == "bls" and _default_grub(host).get("GRUB_DEFAULT") != "saved":
         return "GRUB_DEFAULT is not 'saved' in /etc/default/grub; set it there; accepted here: once, or menu"
     return None
@@ -308,8 +317,9 @@ def set_default(host: Host, bl: Bootloader, kver: str, on_line: LineCallback | N
     host.run([bl.tool("set-default"), entry_id(kver)], on_line=on_line)
 
 
-def clear_boot_modes(host: Host, bl: Bootloader, default_before: str | None,
-                     on_line: LineCallback | None = None) -> None:
+def clear_boot_modes(
+    host: Host, bl: Bootloader, default_before: str | None, on_line: LineCallback | None = None
+) -> None:
     """Undo our boot-once and saved default, if they still point at our entries."""
     env = grubenv(host, bl)
     if env.get("next_entry", "").startswith(ENTRY_PREFIX):

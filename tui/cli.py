@@ -13,10 +13,13 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tui import __version__
 from tui.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BadInput, TmpfsRootError, shown
+
+if TYPE_CHECKING:
+    from tui.engine import Engine, Event, Preview
 
 #: Bad input: one line, exit 2 (the engine's BadInput, named for the command line).
 UsageError = BadInput
@@ -25,7 +28,7 @@ UsageError = BadInput
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error on one line, not a usage block."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
@@ -55,8 +58,10 @@ exit status: 0 applied (or nothing to change), 1 a step failed (everything was r
 """
 
 
-ROOT_HELP = ("the target system: / for this one (default), or a directory holding a system, "
-             "e.g. a mounted disk (--root /mnt/target); the same before or after the command")
+ROOT_HELP = (
+    "the target system: / for this one (default), or a directory holding a system, "
+    "e.g. a mounted disk (--root /mnt/target); the same before or after the command"
+)
 
 
 def _add_root(p: argparse.ArgumentParser) -> None:
@@ -72,130 +77,190 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tmpfs-root",
         description="Boot this host with its root filesystem unpacked into RAM (tmpfs): pick a "
-                    "volume holding a root-filesystem archive, and tmpfs-root writes a dracut "
-                    "module, builds a separate initramfs and adds a GRUB entry that boots it. "
-                    "Without a command, the interactive TUI opens.",
+        "volume holding a root-filesystem archive, and tmpfs-root writes a dracut "
+        "module, builds a separate initramfs and adds a GRUB entry that boots it. "
+        "Without a command, the interactive TUI opens.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n  devices   list the block devices that can hold the image\n"
-               "  plan      show (and check) what a conversion would do, writing nothing\n"
-               "  apply     convert: install the module, build the initramfs, add the boot entry\n"
-               "  status    what is installed, and whether it still matches what apply wrote\n"
-               "  remove    undo apply: every file the tool did not create is as before\n"
-               "  image     create an image from this system, or inspect one\n\n"
-               "run `tmpfs-root COMMAND --help` for a command's options and examples.")
+        "  plan      show (and check) what a conversion would do, writing nothing\n"
+        "  apply     convert: install the module, build the initramfs, add the boot entry\n"
+        "  status    what is installed, and whether it still matches what apply wrote\n"
+        "  remove    undo apply: every file the tool did not create is as before\n"
+        "  image     create an image from this system, or inspect one\n\n"
+        "run `tmpfs-root COMMAND --help` for a command's options and examples.",
+    )
     parser.add_argument("--version", action="version", version=f"tmpfs-root {__version__}")
     parser.add_argument("--root", metavar="DIR", dest="root_global", default=None, help=ROOT_HELP)
-    parser.add_argument("--dry-run", dest="dry_run_global", action="store_true",
-                        help="write nothing: the TUI walks the whole flow and shows what Apply would "
-                             "do; apply, remove and image create show what they would do (the same "
-                             "before or after the command)")
+    parser.add_argument(
+        "--dry-run",
+        dest="dry_run_global",
+        action="store_true",
+        help="write nothing: the TUI walks the whole flow and shows what Apply would "
+        "do; apply, remove and image create show what they would do (the same "
+        "before or after the command)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("devices", help="list block devices that can hold the image",
-                       description="List the block devices (disks, partitions, LVM volumes, RAID, "
-                                   "loop devices) with their filesystem, LABEL, UUID, PARTUUID, "
-                                   "PARTLABEL, mountpoints and the identifier recommended for "
-                                   "root=tmpfs:<source>.",
-                       epilog="examples:\n  tmpfs-root devices\n  tmpfs-root devices --json | jq .",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "devices",
+        help="list block devices that can hold the image",
+        description="List the block devices (disks, partitions, LVM volumes, RAID, "
+        "loop devices) with their filesystem, LABEL, UUID, PARTUUID, "
+        "PARTLABEL, mountpoints and the identifier recommended for "
+        "root=tmpfs:<source>.",
+        epilog="examples:\n  tmpfs-root devices\n  tmpfs-root devices --json | jq .",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_root(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--all", action="store_true",
-                   help="also list devices without a filesystem (whole disks, LVM PVs, swap)")
+    p.add_argument(
+        "--all", action="store_true", help="also list devices without a filesystem (whole disks, LVM PVs, swap)"
+    )
 
-    p = sub.add_parser("plan", help="show what a conversion would do (writes nothing)",
-                       description="Check a conversion and show the kernel command line, every "
-                                   "file it would write and every command it would run. Nothing "
-                                   "is written (except the plan itself with --save).",
-                       epilog=EPILOG_PLAN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "plan",
+        help="show what a conversion would do (writes nothing)",
+        description="Check a conversion and show the kernel command line, every "
+        "file it would write and every command it would run. Nothing "
+        "is written (except the plan itself with --save).",
+        epilog=EPILOG_PLAN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_root(p)
     add_plan_options(p)
-    p.add_argument("--save", metavar="FILE", help="save the plan as TOML (only when it is valid), "
-                                                  "e.g. --save /root/tmpfs-root.toml")
+    p.add_argument(
+        "--save",
+        metavar="FILE",
+        help="save the plan as TOML (only when it is valid), e.g. --save /root/tmpfs-root.toml",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
 
-    p = sub.add_parser("apply", help="convert the target: module, initramfs, boot entry",
-                       description="Check the plan, show it and ask, then: install the dracut module, "
-                                   "build a separate initramfs per kernel (the distro's own is not "
-                                   "touched), install kernel hooks (new kernels get theirs), write the "
-                                   "boot entry, regenerate the GRUB configuration (checked with "
-                                   "grub-script-check before it replaces the old one), set the boot "
-                                   "mode, and record the state in /etc/tmpfs-root. If any step fails, "
-                                   "every step before it is undone. Applying the same plan again "
-                                   "changes nothing; a changed plan updates the setup in place.",
-                       epilog=EPILOG_APPLY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "apply",
+        help="convert the target: module, initramfs, boot entry",
+        description="Check the plan, show it and ask, then: install the dracut module, "
+        "build a separate initramfs per kernel (the distro's own is not "
+        "touched), install kernel hooks (new kernels get theirs), write the "
+        "boot entry, regenerate the GRUB configuration (checked with "
+        "grub-script-check before it replaces the old one), set the boot "
+        "mode, and record the state in /etc/tmpfs-root. If any step fails, "
+        "every step before it is undone. Applying the same plan again "
+        "changes nothing; a changed plan updates the setup in place.",
+        epilog=EPILOG_APPLY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_root(p)
     add_plan_options(p)
-    p.add_argument("--yes", "-y", action="store_true",
-                   help="do not ask for confirmation (needed when there is no terminal)")
+    p.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask for confirmation (needed when there is no terminal)"
+    )
     _add_dry_run(p, "show what apply would do and write nothing")
-    p.add_argument("--verbose", "-v", action="store_true",
-                   help="print the full output of dracut and grub-mkconfig")
+    p.add_argument("--verbose", "-v", action="store_true", help="print the full output of dracut and grub-mkconfig")
 
-    p = sub.add_parser("status", help="what is installed, and is it intact",
-                       description="Show the installed setup: the boot mode and entry, each kernel's "
-                                   "initramfs (missing, older than its kernel, built by another module "
-                                   "version), whether every file still matches what apply wrote, and "
-                                   "whether a boot-once is pending. Exit status: 0 intact or not "
-                                   "installed, 1 something needs attention.",
-                       epilog="examples:\n  tmpfs-root status\n  tmpfs-root status --root /mnt/target --json",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "status",
+        help="what is installed, and is it intact",
+        description="Show the installed setup: the boot mode and entry, each kernel's "
+        "initramfs (missing, older than its kernel, built by another module "
+        "version), whether every file still matches what apply wrote, and "
+        "whether a boot-once is pending. Exit status: 0 intact or not "
+        "installed, 1 something needs attention.",
+        epilog="examples:\n  tmpfs-root status\n  tmpfs-root status --root /mnt/target --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_root(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = sub.add_parser("remove", help="undo apply",
-                       description="Remove the boot entry, the kernel hooks, the tmpfs-root initramfs "
-                                   "images, the dracut module and the state, clear a pending boot-once "
-                                   "(and restore the previous default entry), then regenerate the GRUB "
-                                   "configuration. Everything the tool did not create is as before apply.",
-                       epilog="examples:\n  tmpfs-root remove\n  tmpfs-root remove --root /mnt/target --yes",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "remove",
+        help="undo apply",
+        description="Remove the boot entry, the kernel hooks, the tmpfs-root initramfs "
+        "images, the dracut module and the state, clear a pending boot-once "
+        "(and restore the previous default entry), then regenerate the GRUB "
+        "configuration. Everything the tool did not create is as before apply.",
+        epilog="examples:\n  tmpfs-root remove\n  tmpfs-root remove --root /mnt/target --yes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_root(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     _add_dry_run(p, "show what remove would do and write nothing")
     p.add_argument("--verbose", "-v", action="store_true", help="print the full output of grub-mkconfig")
 
-    p = sub.add_parser("image", help="create or inspect root images",
-                       description="Root images: pack a root filesystem into an archive that boots "
-                                   "on a tmpfs root, or inspect an archive.")
+    p = sub.add_parser(
+        "image",
+        help="create or inspect root images",
+        description="Root images: pack a root filesystem into an archive that boots "
+        "on a tmpfs root, or inspect an archive.",
+    )
     isub = p.add_subparsers(dest="image_command", metavar="ACTION", parser_class=_Parser, required=True)
-    c = isub.add_parser("create", help="pack a running or mounted root into an image",
-                        description="Pack a root filesystem (/ or a mounted root) into an archive: "
-                                    "numeric owners, modes, hard links, sparse files, xattrs, ACLs, "
-                                    "SELinux labels and file capabilities are kept; /proc, /sys, /dev, "
-                                    "/run and /tmp contents, swap files, the output and its folder are "
-                                    "not packed. The image's /etc/fstab (not the host's) has its / "
-                                    "entry and the images volume's entry commented out. Written under "
-                                    "a temporary name, renamed at the end, with FILE.sha256 beside it.",
-                        epilog="examples:\n"
-                               "  tmpfs-root image create --from / --output /srv/images/rootfs.tar.zst\n"
-                               "  tmpfs-root image create --from /mnt/target --output root.tar.gz --format gz "
-                               "--exclude /var/cache/apt/archives/*.deb\n"
-                               "  tmpfs-root image create --from / --output /srv/images/r.tar.zst --with-mount /home",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("--from", dest="source", metavar="DIR", required=True,
-                   help="the root to pack: / for this system, or a mounted root (e.g. /mnt/target)")
-    c.add_argument("--output", metavar="FILE", required=True, help="the archive to write, e.g. "
-                                                                  "/srv/images/rootfs.tar.zst")
-    c.add_argument("--format", default=None, metavar="FMT",
-                   help="zst (default: unpacks about 3x faster than gz at a smaller size), gz, xz, lz4, tar")
-    c.add_argument("--level", type=int, default=None, metavar="N",
-                   help="compression level (zst 1-19, default 3; gz 1-9, 6; xz 0-9, 6; lz4 1-12, 1)")
-    c.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="leave out what matches, repeatable; /path anchors at the root "
-                        "(e.g. --exclude '/var/cache/apt/archives/*.deb')")
-    c.add_argument("--with-mount", action="append", default=[], metavar="PATH",
-                   help="also pack a separate filesystem mounted below the root (/usr and /var "
-                        "always are), e.g. --with-mount /home")
+    c = isub.add_parser(
+        "create",
+        help="pack a running or mounted root into an image",
+        description="Pack a root filesystem (/ or a mounted root) into an archive: "
+        "numeric owners, modes, hard links, sparse files, xattrs, ACLs, "
+        "SELinux labels and file capabilities are kept; /proc, /sys, /dev, "
+        "/run and /tmp contents, swap files, the output and its folder are "
+        "not packed. The image's /etc/fstab (not the host's) has its / "
+        "entry and the images volume's entry commented out. Written under "
+        "a temporary name, renamed at the end, with FILE.sha256 beside it.",
+        epilog="examples:\n"
+        "  tmpfs-root image create --from / --output /srv/images/rootfs.tar.zst\n"
+        "  tmpfs-root image create --from /mnt/target --output root.tar.gz --format gz "
+        "--exclude /var/cache/apt/archives/*.deb\n"
+        "  tmpfs-root image create --from / --output /srv/images/r.tar.zst --with-mount /home",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument(
+        "--from",
+        dest="source",
+        metavar="DIR",
+        required=True,
+        help="the root to pack: / for this system, or a mounted root (e.g. /mnt/target)",
+    )
+    c.add_argument(
+        "--output", metavar="FILE", required=True, help="the archive to write, e.g. /srv/images/rootfs.tar.zst"
+    )
+    c.add_argument(
+        "--format",
+        default=None,
+        metavar="FMT",
+        help="zst (default: unpacks about 3x faster than gz at a smaller size), gz, xz, lz4, tar",
+    )
+    c.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        metavar="N",
+        help="compression level (zst 1-19, default 3; gz 1-9, 6; xz 0-9, 6; lz4 1-12, 1)",
+    )
+    c.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out what matches, repeatable; /path anchors at the root "
+        "(e.g. --exclude '/var/cache/apt/archives/*.deb')",
+    )
+    c.add_argument(
+        "--with-mount",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also pack a separate filesystem mounted below the root (/usr and /var "
+        "always are), e.g. --with-mount /home",
+    )
     c.add_argument("--yes", action="store_true", help="replace FILE if it exists")
     _add_dry_run(c, "show what would be packed (folders, mounts left out, size) and write nothing")
-    i = isub.add_parser("inspect", help="format, sizes, file count and recommended tmpfs size",
-                        description="Read an image once (streaming, nothing written): format by magic "
-                                    "bytes, compressed and uncompressed size, file count, the tmpfs size "
-                                    "the boot would choose, and its sha256 with --sha256.",
-                        epilog="examples:\n  tmpfs-root image inspect /srv/images/rootfs.tar.zst\n"
-                               "  tmpfs-root image inspect rootfs.tar.zst --sha256 --json",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    i = isub.add_parser(
+        "inspect",
+        help="format, sizes, file count and recommended tmpfs size",
+        description="Read an image once (streaming, nothing written): format by magic "
+        "bytes, compressed and uncompressed size, file count, the tmpfs size "
+        "the boot would choose, and its sha256 with --sha256.",
+        epilog="examples:\n  tmpfs-root image inspect /srv/images/rootfs.tar.zst\n"
+        "  tmpfs-root image inspect rootfs.tar.zst --sha256 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     i.add_argument("file", metavar="FILE", help="the archive to inspect")
     i.add_argument("--sha256", action="store_true", help="also compute its sha256 (for --sha256 of plan)")
     i.add_argument("--json", action="store_true", help="print one JSON object")
@@ -205,63 +270,77 @@ def build_parser() -> argparse.ArgumentParser:
 def add_plan_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("plan")
     g.add_argument("--plan", metavar="FILE", help="load a saved plan (TOML) instead of the options below")
-    g.add_argument("--source", metavar="SRC",
-                   help="the volume holding the image: /dev/vda1, LABEL=IMGVOL, UUID=…, PARTUUID=…, "
-                        "PARTLABEL=…, /dev/mapper/vg-lv, or nfs:server:/export[,opts] / nfs4:…")
-    g.add_argument("--image", metavar="PATH",
-                   help="archive path relative to the source's root, e.g. images/rootfs.tar.zst")
-    g.add_argument("--size", metavar="SIZE",
-                   help="tmpfs size as tmpfs takes it: 2G, 1536m, 50%% (default: decided at boot "
-                        "from the image's size and the RAM)")
-    g.add_argument("--kernel", metavar="KVER", action="append", dest="kernels",
-                   help="kernel version to build for, repeatable (default: the running kernel if "
-                        "installed in the target, else the newest), e.g. --kernel 6.1.0-50-amd64")
-    g.add_argument("--title", metavar="T", help="boot entry title (default: the OS name + "
-                                                 "'root in RAM (tmpfs-root)')")
-    g.add_argument("--boot", metavar="MODE",
-                   help="once (default): boot the entry on the next reboot only, falling back to "
-                        "the normal entry on failure; menu: only add the entry; default: make it "
-                        "the default entry")
-    g.add_argument("--append", metavar="ARGS", default=None,
-                   help="extra kernel arguments, e.g. --append 'console=ttyS0 quiet'")
-    g.add_argument("--ip", metavar="CONF", dest="network",
-                   help="network for an NFS source (kernel ip=): dhcp (default) or "
-                        "client:server:gw:netmask:host:iface:none")
+    g.add_argument(
+        "--source",
+        metavar="SRC",
+        help="the volume holding the image: /dev/vda1, LABEL=IMGVOL, UUID=…, PARTUUID=…, "
+        "PARTLABEL=…, /dev/mapper/vg-lv, or nfs:server:/export[,opts] / nfs4:…",
+    )
+    g.add_argument(
+        "--image", metavar="PATH", help="archive path relative to the source's root, e.g. images/rootfs.tar.zst"
+    )
+    g.add_argument(
+        "--size",
+        metavar="SIZE",
+        help="tmpfs size as tmpfs takes it: 2G, 1536m, 50%% (default: decided at boot "
+        "from the image's size and the RAM)",
+    )
+    g.add_argument(
+        "--kernel",
+        metavar="KVER",
+        action="append",
+        dest="kernels",
+        help="kernel version to build for, repeatable (default: the running kernel if "
+        "installed in the target, else the newest), e.g. --kernel 6.1.0-50-amd64",
+    )
+    g.add_argument("--title", metavar="T", help="boot entry title (default: the OS name + 'root in RAM (tmpfs-root)')")
+    g.add_argument(
+        "--boot",
+        metavar="MODE",
+        help="once (default): boot the entry on the next reboot only, falling back to "
+        "the normal entry on failure; menu: only add the entry; default: make it "
+        "the default entry",
+    )
+    g.add_argument(
+        "--append", metavar="ARGS", default=None, help="extra kernel arguments, e.g. --append 'console=ttyS0 quiet'"
+    )
+    g.add_argument(
+        "--ip",
+        metavar="CONF",
+        dest="network",
+        help="network for an NFS source (kernel ip=): dhcp (default) or client:server:gw:netmask:host:iface:none",
+    )
     g.add_argument("--sha256", metavar="HEX", help="refuse to boot unless the image has this sha256")
-    g.add_argument("--tmpfs-opts", metavar="OPTS",
-                   help="extra tmpfs options, e.g. mpol=interleave,huge=within_size")
-    g.add_argument("--no-hostonly", dest="hostonly", action="store_false", default=None,
-                   help="build a generic initramfs (dracut -N) instead of a host-only one")
+    g.add_argument("--tmpfs-opts", metavar="OPTS", help="extra tmpfs options, e.g. mpol=interleave,huge=within_size")
+    g.add_argument(
+        "--no-hostonly",
+        dest="hostonly",
+        action="store_false",
+        default=None,
+        help="build a generic initramfs (dracut -N) instead of a host-only one",
+    )
 
 
-def plan_from_args(args) -> "Plan":
-    from tui.plan import Plan, PlanError
+PLAN_FIELDS = (
+    "source",
+    "image",
+    "size",
+    "kernels",
+    "title",
+    "boot",
+    "append",
+    "network",
+    "sha256",
+    "tmpfs_opts",
+    "hostonly",
+)
 
-    given = {k: getattr(args, k) for k in ("source", "image", "size", "kernels", "title", "boot",
-                                           "append", "network", "sha256", "tmpfs_opts", "hostonly")}
+
+def plan_from_args(args, engine: Engine) -> None:
+    """The engine's plan from --plan FILE (if given) and the plan options, which win."""
     if args.plan is not None:
-        from tui.safefile import SMALL_LIMIT, decode_text, read_regular
-
-        where = f"--plan {shown(args.plan)}"
-        try:
-            if not args.plan:
-                raise OSError(0, "is empty; accepted: the path of a plan file")
-            text = decode_text(read_regular(args.plan, SMALL_LIMIT))
-        except OSError as e:
-            raise UsageError(f"{where}: cannot be read ({e.strerror})") from None
-        try:
-            plan = Plan.from_toml(text, origin=where)
-        except PlanError as e:
-            raise UsageError(str(e)) from None
-        for key, value in given.items():  # options given beside --plan override it
-            if value is not None:
-                setattr(plan, key, value)
-        return plan
-    plan = Plan()
-    for key, value in given.items():
-        if value is not None:
-            setattr(plan, key, value)
-    return plan
+        engine.load_plan(args.plan)
+    engine.edit(**{k: getattr(args, k) for k in PLAN_FIELDS if getattr(args, k) is not None})
 
 
 def _merge_globals(args) -> None:
@@ -269,36 +348,29 @@ def _merge_globals(args) -> None:
     values are refused (never one silently winning)."""
     before, after = args.root_global, getattr(args, "root_cmd", None)
     if args.command == "image" and (before or after):
-        raise UsageError("--root: image commands work on paths of this machine; accepted: "
-                         "--from DIR for create, FILE for inspect")
+        raise UsageError(
+            "--root: image commands work on paths of this machine; accepted: --from DIR for create, FILE for inspect"
+        )
     for value in (before, after):
         if value is not None and (not value or "\0" in value):
-            raise UsageError(f"--root {shown(value)}: accepted: a directory holding a "
-                             "system, or / for this one")
+            raise UsageError(f"--root {shown(value)}: accepted: a directory holding a system, or / for this one")
     if before and after and os.path.realpath(before) != os.path.realpath(after):
-        raise UsageError(f"--root given twice, {shown(before)} before the command and "
-                         f"{shown(after)} after it; accepted: one target")
+        raise UsageError(
+            f"--root given twice, {shown(before)} before the command and {shown(after)} after it; accepted: one target"
+        )
     args.root = after or before or "/"
     args.dry_run = args.dry_run_global or getattr(args, "dry_run_cmd", False)
 
 
-def _host(args, dry_run: bool = False):
-    from tui.host import make_host
+def _engine(args, dry_run: bool = False) -> Engine:
+    from tui.engine import Engine
 
     root = args.root
     if not os.path.isdir(root):
-        raise UsageError(f"--root {shown(root)}: is not a directory; accepted: a directory "
-                         "holding a system, or / for this one")
-    return make_host(root, dry_run=dry_run)
-
-
-def _discover():
-    from tui.devices import discover
-
-    try:
-        return discover(), None
-    except Exception as e:  # pyudev may be unusable (no /sys in a container)
-        return None, f"warning: devices: cannot list block devices ({e}); source not checked"
+        raise UsageError(
+            f"--root {shown(root)}: is not a directory; accepted: a directory holding a system, or / for this one"
+        )
+    return Engine(root, dry_run=dry_run)
 
 
 # ------------------------------------------------------------------ commands
@@ -307,25 +379,36 @@ def cmd_devices(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from tui.devices import discover, human_size, recommended_identifier
+    from tui.devices import human_size, recommended_identifier
     from tui.errors import escape
 
-    _host(args)
-    devices = discover()
+    engine = _engine(args)
+    devices = engine.facts.devices
+    if devices is None:
+        say(f"error: devices: {'; '.join(engine.facts.notes)}")
+        return EXIT_FAILED
     listed = devices if args.all else [d for d in devices if d.usable]
     if args.json:
         print(json.dumps([d.to_json(devices) for d in listed], indent=2))
         return EXIT_OK
     console = Console()
     table = Table(title="Block devices that can hold the image" + ("" if not args.all else " (all)"))
-    for col in ("DEVICE", "TYPE", "SIZE", "FS", "LABEL", "UUID", "PARTLABEL", "MOUNTED", "MODEL",
-                "USE AS SOURCE"):
+    for col in ("DEVICE", "TYPE", "SIZE", "FS", "LABEL", "UUID", "PARTLABEL", "MOUNTED", "MODEL", "USE AS SOURCE"):
         table.add_column(col, overflow="fold")
     for d in listed:
         extra = " ".join(d.extra_args())
-        cells = [d.path, d.type, human_size(d.size), d.fstype or "", d.label or "", d.uuid or "",
-                 d.partlabel or "", ", ".join(d.mountpoints), d.model or "",
-                 (recommended_identifier(d, devices) + (f" {extra}" if extra else "")) if d.usable else ""]
+        cells = [
+            d.path,
+            d.type,
+            human_size(d.size),
+            d.fstype or "",
+            d.label or "",
+            d.uuid or "",
+            d.partlabel or "",
+            ", ".join(d.mountpoints),
+            d.model or "",
+            (recommended_identifier(d, devices) + (f" {extra}" if extra else "")) if d.usable else "",
+        ]
         # labels, models and mountpoints come from the devices: shown literally, never as markup
         table.add_row(*(Text(escape(c)) for c in cells))
     if not listed:
@@ -335,97 +418,87 @@ def cmd_devices(args) -> int:
     return EXIT_OK
 
 
-def _validate(plan, host, devices, warning: str | None) -> list:
-    """Every problem of *plan* on *host*, printed one line each on stderr (with the
-    device-listing warning, if any)."""
-    from tui.validation import Context, validate
-
-    problems = validate(plan, Context(host=host, devices=devices))
-    for line in [p.line() for p in problems] + ([warning] if warning else []):
+def _validate(engine: Engine) -> list:
+    """Every problem of the engine's plan, printed one line each on stderr (with what could
+    not be gathered about this machine, as warnings)."""
+    problems = engine.problems()
+    for line in [p.line() for p in problems] + [f"warning: devices: {n}" for n in engine.facts.notes]:
         say(line)
     return problems
 
 
 def cmd_plan(args) -> int:
-    from tui.transaction import record
+    from tui.plan import check_save_path
     from tui.validation import errors
-
-    from tui.plan import check_save_path, save_plan
 
     if args.save is not None:
         check_save_path(args.save)
-    plan = plan_from_args(args)
-    host = _host(args, dry_run=True)
-    devices, warning = _discover()
-    problems = _validate(plan, host, devices, warning)
+    engine = _engine(args, dry_run=True)
+    plan_from_args(args, engine)
+    problems = _validate(engine)
     if errors(problems):
         if args.json:
             print(json.dumps({"valid": False, "problems": [p.to_json() for p in problems]}, indent=2))
         return EXIT_USAGE
-    resolved = record(plan, host, devices)
+    preview = engine.preview()
     if args.save is not None:
-        save_plan(args.save, plan)
+        engine.save_plan(args.save)
     if args.json:
-        print(json.dumps({
-            "valid": True,
-            "cmdline": " ".join(resolved.cmdline),
-            "kernels": resolved.kernels,
-            "title": resolved.title,
-            "initrds": resolved.initrds,
-            "files": [a.to_json() for a in host.written_files()],
-            "commands": [a.argv for a in host.commands()],
-            "problems": [p.to_json() for p in problems],
-            "plan": plan.to_json(),
-        }, indent=2))
+        resolved = preview.resolved
+        assert resolved is not None
+        print(
+            json.dumps(
+                {
+                    "valid": True,
+                    "cmdline": " ".join(resolved.cmdline),
+                    "kernels": resolved.kernels,
+                    "title": resolved.title,
+                    "initrds": resolved.initrds,
+                    "files": [a.to_json() for a in preview.files],
+                    "commands": [a.argv for a in preview.commands],
+                    "problems": [p.to_json() for p in problems],
+                    "plan": engine.plan.to_json(),
+                },
+                indent=2,
+            )
+        )
         return EXIT_OK
-    _print_plan(resolved, host)
+    _print_preview(preview)
     return EXIT_OK
 
 
-def _print_plan(resolved, host) -> None:
+def _print_preview(preview: Preview) -> None:
+    """The command line, the title, and every file and command of a preview."""
     from rich.console import Console
     from rich.text import Text
 
     from tui.errors import escape
 
     console = Console(soft_wrap=True, highlight=False)
-    console.print("[bold]Kernel command line[/bold] (added to each entry):")
-    console.print("  " + " ".join(resolved.cmdline), markup=False)
-    console.print(Text.assemble(("Kernels", "bold"), f": {', '.join(resolved.kernels)}"))
-    console.print(Text.assemble(("Entry title", "bold"), f": {escape(resolved.title)}"))
-    _print_actions(host, console)
-
-
-def _print_actions(host, console=None) -> None:
-    """The files a recording host "wrote" and the commands it "ran"."""
-    from rich.console import Console
-    from rich.text import Text
-
-    from tui.errors import escape
-
-    console = console or Console(soft_wrap=True, highlight=False)
-    console.print(Text.assemble(("Files it would write", "bold"), f" (under {escape(str(host.root))}):"))
-    for action in host.written_files():
-        console.print(f"  {action.kind:6} {action.path}", markup=False, highlight=False)
-    console.print(Text.assemble(("Commands it would run", "bold"),
-                                ("" if host.is_live else f" (chroot {escape(str(host.root))})") + ":"))
-    for action in host.commands():
-        console.print("  " + escape(action.describe()), markup=False, highlight=False)
+    root = escape(str(preview.root))
+    if preview.resolved is not None:
+        console.print("[bold]Kernel command line[/bold] (added to each entry):")
+        console.print("  " + " ".join(preview.resolved.cmdline), markup=False)
+        console.print(Text.assemble(("Kernels", "bold"), f": {', '.join(preview.resolved.kernels)}"))
+        console.print(Text.assemble(("Entry title", "bold"), f": {escape(preview.resolved.title)}"))
+    console.print(Text.assemble(("Files it would write", "bold"), f" (under {root}):"))
+    for action in preview.files:
+        console.print(f"  {action.kind:6} {action.path}", markup=False)
+    console.print(
+        Text.assemble(("Commands it would run", "bold"), ("" if preview.is_live else f" (chroot {root})") + ":")
+    )
+    for action in preview.commands:
+        console.print("  " + escape(action.describe()), markup=False)
 
 
 def cmd_tui(args) -> int:
-    try:
-        from tui.app import run_app
-    except ImportError:
-        print("tmpfs-root: the interactive TUI is not built yet; use the commands instead "
-              "(tmpfs-root --help)", file=sys.stderr)
-        return EXIT_FAILED
+    from screens.app import run_app
+
     return run_app(root=args.root, dry_run=args.dry_run)
 
 
 def _progress_bar(console, label: str, unit_files: bool):
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     columns = [TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
     if unit_files:
@@ -437,25 +510,28 @@ def _progress_bar(console, label: str, unit_files: bool):
 def cmd_image(args) -> int:
     from rich.console import Console
 
+    from tui.engine import Engine
+
     console = Console(stderr=True, highlight=False)
+    engine = Engine("/")
     if args.image_command == "inspect":
-        return _image_inspect(args, console)
-    return _image_create(args, console)
+        return _image_inspect(args, console, engine)
+    return _image_create(args, console, engine)
 
 
-def _image_inspect(args, console) -> int:
+def _image_inspect(args, console, engine: Engine) -> int:
     from tui.devices import human_size
     from tui.errors import escape
-    from tui.images import ImageError, inspect
-    from tui.validation import mem_total
+    from tui.images import inspect
 
-    try:
-        with _progress_bar(console, "reading", False) as bar:
-            task = bar.add_task("read", total=None)
-            info = inspect(args.file, with_sha256=args.sha256, ram=mem_total(),
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except ImageError as e:
-        raise
+    with _progress_bar(console, "reading", False) as bar:
+        task = bar.add_task("read", total=None)
+        info = inspect(
+            args.file,
+            with_sha256=args.sha256,
+            ram=engine.facts.ram,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     for warning in info.warnings:
         say(f"warning: FILE {warning}")
     if args.json:
@@ -463,23 +539,25 @@ def _image_inspect(args, console) -> int:
         return EXIT_OK
     print(f"{escape(info.path)}: {info.format} archive")
     print(f"  compressed    {human_size(info.compressed)} ({info.compressed} bytes)")
-    print(f"  uncompressed  {human_size(info.uncompressed)} ({info.uncompressed} bytes, "
-          f"{info.compressed / max(info.uncompressed, 1):.0%} packed)")
+    print(
+        f"  uncompressed  {human_size(info.uncompressed)} ({info.uncompressed} bytes, "
+        f"{info.compressed / max(info.uncompressed, 1):.0%} packed)"
+    )
     print(f"  files         {info.files}")
-    print(f"  tmpfs size    {info.recommended_size} recommended (--size; image + half again, "
-          "at least 256M more, at most 90% of RAM)")
+    print(
+        f"  tmpfs size    {info.recommended_size} recommended (--size; image + half again, "
+        "at least 256M more, at most 90% of RAM)"
+    )
     if info.sha256:
         print(f"  sha256        {info.sha256}")
     return EXIT_OK
 
 
-def _image_create(args, console) -> int:
+def _image_create(args, console, engine: Engine) -> int:
     from tui.devices import human_size
     from tui.errors import escape
-    from tui.image_create import DEFAULT_FORMAT, create, make_plan, scan
 
-    fmt = args.format or DEFAULT_FORMAT
-    plan = make_plan(args.source, args.output, fmt, args.level, args.exclude, args.with_mount)
+    plan = engine.plan_image(args.source, args.output, args.format, args.level, args.exclude, args.with_mount)
     if plan.output.exists() and not args.yes and not args.dry_run:
         raise UsageError(f"--output {shown(args.output)}: exists; pass --yes to replace it")
     for m in plan.skipped_mounts:
@@ -487,41 +565,47 @@ def _image_create(args, console) -> int:
     for folder in plan.left_out:
         say(f"note: {escape(folder)} is not packed: the output is written there")
     if args.dry_run:
-        total_bytes, total_files = scan(plan)
-        print(f"would pack {escape(str(plan.source))} into {escape(str(plan.output))} ({fmt}): "
-              f"{total_files} entries, {human_size(total_bytes)} before compression")
+        total_bytes, total_files = engine.image_size(plan)
+        print(
+            f"would pack {escape(str(plan.source))} into {escape(str(plan.output))} ({plan.format}): "
+            f"{total_files} entries, {human_size(total_bytes)} before compression"
+        )
         print(f"  separate filesystems packed: {', '.join('/' + m for m in plan.mounts) or 'none'}")
         print("(dry run: nothing was written)")
         return EXIT_OK
-    with _progress_bar(console, "packing", True) as bar:
+    with _progress_bar(console, "packing", True) as bar, _cancel_on_signals(engine):
         task = bar.add_task("pack", total=None, files="")
 
         def show(done, total, files, files_total):
             bar.update(task, completed=done, total=total, files=f"{files}/{files_total} files")
 
-        made = create(plan, progress=show)
+        made = engine.create_image(plan, progress=show)
     for w in made.warnings[:20]:
         say(f"warning: tar: {escape(w)}")
-    print(f"{escape(made.path)}: {human_size(made.size)}, {made.files} files, sha256 {made.sha256} "
-          f"(in {escape(made.path)}.sha256)")
+    print(
+        f"{escape(made.path)}: {human_size(made.size)}, {made.files} files, sha256 {made.sha256} "
+        f"(in {escape(made.path)}.sha256)"
+    )
     return EXIT_OK
 
 
 # ------------------------------------------------------------ apply / remove
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the transaction rolls back."""
-
-
 @contextlib.contextmanager
-def _terminate_as_interrupt():
-    def handler(signum, frame):
-        raise Interrupted()
+def _cancel_on_signals(engine: Engine):
+    """Ctrl-C and SIGTERM cancel the engine's work (which stops its command and rolls back);
+    a second one interrupts at once."""
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    def handler(signum, frame):
+        if engine.cancel_token.cancelled:
+            raise KeyboardInterrupt
+        engine.cancel()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _confirm(question: str, yes: bool, what: str) -> None:
@@ -544,26 +628,39 @@ class StepPrinter:
         self.console, self.verbose, self.clock = console, verbose, time.monotonic
         self.started = 0.0
         self.status = None
+        self.tail: list[str] = []
 
-    def on_step(self, i: int, total: int, name: str, event: str, note: str) -> None:
-        if event == "start":
+    def __call__(self, event: Event) -> None:
+        if event.kind == "line":
+            self.on_line(event.text)
+        else:
+            self.on_step(event.index, event.total, event.text, event.state, event.note)
+
+    def on_step(self, i: int, total: int, name: str, state: str, note: str) -> None:
+        if state == "start":
             self.started = self.clock()
+            self.tail = []
             self.console.print(f"[{i + 1}/{total}] {name} …", markup=False, highlight=False)
             if self.console.is_terminal and not self.verbose:
-                self.status = self.console.status(name)
-                self.status.start()
+                status = self.console.status(name)
+                status.start()
+                self.status = status
             return
         if self.status:
             self.status.stop()
             self.status = None
         took = self.clock() - self.started
-        if event == "done":
+        if state == "done":
             self.console.print(f"      {note or 'done'} ({took:.1f} s)", markup=False, highlight=False)
         else:
             self.console.print(f"      FAILED after {took:.1f} s", markup=False, highlight=False)
+            if not self.verbose:  # what the command said last, for the cause
+                for line in self.tail[-15:]:
+                    self.console.print(f"      | {line}", markup=False, highlight=False)
 
     def on_line(self, line: str) -> None:
         line = one_line(line)
+        self.tail = (self.tail + [line])[-15:]
         if self.verbose:
             self.console.print(f"      | {line}", markup=False, highlight=False)
         elif self.status:
@@ -572,149 +669,93 @@ class StepPrinter:
             self.status.update(Text(line[-100:]))
 
 
-def _report_failure(console, e) -> None:
-    for line in e.tail[-15:]:
-        console.print(f"      | {one_line(line.rstrip())}", markup=False, highlight=False)
+def _run_transaction(engine: Engine, mode: str, verbose: bool):
+    from rich.console import Console
+
+    printer = StepPrinter(Console(stderr=True, highlight=False), verbose)
+    with _cancel_on_signals(engine):
+        outcome = engine.apply(printer) if mode == "apply" else engine.remove(printer)
+    if engine.log_error:
+        say(f"warning: the log could not be written ({engine.log_error})")
+    return outcome
 
 
 def cmd_apply(args) -> int:
-    from rich.console import Console
-
-    from tui.host import make_host
     from tui.plan import version_key
-    from tui.transaction import TransactionError, apply, record
     from tui.validation import errors
 
-    plan = plan_from_args(args)
-    host = _host(args)
-    devices, warning = _discover()
-    problems = _validate(plan, host, devices, warning)
-    if errors(problems):
+    engine = _engine(args, dry_run=args.dry_run)
+    plan_from_args(args, engine)
+    if errors(_validate(engine)):
         return EXIT_USAGE
-    preview = make_host(host.root, dry_run=True)
-    interrupted = bool(preview.pending_journal())
+    interrupted = engine.interrupted()
     if interrupted:
         say("note: an earlier apply or remove was interrupted; its changes are rolled back first")
-    resolved = record(plan, preview, devices)
-    if not preview.actions and not interrupted:
-        print(f"tmpfs-root: already applied to {one_line(str(host.root))}; nothing to change")
+    preview = engine.preview()
+    if not preview.files and not preview.commands and not interrupted:
+        print(f"tmpfs-root: already applied to {one_line(str(engine.root))}; nothing to change")
         return EXIT_OK
-    _print_plan(resolved, preview)
+    _print_preview(preview)
     if args.dry_run:
         print("(dry run: nothing was written)")
         return EXIT_OK
-    _confirm(f"Apply these changes to {host.root}?", args.yes, "apply")
-    if plan.boot == "default":
-        _confirm("--boot default: every reboot will boot this entry (root in RAM) until you change "
-                 "it or run 'tmpfs-root remove'. Make it the default?", args.yes, "--boot default")
-    console = Console(stderr=True, highlight=False)
-    printer = StepPrinter(console, args.verbose)
-    try:
-        with _terminate_as_interrupt():
-            outcome = apply(plan, host, devices, on_line=printer.on_line, on_step=printer.on_step)
-    except TransactionError as e:
-        _report_failure(console, e)
-        raise
-    except KeyboardInterrupt:
-        say("interrupted; every step done so far was rolled back")
-        return EXIT_INTERRUPTED
+    _confirm(f"Apply these changes to {engine.root}?", args.yes, "apply")
+    if engine.plan.boot == "default":
+        _confirm(
+            "--boot default: every reboot will boot this entry (root in RAM) until you change "
+            "it or run 'tmpfs-root remove'. Make it the default?",
+            args.yes,
+            "--boot default",
+        )
+    outcome = _run_transaction(engine, "apply", args.verbose)
     if outcome.recovered:
         print(f"tmpfs-root: rolled back {len(outcome.recovered)} change(s) left by an interrupted run")
-    kver = max(resolved.kernels, key=version_key)
-    print(one_line(f"Applied to {host.root}: entry 'tmpfs-root-{kver}' ({resolved.title})."))
-    print(next_steps(plan.boot))
+    assert preview.resolved is not None
+    kver = max(preview.resolved.kernels, key=version_key)
+    print(one_line(f"Applied to {engine.root}: entry 'tmpfs-root-{kver}' ({preview.resolved.title})."))
+    print(engine.next_steps())
     return EXIT_OK
 
 
-def next_steps(boot: str) -> str:
-    """What to do after a successful apply (the TUI shows the same words)."""
-    first = {"once": "Next: reboot (systemctl reboot) to boot it once; if it fails, the machine "
-                     "reboots into its normal entry.",
-             "default": "Next: reboot (systemctl reboot); it boots from RAM until you run "
-                        "'tmpfs-root remove'.",
-             "menu": "Next: reboot and choose the entry in the GRUB menu."}[boot]
-    return (f"{first}\nCheck after the boot: findmnt / shows tmpfs. Check the setup: tmpfs-root "
-            "status. Undo: tmpfs-root remove.")
-
-
 def cmd_status(args) -> int:
-    from tui.transaction import status
-
-    host = _host(args)
-    report = status(host)
+    engine = _engine(args)
+    report = engine.status()
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_FAILED if report["problems"] else EXIT_OK
-    for line in status_lines(report, str(host.root)):
+    for line in engine.status_lines(report):
         print(one_line(line))
     for problem in report["problems"]:
         say(f"attention: {problem}")
     return EXIT_FAILED if report["problems"] else EXIT_OK
 
 
-def status_lines(report: dict, root: str) -> list[str]:
-    """The status report as lines of text (the TUI shows the same lines)."""
-    bl = report["bootloader"]
-    if report["damaged"]:
-        return [f"tmpfs-root's records in {root} are damaged: {', '.join(report['damaged'])} "
-                "(see below)"]
-    if not report["installed"]:
-        return [f"tmpfs-root is not installed in {root}."]
-    lines = [f"tmpfs-root is installed in {root}: boot mode {report['boot']}, entry "
-             f"'{report['entry']}', {bl['style']} ({bl['config']})",
-             f"  command line  {report['cmdline']}"]
-    for k in report["kernels"]:
-        marks = [m for m, on in (("initramfs missing", k["initrd"] is None),
-                                 ("no entry", not k["entry"]),
-                                 ("older than its kernel", k["older_than_kernel"]),
-                                 ("built by another module version", k["module_changed"])) if on]
-        lines.append(f"  kernel        {k['kver']}: {', '.join(marks) if marks else 'ok'}")
-    changed = [f for f in report["files"] if f["state"] != "ok"]
-    lines.append(f"  files         {len(report['files']) - len(changed)} of {len(report['files'])} "
-                 "as apply wrote them")
-    lines.append("  boot-once     " + ("pending: the next reboot boots it" if report["boot_once_pending"]
-                                      else "not pending"))
-    if report["default_is_ours"]:
-        lines.append("  default       tmpfs-root's entry is the default")
-    return lines
-
-
 def cmd_remove(args) -> int:
-    from rich.console import Console
-
-    from tui.host import make_host
-    from tui.transaction import TransactionError, is_installed, remove, remove_steps
-
-    host = _host(args)
-    if not is_installed(host) and not host.pending_journal():
-        print(one_line(f"tmpfs-root is not installed in {host.root}; nothing to remove"))
+    engine = _engine(args)
+    if not engine.is_installed() and not engine.interrupted():
+        print(one_line(f"tmpfs-root is not installed in {engine.root}; nothing to remove"))
         return EXIT_OK
     if args.dry_run:
-        preview = make_host(host.root, dry_run=True)
-        for step in remove_steps(preview):
-            step.action()
-        _print_actions(preview)
+        _print_preview(engine.preview("remove"))
         print("(dry run: nothing was written)")
         return EXIT_OK
-    _confirm(f"Remove tmpfs-root (entry, hooks, module, initramfs images, state) from {host.root}?",
-             args.yes, "remove")
-    console = Console(stderr=True, highlight=False)
-    printer = StepPrinter(console, args.verbose)
-    try:
-        with _terminate_as_interrupt():
-            remove(host, on_line=printer.on_line, on_step=printer.on_step)
-    except TransactionError as e:
-        _report_failure(console, e)
-        raise
-    except KeyboardInterrupt:
-        say("interrupted; the removal was rolled back")
-        return EXIT_INTERRUPTED
-    print(one_line(f"Removed tmpfs-root from {host.root}."))
+    _confirm(
+        f"Remove tmpfs-root (entry, hooks, module, initramfs images, state) from {engine.root}?", args.yes, "remove"
+    )
+    _run_transaction(engine, "remove", args.verbose)
+    print(one_line(f"Removed tmpfs-root from {engine.root}."))
     return EXIT_OK
 
 
-COMMANDS = {"devices": cmd_devices, "plan": cmd_plan, "apply": cmd_apply, "status": cmd_status,
-            "remove": cmd_remove, "image": cmd_image, None: cmd_tui}
+COMMANDS = {
+    "devices": cmd_devices,
+    "plan": cmd_plan,
+    "apply": cmd_apply,
+    "status": cmd_status,
+    "remove": cmd_remove,
+    "image": cmd_image,
+    None: cmd_tui,
+}
 
 
 def say(line: str) -> None:
@@ -723,8 +764,7 @@ def say(line: str) -> None:
 
 
 def one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
-                   for c in text)
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -737,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {e}")
         return e.exit_status
     except KeyboardInterrupt:
-        say("interrupted")
+        say("interrupted; what was done so far was rolled back")
         return EXIT_INTERRUPTED
     except Exception as e:  # never a traceback for the admin, unless asked
         if os.environ.get("TMPFS_ROOT_DEBUG"):

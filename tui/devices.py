@@ -10,7 +10,6 @@ shells) they are filled from ``blkid -p -o export``.
 from __future__ import annotations
 
 import contextlib
-
 import os
 import re
 import subprocess
@@ -70,7 +69,7 @@ class BlockDevice:
             args.append(f"rd.md.uuid={self.md_uuid}")
         return args
 
-    def to_json(self, devices: list["BlockDevice"] | None = None) -> dict:
+    def to_json(self, devices: list[BlockDevice] | None = None) -> dict:
         data = asdict(self)
         data["usable"] = self.usable
         data["identifiers"] = self.identifiers()
@@ -93,6 +92,36 @@ def recommended_identifier(dev: BlockDevice, devices: list[BlockDevice]) -> str:
     return dev.path
 
 
+def device_tree(devices: list[BlockDevice]) -> list[tuple[BlockDevice, int]]:
+    """Devices in tree order, each disk followed by its partitions and volumes, with depth."""
+    by_parent: dict[str | None, list[BlockDevice]] = {}
+    names = {d.name for d in devices}
+    for d in devices:
+        by_parent.setdefault(d.parent if d.parent in names else None, []).append(d)
+    rows: list[tuple[BlockDevice, int]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for d in sorted(by_parent.get(parent, []), key=lambda d: _natural(d.name)):
+            rows.append((d, depth))
+            walk(d.name, depth + 1)
+
+    walk(None, 0)
+    return rows
+
+
+def identifier_choices(dev: BlockDevice, devices: list[BlockDevice]) -> list[tuple[str, str]]:
+    """(label, identifier) for each form naming *dev*: the recommended one first, ambiguous
+    ones flagged with how many devices they name."""
+    recommended = recommended_identifier(dev, devices)
+    choices = []
+    for ident in dev.identifiers():
+        n = len(match_source(ident, devices))
+        note = " (recommended)" if ident == recommended else (f"  ! ambiguous: {n} devices" if n > 1 else "")
+        choices.append((ident + note, ident))
+    choices.sort(key=lambda c: c[1] != recommended)
+    return choices
+
+
 def match_source(source: str, devices: list[BlockDevice]) -> list[BlockDevice]:
     """The devices a ``<source>`` identifier names (may be none, one or several)."""
     key, sep, value = source.partition("=")
@@ -105,8 +134,11 @@ def match_source(source: str, devices: list[BlockDevice]) -> list[BlockDevice]:
         return [d for d in devices if getattr(d, attr) == value]
     if source.startswith("/dev/"):
         real = os.path.realpath(source) if os.path.exists(source) else source
-        return [d for d in devices if source == d.path or source in d.links
-                or real == f"/dev/{d.name}" or source in lvm_paths(d)]
+        return [
+            d
+            for d in devices
+            if source == d.path or source in d.links or real == f"/dev/{d.name}" or source in lvm_paths(d)
+        ]
     return []
 
 
@@ -151,8 +183,9 @@ def _unescape_mount(text: str) -> str:
 def blkid_probe(devnode: str) -> dict[str, str]:
     """Low-level probe of one device, for when udev's database lacks it."""
     try:
-        out = subprocess.run(["blkid", "-p", "-o", "export", devnode], capture_output=True,
-                             text=True, timeout=30, check=False).stdout
+        out = subprocess.run(
+            ["blkid", "-p", "-o", "export", devnode], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
     props = {}
@@ -254,8 +287,12 @@ def _from_udev(udev, mounts: dict[str, list[str]]) -> BlockDevice | None:
         if slaves:
             parent = slaves[0]
     model = disk.properties.get("ID_MODEL") or _sysattr(disk, "device/model")
-    serial = (disk.properties.get("ID_SERIAL_SHORT") or disk.properties.get("ID_SERIAL")
-              or _sysattr(disk, "device/serial") or _sysattr(disk, "serial"))
+    serial = (
+        disk.properties.get("ID_SERIAL_SHORT")
+        or disk.properties.get("ID_SERIAL")
+        or _sysattr(disk, "device/serial")
+        or _sysattr(disk, "serial")
+    )
     if kind == "loop" or (kind == "part" and parent and parent.startswith("loop")):
         model = model or "loop: " + (_sysattr(disk, "loop/backing_file") or "?")
     devnum = f"{os.major(udev.device_number)}:{os.minor(udev.device_number)}"
@@ -265,10 +302,25 @@ def _from_udev(udev, mounts: dict[str, list[str]]) -> BlockDevice | None:
             if mp not in mountpoints:
                 mountpoints.append(mp)
     links = sorted(str(link) for link in udev.device_links)
-    return BlockDevice(name=name, path=path, type=kind, size=size, devnum=devnum, fstype=fstype,
-                       label=label, uuid=uuid, partuuid=partuuid, partlabel=partlabel,
-                       model=(model or None), serial=(serial or None), mountpoints=mountpoints,
-                       parent=parent, lvm=lvm, md_uuid=md_uuid, links=links)
+    return BlockDevice(
+        name=name,
+        path=path,
+        type=kind,
+        size=size,
+        devnum=devnum,
+        fstype=fstype,
+        label=label,
+        uuid=uuid,
+        partuuid=partuuid,
+        partlabel=partlabel,
+        model=(model or None),
+        serial=(serial or None),
+        mountpoints=mountpoints,
+        parent=parent,
+        lvm=lvm,
+        md_uuid=md_uuid,
+        links=links,
+    )
 
 
 def _sysattr(udev, name: str) -> str | None:
@@ -287,11 +339,12 @@ def _slaves(udev) -> list[str]:
 
 
 def human_size(n: int) -> str:
+    value = float(n)
     for unit in ("B", "K", "M", "G", "T", "P"):
-        if n < 1024 or unit == "P":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
+        if value < 1024 or unit == "P":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return str(value)
 
 
 @contextlib.contextmanager
@@ -304,11 +357,13 @@ def mounted_readonly(device: BlockDevice):
         return
     where = tempfile.mkdtemp(prefix="tmpfs-root-source.")
     try:
-        r = subprocess.run(["mount", "-o", "ro,nosuid,nodev,noexec", device.path, where],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["mount", "-o", "ro,nosuid,nodev,noexec", device.path, where], capture_output=True, text=True
+        )
         if r.returncode != 0:
-            raise OSError(f"cannot mount {device.path} read-only: "
-                          f"{(r.stderr.strip().splitlines() or ['mount failed'])[-1]}")
+            raise OSError(
+                f"cannot mount {device.path} read-only: {(r.stderr.strip().splitlines() or ['mount failed'])[-1]}"
+            )
         try:
             yield where
         finally:

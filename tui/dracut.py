@@ -85,15 +85,20 @@ def dracut_options(plan: Plan, devices: list[BlockDevice] | None = None) -> list
     return options
 
 
-def dracut_argv(plan: Plan, kver: str, output: str,
-                devices: list[BlockDevice] | None = None) -> list[str]:
+def dracut_argv(plan: Plan, kver: str, output: str, devices: list[BlockDevice] | None = None) -> list[str]:
     """The dracut command line that builds the image for *kver* into *output*."""
     return ["dracut", "--force", "--kver", kver, *dracut_options(plan, devices), output]
 
 
-def build_initramfs(host: Host, plan: Plan, kver: str, output: str,
-                    devices: list[BlockDevice] | None = None,
-                    on_line: LineCallback | None = None, extra_args: list[str] | None = None) -> None:
+def build_initramfs(
+    host: Host,
+    plan: Plan,
+    kver: str,
+    output: str,
+    devices: list[BlockDevice] | None = None,
+    on_line: LineCallback | None = None,
+    extra_args: list[str] | None = None,
+) -> None:
     """Build the image for *kver*; the previous *output* stays untouched unless dracut succeeds."""
     tmp = f"{output}.new"
     argv = dracut_argv(plan, kver, tmp, devices)

@@ -47,8 +47,18 @@ READ_LIMIT = 16 << 20
 #: Kept for the modules that catch "an effect on the target failed".
 HostError = Failure
 
-__all__ = ["Action", "CommandError", "DamagedJournal", "Host", "HostError", "LineCallback",
-           "RecordingHost", "RunResult", "UnsafePath", "make_host"]
+__all__ = [
+    "Action",
+    "CommandError",
+    "DamagedJournal",
+    "Host",
+    "HostError",
+    "LineCallback",
+    "RecordingHost",
+    "RunResult",
+    "UnsafePath",
+    "make_host",
+]
 
 
 @dataclass
@@ -84,8 +94,9 @@ class Host:
 
     dry_run = False
 
-    def __init__(self, root: str | os.PathLike = "/", *, env: dict[str, str] | None = None,
-                 use_openat2: bool | None = None):
+    def __init__(
+        self, root: str | os.PathLike = "/", *, env: dict[str, str] | None = None, use_openat2: bool | None = None
+    ):
         self.fs = TargetRoot(root, strict=owned.STRICT_DIRS, use_openat2=use_openat2)
         self.root = self.fs.root
         self.actions: list[Action] = []
@@ -209,8 +220,7 @@ class Host:
         except (FileNotFoundError, NotADirectoryError):
             return False
         if stat.S_ISDIR(st.st_mode):
-            raise Failure(f"{target_path} in {self.root} is a directory, where tmpfs-root has a file; "
-                          "move it aside")
+            raise Failure(f"{target_path} in {self.root} is a directory, where tmpfs-root has a file; move it aside")
         self.actions.append(Action("remove", path=target_path))
         self.journal.back_up(target_path)
         dfd, name = self.fs.split(target_path)
@@ -276,8 +286,7 @@ class Host:
         for name in names:
             path = f"{target_path}/{name}"
             if not owned.owns(path):
-                raise Failure(f"{path} in {self.root} is not tmpfs-root's; move it out of "
-                              f"{target_path} first")
+                raise Failure(f"{path} in {self.root} is not tmpfs-root's; move it out of {target_path} first")
             self.remove(path)
         self.actions.append(Action("remove", path=target_path))
         dfd, name = self.fs.split(target_path)
@@ -304,9 +313,16 @@ class Host:
     def command_argv(self, argv: list[str]) -> list[str]:
         return self.runner.argv(argv)
 
-    def run(self, argv: list[str], *, on_line: LineCallback | None = None, check: bool = True,
-            query: bool = False, timeout: float | None = None,
-            env: dict[str, str] | None = None) -> RunResult:
+    def run(
+        self,
+        argv: list[str],
+        *,
+        on_line: LineCallback | None = None,
+        check: bool = True,
+        query: bool = False,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> RunResult:
         """Run *argv* (no shell) in the target, streaming output lines to *on_line*.
         A *query* only reads the system: it runs even in a dry run and is not recorded."""
         if not query:
@@ -338,8 +354,11 @@ class RecordingHost(Host):
         self._overlay: dict[str, bytes | None] = {}  # path -> content (None: removed)
 
     def _listed(self, prefix: str) -> dict[str, bytes | None]:
-        return {p[len(prefix):]: d for p, d in self._overlay.items()
-                if p.startswith(prefix) and "/" not in p[len(prefix):]}
+        return {
+            p[len(prefix) :]: d
+            for p, d in self._overlay.items()
+            if p.startswith(prefix) and "/" not in p[len(prefix) :]
+        }
 
     def exists(self, target_path: str) -> bool:
         if target_path in self._overlay:
@@ -415,11 +434,9 @@ class RecordingHost(Host):
     def commit(self) -> None:
         pass
 
-    def run(self, argv: list[str], *, on_line: LineCallback | None = None, check: bool = True,
-            query: bool = False, timeout: float | None = None,
-            env: dict[str, str] | None = None) -> RunResult:
-        if query:
-            return super().run(argv, on_line=on_line, check=check, query=True, timeout=timeout, env=env)
+    def run(self, argv: list[str], *, query: bool = False, **kw) -> RunResult:
+        if query:  # reads the system: runs, as in a real apply
+            return super().run(argv, query=True, **kw)
         self.actions.append(Action("run", argv=list(argv)))
         return RunResult(list(argv), 0, [])
 

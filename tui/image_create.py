@@ -17,12 +17,13 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from tui.cancel import CancelToken
 from tui.devices import human_size, parse_mountinfo
-from tui.errors import BadInput, Failure, shown
+from tui.errors import BadInput, Cancelled, Failure, shown
 from tui.runner import die_with_parent
 from tui.safefile import FileRefused, check_output, create_exclusive, unlink_quietly, write_atomic
 
@@ -68,8 +69,18 @@ class CreatePlan:
     fstab: str | None = None  # the image's rewritten /etc/fstab
 
     def tar_argv(self, staging: Path) -> list[str]:
-        argv = ["tar", "--create", "--file=-", "--numeric-owner", "--sparse", "--one-file-system",
-                "--xattrs", "--xattrs-include=*", "--acls", "--verbose"]
+        argv = [
+            "tar",
+            "--create",
+            "--file=-",
+            "--numeric-owner",
+            "--sparse",
+            "--one-file-system",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--verbose",
+        ]
         if _tar_supports("--selinux"):
             argv.append("--selinux")
         argv += ["-C", str(self.source), "--anchored", "--wildcards"]
@@ -97,9 +108,15 @@ def _tar_supports(option: str) -> bool:
         return False
 
 
-def make_plan(source: str, output: str, fmt: str = DEFAULT_FORMAT, level: int | None = None,
-              excludes: list[str] | None = None, with_mounts: list[str] | None = None,
-              mountinfo: str | None = None) -> CreatePlan:
+def make_plan(
+    source: str,
+    output: str,
+    fmt: str = DEFAULT_FORMAT,
+    level: int | None = None,
+    excludes: list[str] | None = None,
+    with_mounts: list[str] | None = None,
+    mountinfo: str | None = None,
+) -> CreatePlan:
     """Decide what to pack; raises CreateError naming the option at fault."""
     src = Path(os.path.abspath(source))
     out = Path(os.path.abspath(output))
@@ -129,24 +146,32 @@ def make_plan(source: str, output: str, fmt: str = DEFAULT_FORMAT, level: int | 
     # The output and the folder it is in, when they are inside the tree.
     for inside in (out, out.parent):
         try:
-            rel = inside.relative_to(src)
+            rel_path = inside.relative_to(src)
         except ValueError:
             continue
-        if str(rel) != ".":
-            plan.excludes += [f"./{rel}", f"./{rel}/*"]
+        if str(rel_path) != ".":
+            plan.excludes += [f"./{rel_path}", f"./{rel_path}/*"]
             if inside == out.parent:
-                plan.left_out.append(f"/{rel}")
+                plan.left_out.append(f"/{rel_path}")
     plan.excludes += [f"./{p}" for p in _swap_files(src)]
     # Separate filesystems below the root: the OS's own are packed, others only when asked.
     if mountinfo is None:
         with open("/proc/self/mountinfo") as f:
             mountinfo = f.read()
-    below = sorted({mp for mps in parse_mountinfo(mountinfo).values() for mp in mps
-                    if mp != str(src) and mp.startswith(str(src).rstrip("/") + "/")})
+    below = sorted(
+        {
+            mp
+            for mps in parse_mountinfo(mountinfo).values()
+            for mp in mps
+            if mp != str(src) and mp.startswith(str(src).rstrip("/") + "/")
+        }
+    )
     wanted = {m.strip("/") for m in with_mounts or []}
     for mp in below:
-        rel = os.path.relpath(mp, src)
-        if rel.split("/")[0] in VOLATILE or any(rel == e[2:] or rel.startswith(e[2:].rstrip("*")) for e in plan.excludes if e.startswith("./")):
+        rel = os.path.relpath(mp, str(src))
+        if rel.split("/")[0] in VOLATILE or any(
+            rel == e[2:] or rel.startswith(e[2:].rstrip("*")) for e in plan.excludes if e.startswith("./")
+        ):
             continue
         if rel in SYSTEM_MOUNTS or rel in wanted:
             plan.mounts.append(rel)
@@ -245,7 +270,7 @@ def scan(plan: CreatePlan) -> tuple[int, int]:
     return total_bytes, total_files
 
 
-def _excluded(rel: str, anchored: list[str], floating: list[str] = ()) -> bool:
+def _excluded(rel: str, anchored: list[str], floating: tuple[str, ...] | list[str] = ()) -> bool:
     """Whether tar leaves *rel* out: an anchored pattern matches the whole path, a floating
     one (tar's --no-anchored) any tail of it after a '/'."""
     import fnmatch
@@ -266,22 +291,25 @@ class Created:
     warnings: list[str]
 
 
-def create(plan: CreatePlan, progress: Progress | None = None,
-           cancelled: Callable[[], bool] | None = None) -> Created:
+def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelToken | None = None) -> Created:
     """Pack *plan* into its output; a failure or interruption leaves nothing at the output name.
 
     The archive is written to a new file beside the output, created exclusively under an
-    unpredictable name (``.NAME.XXXXXXXXXXXX.partial``), then renamed. *cancelled*, polled
-    while packing, stops tar and the compressor when it returns True (CreateCancelled)."""
+    unpredictable name (``.NAME.XXXXXXXXXXXX.partial``), then renamed. *cancel* stops tar
+    and the compressor at once (CreateCancelled)."""
     total_bytes, total_files = scan(plan)
     if total_files == 0:
-        raise CreateError(f"--from {shown(str(plan.source))}: nothing to pack (everything is left out "
-                          "by --exclude or is not on the root's filesystem); accepted: a root tree")
+        raise CreateError(
+            f"--from {shown(str(plan.source))}: nothing to pack (everything is left out "
+            "by --exclude or is not on the root's filesystem); accepted: a root tree"
+        )
     free = shutil.disk_usage(plan.output.parent).free
     needed = int(total_bytes * RATIO_GUESS[plan.format])
     if needed > free:
-        raise CreateError(f"--output {shown(str(plan.output))}: the image needs about "
-                           f"{human_size(needed)}, only {human_size(free)} free on {plan.output.parent}")
+        raise CreateError(
+            f"--output {shown(str(plan.output))}: the image needs about "
+            f"{human_size(needed)}, only {human_size(free)} free on {plan.output.parent}"
+        )
     dir_fd = os.open(plan.output.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fd, tmp = create_exclusive(plan.output.name, dir_fd=dir_fd, mode=0o644, suffix=".partial")
@@ -291,13 +319,14 @@ def create(plan: CreatePlan, progress: Progress | None = None,
                     (Path(staging) / "etc").mkdir()
                     (Path(staging) / "etc/fstab").write_text(plan.fstab)
                 with os.fdopen(fd, "wb") as out:
-                    files, warnings = _pack(plan, Path(staging), out, total_bytes, total_files,
-                                            progress, cancelled)
+                    files, warnings = _pack(plan, Path(staging), out, total_bytes, total_files, progress, cancel)
                     out.flush()
                     os.fsync(out.fileno())
             if files - (2 if plan.fstab is not None else 1) <= 0:
-                raise CreateError(f"--from {shown(str(plan.source))}: the image would hold no files "
-                                  "(everything is left out by --exclude); accepted: a root tree")
+                raise CreateError(
+                    f"--from {shown(str(plan.source))}: the image would hold no files "
+                    "(everything is left out by --exclude); accepted: a root tree"
+                )
             digest = hashlib.sha256()
             with open(os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd), "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -314,50 +343,64 @@ def create(plan: CreatePlan, progress: Progress | None = None,
     return Created(str(plan.output), plan.output.stat().st_size, sha, files, warnings)
 
 
-class CreateCancelled(Failure):
+class CreateCancelled(Cancelled):
     """Packing was stopped on request; nothing is left behind."""
 
-    exit_status = 130
 
-
-def _pack(plan: CreatePlan, staging: Path, out, total_bytes: int, total_files: int,
-          progress: Progress | None, cancelled: Callable[[], bool] | None) -> tuple[int, list[str]]:
+def _pack(
+    plan: CreatePlan,
+    staging: Path,
+    out,
+    total_bytes: int,
+    total_files: int,
+    progress: Progress | None,
+    cancel: CancelToken | None,
+) -> tuple[int, list[str]]:
     compressor = plan.compressor_argv()
     # Both die with tmpfs-root, even when it is killed outright: no compressor runs on alone.
-    tar = subprocess.Popen(plan.tar_argv(staging), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           preexec_fn=die_with_parent)
-    comp = (subprocess.Popen(compressor, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
-                             preexec_fn=die_with_parent)
-            if compressor else None)
+    tar = subprocess.Popen(
+        plan.tar_argv(staging), stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent
+    )
+    comp = (
+        subprocess.Popen(
+            compressor, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE, preexec_fn=die_with_parent
+        )
+        if compressor
+        else None
+    )
     files = [0]
     messages: list[str] = []
 
-    def listing():  # tar --verbose names each member on stderr; its complaints start with "tar: "
-        for raw in tar.stderr:
+    def listing() -> None:  # tar --verbose names each member on stderr; its complaints start with "tar: "
+        for raw in tar.stderr or []:
             line = raw.decode(errors="replace").rstrip("\n")
             if line.startswith("tar: "):
                 messages.append(line[5:])
             else:
                 files[0] += 1
 
+    assert tar.stdout is not None
+    tar_out = tar.stdout
     reader = threading.Thread(target=listing, daemon=True)
     reader.start()
     done = 0
-    sink = comp.stdin if comp else out
+    sink = comp.stdin if comp and comp.stdin else out
     try:
-        for chunk in iter(lambda: tar.stdout.read(1 << 20), b""):
-            if cancelled and cancelled():
-                raise CreateCancelled("image create was cancelled; nothing was written")
+        if cancel:
+            cancel.on_cancel(lambda: _kill(tar, comp))
+        for chunk in iter(lambda: tar_out.read(1 << 20), b""):
             sink.write(chunk)
             done += len(chunk)
             if progress:
                 progress(done, max(total_bytes, done), files[0], max(total_files, files[0]))
-        if comp:
+        if comp and comp.stdin:
             comp.stdin.close()
     except BaseException as e:
         tar.kill()
         if comp:
             comp.kill()
+        if cancel and cancel.cancelled:
+            raise CreateCancelled("image create was cancelled; nothing was written") from None
         if isinstance(e, OSError):
             raise CreateFailed(f"--output {shown(str(plan.output))}: writing failed ({e.strerror})") from None
         raise
@@ -365,12 +408,22 @@ def _pack(plan: CreatePlan, staging: Path, out, total_bytes: int, total_files: i
         rc_tar = tar.wait()
         reader.join()
         rc_comp = comp.wait() if comp else 0
-    if rc_comp != 0:
-        err = comp.stderr.read().decode(errors="replace").strip().splitlines()
-        raise CreateFailed(f"--output {shown(str(plan.output))}: {compressor[0]} failed "
-                           f"({shown(err[-1] if err else rc_comp, 120)})")
+    if cancel and cancel.cancelled:
+        raise CreateCancelled("image create was cancelled; nothing was written")
+    if comp and compressor and rc_comp != 0:
+        err = comp.stderr.read().decode(errors="replace").strip().splitlines() if comp.stderr else []
+        raise CreateFailed(
+            f"--output {shown(str(plan.output))}: {compressor[0]} failed ({shown(err[-1] if err else rc_comp, 120)})"
+        )
     # tar exits 1 when files changed while being read (a live root): a warning, not a failure.
     if rc_tar not in (0, 1):
-        raise CreateFailed(f"--from {shown(str(plan.source))}: tar failed "
-                           f"({shown(messages[-1] if messages else rc_tar, 120)})")
+        raise CreateFailed(
+            f"--from {shown(str(plan.source))}: tar failed ({shown(messages[-1] if messages else rc_tar, 120)})"
+        )
     return files[0], [m for m in messages if not re.search(r"socket ignored$", m)]
+
+
+def _kill(*procs: subprocess.Popen | None) -> None:
+    for p in procs:
+        if p is not None and p.poll() is None:
+            p.kill()

@@ -42,7 +42,7 @@ def detect_format(path: str | os.PathLike) -> str | None:
 
 def detect_format_bytes(head: bytes) -> str | None:
     for name, offset, magic in MAGICS:
-        if head[offset:offset + len(magic)] == magic:
+        if head[offset : offset + len(magic)] == magic:
             return name
     return None
 
@@ -77,8 +77,9 @@ def cheap_uncompressed_size(path: str | os.PathLike, fmt: str | None = None) -> 
 
 def _xz_list_size(path) -> int | None:
     try:
-        out = subprocess.run(["xz", "--robot", "--list", "--", os.fspath(path)], capture_output=True,
-                             text=True, timeout=60, check=True).stdout
+        out = subprocess.run(
+            ["xz", "--robot", "--list", "--", os.fspath(path)], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     for line in out.splitlines():
@@ -90,8 +91,9 @@ def _xz_list_size(path) -> int | None:
 
 def _zstd_list_size(path) -> int | None:
     try:
-        out = subprocess.run(["zstd", "-lv", "--", os.fspath(path)], capture_output=True,
-                             text=True, timeout=60, check=True).stdout
+        out = subprocess.run(
+            ["zstd", "-lv", "--", os.fspath(path)], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     for line in out.splitlines():
@@ -121,12 +123,19 @@ class ImageInfo:
 
     def to_json(self) -> dict:
         from dataclasses import asdict
+
         return asdict(self)
 
 
 #: The decompressor `inspect` streams through (the module picks the fastest at boot).
-_STREAM = {"gzip": ["gzip", "-dc"], "xz": ["xz", "-dc"], "zstd": ["zstd", "-dcq"], "bzip2": ["bzip2", "-dc"],
-           "lz4": ["lz4", "-dcq"], "tar": ["cat"]}
+_STREAM = {
+    "gzip": ["gzip", "-dc"],
+    "xz": ["xz", "-dc"],
+    "zstd": ["zstd", "-dcq"],
+    "bzip2": ["bzip2", "-dc"],
+    "lz4": ["lz4", "-dcq"],
+    "tar": ["cat"],
+}
 MiB = 1 << 20
 
 
@@ -142,8 +151,7 @@ def size_arg(n: int) -> str:
     return f"{-(-n // MiB)}M"
 
 
-def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
-            progress=None) -> ImageInfo:
+def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0, progress=None) -> ImageInfo:
     """Format, sizes and file count of an image in one streaming pass (no temporary files).
 
     *progress*, if given, is called with (compressed bytes read, compressed total).
@@ -160,18 +168,21 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
         raise ImageError(f"{shown(path)}: cannot be read ({e.strerror})") from None
     if fmt is None:
         os.close(src_fd)
-        raise ImageError(f"{shown(path)}: not an archive (by its first bytes); accepted: tar, or tar "
-                         "compressed with gzip, xz, zstd, bzip2 or lz4")
+        raise ImageError(
+            f"{shown(path)}: not an archive (by its first bytes); accepted: tar, or tar "
+            "compressed with gzip, xz, zstd, bzip2 or lz4"
+        )
     compressed = os.fstat(src_fd).st_size
     digest = hashlib.sha256() if with_sha256 else None
     read_fd, write_fd = os.pipe()
     try:
-        proc = subprocess.Popen(_STREAM[fmt], stdin=read_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                preexec_fn=die_with_parent)
+        proc = subprocess.Popen(
+            _STREAM[fmt], stdin=read_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent
+        )
     except FileNotFoundError:
-        os.close(read_fd), os.close(write_fd), os.close(src_fd)
-        raise ImageError(f"{shown(path)}: {_STREAM[fmt][0]} is not installed, needed to read a "
-                         f"{fmt} image") from None
+        for fd in (read_fd, write_fd, src_fd):
+            os.close(fd)
+        raise ImageError(f"{shown(path)}: {_STREAM[fmt][0]} is not installed, needed to read a {fmt} image") from None
     os.close(read_fd)
     fed = [0]
 
@@ -190,12 +201,13 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
+    assert proc.stdout is not None and proc.stderr is not None
     counter = _CountingReader(proc.stdout)
     files = 0
     tar_error = None
     members = MemberCheck()
     try:
-        with tarfile.open(fileobj=counter, mode="r|") as tar:
+        with tarfile.open(fileobj=counter, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 files += 1
                 members.add(member)
@@ -217,13 +229,21 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
         raise ImageError(f"{shown(path)}: the archive holds no files")
     if members.refused:
         name, why = members.refused[0]
-        raise ImageError(f"{shown(path)}: {len(members.refused)} member(s) the boot's tar refuses, "
-                         f"e.g. {shown(name)} ({why}); accepted: an archive of a root tree, as "
-                         "`tmpfs-root image create` makes")
-    return ImageInfo(path=path, format=fmt, compressed=compressed, uncompressed=counter.count,
-                     files=files, sha256=digest.hexdigest() if digest else None,
-                     recommended_size=size_arg(recommended_size(counter.count, ram)),
-                     warnings=members.warnings())
+        raise ImageError(
+            f"{shown(path)}: {len(members.refused)} member(s) the boot's tar refuses, "
+            f"e.g. {shown(name)} ({why}); accepted: an archive of a root tree, as "
+            "`tmpfs-root image create` makes"
+        )
+    return ImageInfo(
+        path=path,
+        format=fmt,
+        compressed=compressed,
+        uncompressed=counter.count,
+        files=files,
+        sha256=digest.hexdigest() if digest else None,
+        recommended_size=size_arg(recommended_size(counter.count, ram)),
+        warnings=members.warnings(),
+    )
 
 
 class MemberCheck:
@@ -245,8 +265,7 @@ class MemberCheck:
             return
         for i in range(1, len(parts)):
             if "/".join(parts[:i]) in self.links:
-                self.refused.append((name, f"written through the symbolic link member "
-                                           f"{shown('/'.join(parts[:i]))}"))
+                self.refused.append((name, f"written through the symbolic link member {shown('/'.join(parts[:i]))}"))
                 return
         if member.issym():
             self.links.add("/".join(parts))
@@ -254,8 +273,10 @@ class MemberCheck:
     def warnings(self) -> list[str]:
         if not self.absolute:
             return []
-        return [f"{len(self.absolute)} member(s) with an absolute name, e.g. {shown(self.absolute[0])}: "
-                "the boot's tar strips the leading /"]
+        return [
+            f"{len(self.absolute)} member(s) with an absolute name, e.g. {shown(self.absolute[0])}: "
+            "the boot's tar strips the leading /"
+        ]
 
 
 class _CountingReader:
@@ -275,9 +296,8 @@ def find_archives(top: str | os.PathLike, max_depth: int = 3, limit: int = 200) 
     found = []
     top = os.fspath(top)
     for dirpath, dirnames, filenames in os.walk(top):
-        depth = dirpath[len(top):].count(os.sep)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "lost+found"
-                             and depth < max_depth)
+        depth = dirpath[len(top) :].count(os.sep)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "lost+found" and depth < max_depth)
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             try:

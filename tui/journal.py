@@ -33,9 +33,11 @@ class DamagedJournal(Failure):
     """The journal of an interrupted run cannot be trusted; one line saying how to recover."""
 
     def __init__(self, why: str):
-        super().__init__(f"the journal {owned.JOURNAL} of an interrupted run is damaged ({why}); "
-                         f"nothing in it was undone: restore what you need from {owned.BACKUP_DIR}, "
-                         f"then delete the journal and run the command again")
+        super().__init__(
+            f"the journal {owned.JOURNAL} of an interrupted run is damaged ({why}); "
+            f"nothing in it was undone: restore what you need from {owned.BACKUP_DIR}, "
+            f"then delete the journal and run the command again"
+        )
 
 
 _KEYS = {"path": str, "existed": bool, "dir": bool, "area": bool, "link": str}
@@ -53,8 +55,11 @@ def _checked(entries: object) -> list[dict]:
                 raise DamagedJournal(f"entry {i} has {shown(key)} of the wrong kind")
         path = entry["path"]
         if entry.get("area"):
-            ok = path in (owned.VAR_DIR, owned.BACKUP_DIR) or owned.may_make_dir(path) \
+            ok = (
+                path in (owned.VAR_DIR, owned.BACKUP_DIR)
+                or owned.may_make_dir(path)
                 and owned.VAR_DIR.startswith(path + "/")
+            )
         elif entry.get("dir"):
             ok = owned.may_make_dir(path)
         else:
@@ -111,8 +116,9 @@ class Journal:
             self._add({"path": path, "existed": True, "link": link})
             return
         if not stat.S_ISREG(st.st_mode):
-            raise Failure(f"{path} in {self.fs.root} is not a regular file; tmpfs-root only "
-                          "replaces files; move it aside first")
+            raise Failure(
+                f"{path} in {self.fs.root} is not a regular file; tmpfs-root only replaces files; move it aside first"
+            )
         self._copy(path, owned.backup_path(path))
         self._add({"path": path, "existed": True})
 
@@ -122,6 +128,7 @@ class Journal:
         try:
             dfd, name = self.fs.split(dst, create=True)
             try:
+
                 def copy(out) -> None:
                     while chunk := os.read(src_fd, 1 << 20):
                         out.write(chunk)
@@ -194,8 +201,9 @@ class Journal:
             try:
                 self._copy(owned.backup_path(path), path)
             except FileNotFoundError:
-                raise Failure(f"the backup of {path} is missing from {owned.BACKUP_DIR}; "
-                              "it cannot be restored") from None
+                raise Failure(
+                    f"the backup of {path} is missing from {owned.BACKUP_DIR}; it cannot be restored"
+                ) from None
             return
         dfd, name = self.fs.split(path, create=True)
         try:

@@ -38,11 +38,11 @@ def hook_env(host: Host, bl: Bootloader, dracut_options: list[str], title: str, 
         "TMPFS_ROOT_BLS_PREFIX": bls_prefix(host) if bl.style == "bls" else "/boot/",
     }
     return "# Written by tmpfs-root apply; read by its kernel hooks.\n" + "".join(
-        f"{k}={shlex.quote(v)}\n" for k, v in values.items())
+        f"{k}={shlex.quote(v)}\n" for k, v in values.items()
+    )
 
 
-def install_hooks(host: Host, bl: Bootloader, dracut_options: list[str], title: str,
-                  cmdline: list[str]) -> bool:
+def install_hooks(host: Host, bl: Bootloader, dracut_options: list[str], title: str, cmdline: list[str]) -> bool:
     """Write the hooks and their settings; returns whether anything changed."""
     changed = host.write_file(HOOK_ENV, hook_env(host, bl, dracut_options, title, cmdline))
     wanted = hook_paths(bl)

@@ -46,8 +46,7 @@ GRUB_DIRS = ("/boot/grub", "/boot/grub2")
 #: Directories of tmpfs-root's own, in which no symbolic link is ever followed.
 STRICT_DIRS = (STATE_DIR, VAR_DIR, *MODULE_DIRS)
 
-_FIXED = {PLAN_FILE, STATE_FILE, GRUB_ENV, HOOK_ENV, GRUB_SCRIPT, DEFAULT_DROPIN,
-          *DEBIAN_HOOKS, KERNEL_INSTALL_HOOK}
+_FIXED = {PLAN_FILE, STATE_FILE, GRUB_ENV, HOOK_ENV, GRUB_SCRIPT, DEFAULT_DROPIN, *DEBIAN_HOOKS, KERNEL_INSTALL_HOOK}
 _KV = KVER_RE.pattern
 _PATTERNS = [
     re.compile(r"/boot/initrd-tmpfs-root-" + _KV + r"\.img(\.new)?"),
@@ -56,14 +55,22 @@ _PATTERNS = [
 ]
 #: grub.cfg (in GRUB's directory or an EFI vendor directory), our scratch names for it,
 #: and grubenv: regenerated or edited by the target's own tools, backed up by us.
-_BOOTLOADER = re.compile(r"(/boot/grub2?|/boot/efi/EFI/[A-Za-z0-9._-]{1,64})/"
-                         r"(grub\.cfg(\.tmpfs-root(\.new)?)?|grubenv)")
+_BOOTLOADER = re.compile(
+    r"(/boot/grub2?|/boot/efi/EFI/[A-Za-z0-9._-]{1,64})/"
+    r"(grub\.cfg(\.tmpfs-root(\.new)?)?|grubenv)"
+)
 
 
 def normal(path: str) -> bool:
     """An absolute path without '.', '..', empty components or control characters."""
-    return (isinstance(path, str) and path.startswith("/") and len(path) < 4096
-            and posixpath.normpath(path) == path and path.isprintable() and "//" not in path)
+    return (
+        isinstance(path, str)
+        and path.startswith("/")
+        and len(path) < 4096
+        and posixpath.normpath(path) == path
+        and path.isprintable()
+        and "//" not in path
+    )
 
 
 def owns(path: str) -> bool:
@@ -85,8 +92,11 @@ def _ancestors(path: str) -> list[str]:
     return out
 
 
-_DIRS = {d for p in [*_FIXED, *(m + "/x" for m in MODULE_DIRS), BLS_DIR + "/x", JOURNAL, *(g + "/x" for g in GRUB_DIRS)]
-         for d in _ancestors(p)}
+_DIRS = {
+    d
+    for p in [*_FIXED, *(m + "/x" for m in MODULE_DIRS), BLS_DIR + "/x", JOURNAL, *(g + "/x" for g in GRUB_DIRS)]
+    for d in _ancestors(p)
+}
 
 
 def may_make_dir(path: str) -> bool:

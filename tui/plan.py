@@ -17,10 +17,9 @@ import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 
-from tui.errors import BadInput, shown
-
 from tui.devices import BlockDevice, lvm_from_path, match_source
-from tui.owned import INITRD_TEMPLATE, KERNEL_TEMPLATE, KVER_RE
+from tui.errors import BadInput, shown
+from tui.owned import INITRD_TEMPLATE, KVER_RE
 
 BOOT_MODES = ("menu", "once", "default")
 #: Arguments a boot-once entry carries so that a failed boot falls back to the default entry.
@@ -58,7 +57,7 @@ class Plan:
         return "\n".join(lines) + "\n"
 
     @classmethod
-    def from_toml(cls, text: str, origin: str = "plan file") -> "Plan":
+    def from_toml(cls, text: str, origin: str = "plan file") -> Plan:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -95,7 +94,7 @@ def check_save_path(path: str) -> None:
         raise BadInput(f"{where}: {e.strerror}") from None
 
 
-def save_plan(path: str, plan: "Plan") -> None:
+def save_plan(path: str, plan: Plan) -> None:
     """Write *plan* as TOML to *path* (mode 0600), atomically; BadInput when it cannot be."""
     from tui.safefile import write_atomic
 
@@ -161,24 +160,29 @@ class Source:
         return self.kind == "nfs"
 
 
-SOURCE_FORMS = ("/dev/…, LABEL=…, UUID=…, PARTUUID=…, PARTLABEL=…, "
-                "nfs:server:/export[,opts] or nfs4:server:/export[,opts]")
-_NFS_RE = re.compile(r"(?P<scheme>nfs4?):(?P<server>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):"
-                     r"(?P<path>/[^,:\s]*)(?:[,:](?P<opts>[A-Za-z0-9=,._:-]+))?")
+SOURCE_FORMS = (
+    "/dev/…, LABEL=…, UUID=…, PARTUUID=…, PARTLABEL=…, nfs:server:/export[,opts] or nfs4:server:/export[,opts]"
+)
+_NFS_RE = re.compile(
+    r"(?P<scheme>nfs4?):(?P<server>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):"
+    r"(?P<path>/[^,:\s]*)(?:[,:](?P<opts>[A-Za-z0-9=,._:-]+))?"
+)
 
 
 def parse_source(text: str) -> Source:
     """Parse a source; raises ValueError with what is accepted."""
     text = text.strip()
     if text.startswith("tmpfs:"):
-        text = text[len("tmpfs:"):]
+        text = text[len("tmpfs:") :]
     if text.startswith("NFS="):
-        text = text[len("NFS="):]
+        text = text[len("NFS=") :]
     if text.startswith(("nfs:", "nfs4:")):
         m = _NFS_RE.fullmatch(text)
         if not m:
-            raise ValueError("not an NFS export; accepted: nfs:server:/export[,opts] or "
-                             "nfs4:server:/export[,opts] (e.g. nfs:10.0.0.11:/srv/images,vers=3)")
+            raise ValueError(
+                "not an NFS export; accepted: nfs:server:/export[,opts] or "
+                "nfs4:server:/export[,opts] (e.g. nfs:10.0.0.11:/srv/images,vers=3)"
+            )
         return Source("nfs", "NFS=" + text, m["scheme"], m["server"], m["path"], m["opts"] or "")
     key, sep, value = text.partition("=")
     if sep and key in ("LABEL", "UUID", "PARTUUID", "PARTLABEL"):
@@ -189,17 +193,27 @@ def parse_source(text: str) -> Source:
         return Source(key, text)
     if text.startswith("/dev/"):
         if not _DEV_PATH_RE.fullmatch(text) or any(p in (".", "..") for p in text.split("/")[2:]):
-            raise ValueError("is not a device path; accepted: /dev/NAME or /dev/DIR/NAME without "
-                             "'.', '..' or empty parts (e.g. /dev/vda1, /dev/mapper/vg-images)")
+            raise ValueError(
+                "is not a device path; accepted: /dev/NAME or /dev/DIR/NAME without "
+                "'.', '..' or empty parts (e.g. /dev/vda1, /dev/mapper/vg-images)"
+            )
         return Source("path", text)
     raise ValueError(f"not a source; accepted: {SOURCE_FORMS}")
 
 
 _DEV_PATH_RE = re.compile(r"/dev(/[A-Za-z0-9._+:@,=-]{1,255}){1,8}")
-_ID_VALUE_RE = {"UUID": re.compile(r"[0-9A-Za-z-]{1,64}"), "PARTUUID": re.compile(r"[0-9A-Fa-f-]{1,64}"),
-                "LABEL": re.compile(r".{1,255}"), "PARTLABEL": re.compile(r".{1,255}")}
-_ID_ACCEPTED = {"UUID": "up to 64 letters, digits and -", "PARTUUID": "up to 64 hex digits and -",
-                "LABEL": "up to 255 characters", "PARTLABEL": "up to 255 characters"}
+_ID_VALUE_RE = {
+    "UUID": re.compile(r"[0-9A-Za-z-]{1,64}"),
+    "PARTUUID": re.compile(r"[0-9A-Fa-f-]{1,64}"),
+    "LABEL": re.compile(r".{1,255}"),
+    "PARTLABEL": re.compile(r".{1,255}"),
+}
+_ID_ACCEPTED = {
+    "UUID": "up to 64 letters, digits and -",
+    "PARTUUID": "up to 64 hex digits and -",
+    "LABEL": "up to 255 characters",
+    "PARTLABEL": "up to 255 characters",
+}
 _EXAMPLES = {"LABEL": "IMGVOL", "UUID": "0a1b2c3d-…", "PARTUUID": "6f1c…", "PARTLABEL": "images"}
 
 
@@ -211,8 +225,10 @@ def version_key(kver: str) -> list:
 def target_kernels(host) -> list[str]:
     """Kernel versions with a modules directory in the target, oldest first; only names
     tmpfs-root accepts (a directory named with quotes or backslashes is not a kernel)."""
-    return sorted((k for k in host.listdir("/lib/modules")
-                   if KVER_RE.fullmatch(k) and host.is_dir(f"/lib/modules/{k}")), key=version_key)
+    return sorted(
+        (k for k in host.listdir("/lib/modules") if KVER_RE.fullmatch(k) and host.is_dir(f"/lib/modules/{k}")),
+        key=version_key,
+    )
 
 
 def default_kernels(host) -> list[str]:
@@ -234,7 +250,7 @@ def os_pretty_name(host) -> str:
             continue
         for line in text.splitlines():
             if line.startswith("PRETTY_NAME="):
-                name = line.split("=", 1)[1].strip().strip('"\'').replace('\\"', '"')
+                name = line.split("=", 1)[1].strip().strip("\"'").replace('\\"', '"')
                 if name and name.isprintable() and len(name) <= TITLE_MAX // 2:
                     return name
                 return "Linux"
@@ -302,5 +318,9 @@ def kernel_cmdline(plan: Plan, devices: list[BlockDevice] | None = None) -> list
 def resolve(plan: Plan, host, devices: list[BlockDevice] | None = None) -> Resolved:
     kernels = list(plan.kernels) or default_kernels(host)
     title = plan.title or f"{os_pretty_name(host)}, root in RAM (tmpfs-root)"
-    return Resolved(kernels=kernels, title=title, cmdline=kernel_cmdline(plan, devices),
-                    initrds={k: INITRD_TEMPLATE.format(kver=k) for k in kernels})
+    return Resolved(
+        kernels=kernels,
+        title=title,
+        cmdline=kernel_cmdline(plan, devices),
+        initrds={k: INITRD_TEMPLATE.format(kver=k) for k in kernels},
+    )

@@ -86,8 +86,7 @@ def _parts(path: str) -> list[str]:
 class TargetRoot:
     """Resolution of target paths (``/etc/x`` as the target sees it) to open files."""
 
-    def __init__(self, root: str | os.PathLike, strict: tuple[str, ...] = (),
-                 use_openat2: bool | None = None):
+    def __init__(self, root: str | os.PathLike, strict: tuple[str, ...] = (), use_openat2: bool | None = None):
         self.root = Path(os.path.realpath(os.fspath(root)))
         #: tmpfs-root's own directories: no symbolic link at or below them is followed
         self.strict = tuple(strict)
@@ -139,24 +138,27 @@ class TargetRoot:
             raise UnsafePath(whole, "'..' in a path of tmpfs-root's own")
         try:
             if self.use_openat2:
-                return _openat2(base_fd, rest, flags | os.O_NOFOLLOW,
-                                _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS, mode)
+                return _openat2(base_fd, rest, flags | os.O_NOFOLLOW, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS, mode)
             fd = os.dup(base_fd)
             parts = _parts(rest)
             for i, part in enumerate(parts):
                 last = i == len(parts) - 1
                 try:
-                    nxt = os.open(part, (flags | os.O_NOFOLLOW) if last else (_DIR_FLAGS | os.O_NOFOLLOW),
-                                  mode, dir_fd=fd)
+                    nxt = os.open(
+                        part, (flags | os.O_NOFOLLOW) if last else (_DIR_FLAGS | os.O_NOFOLLOW), mode, dir_fd=fd
+                    )
                 finally:
                     os.close(fd)
                 fd = nxt
             return fd
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.EXDEV) or (e.errno == errno.ENOTDIR and self._has_link(whole)):
-                raise UnsafePath(whole, f"a symbolic link in tmpfs-root's own directory "
-                                        f"{self._strict_area(whole)}; remove it (tmpfs-root follows none "
-                                        "there)") from None
+                raise UnsafePath(
+                    whole,
+                    f"a symbolic link in tmpfs-root's own directory "
+                    f"{self._strict_area(whole)}; remove it (tmpfs-root follows none "
+                    "there)",
+                ) from None
             raise
 
     def _has_link(self, path: str) -> bool:
@@ -233,8 +235,9 @@ class TargetRoot:
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
                     st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-                    raise UnsafePath(path, f"is {kind_of(st.st_mode)} that leads nowhere in "
-                                           f"{self.root}; accepted: a directory") from None
+                    raise UnsafePath(
+                        path, f"is {kind_of(st.st_mode)} that leads nowhere in {self.root}; accepted: a directory"
+                    ) from None
                 raise
         finally:
             os.close(pfd)

@@ -17,9 +17,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tui.errors import Failure
 
@@ -65,8 +65,15 @@ class Runner:
         """The argv actually executed: inside the target via chroot when needed."""
         return list(argv) if self.is_live else ["chroot", str(self.root), *argv]
 
-    def run(self, argv: list[str], *, on_line: LineCallback | None = None, check: bool = True,
-            timeout: float | None = None, env: dict[str, str] | None = None) -> RunResult:
+    def run(
+        self,
+        argv: list[str],
+        *,
+        on_line: LineCallback | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> RunResult:
         full_env = dict(os.environ if self._env is None else self._env)
         full_env.update({"LC_ALL": "C.UTF-8", "PATH": PATH})
         if env:
@@ -74,9 +81,15 @@ class Runner:
         lines: list[str] = []
         setup = die_with_parent if self.is_live else ChrootSetup(self.root)
         try:
-            proc = subprocess.Popen(self.argv(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=full_env, start_new_session=True,
-                                    preexec_fn=setup)
+            proc = subprocess.Popen(
+                self.argv(argv),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                start_new_session=True,
+                preexec_fn=setup,
+            )
         except FileNotFoundError:
             raise Failure(f"{argv[0]}: command not found in {self.root}") from None
         self._proc = proc
@@ -121,8 +134,7 @@ class ChrootSetup:
 
     def __init__(self, root: Path):
         # computed here, in the parent: the child must not do more than system calls
-        real = [n for n in ("proc", "sys", "dev", "run")
-                if (root / n).is_dir() and not (root / n).is_symlink()]
+        real = [n for n in ("proc", "sys", "dev", "run") if (root / n).is_dir() and not (root / n).is_symlink()]
         self.binds = [(f"/{n}".encode(), str(root / n).encode()) for n in real if n != "run"]
         self.run = str(root / "run").encode() if "run" in real else None
 

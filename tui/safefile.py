@@ -20,7 +20,8 @@ import errno
 import os
 import secrets
 import stat
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 #: The most a plan, a state file or a journal may hold.
 SMALL_LIMIT = 1 << 20
@@ -35,10 +36,15 @@ class FileRefused(OSError):
 
 def kind_of(mode: int) -> str:
     """What a file is, in words: "a directory", "a FIFO", "a character device", …"""
-    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -63,7 +69,8 @@ def open_regular(path: str | os.PathLike, *, dir_fd: int | None = None, follow: 
 
 def read_fd(fd: int, limit: int) -> bytes:
     """At most *limit* bytes from *fd*; more is refused, not cut."""
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = os.read(fd, min(1 << 20, limit + 1 - size))
         if not chunk:
@@ -74,8 +81,9 @@ def read_fd(fd: int, limit: int) -> bytes:
             raise FileRefused(f"is larger than {limit} bytes; accepted: at most that", errno.EFBIG)
 
 
-def read_regular(path: str | os.PathLike, limit: int = SMALL_LIMIT, *, dir_fd: int | None = None,
-                 follow: bool = True) -> bytes:
+def read_regular(
+    path: str | os.PathLike, limit: int = SMALL_LIMIT, *, dir_fd: int | None = None, follow: bool = True
+) -> bytes:
     """The content of a regular file of at most *limit* bytes."""
     fd = open_regular(path, dir_fd=dir_fd, follow=follow)
     try:
@@ -108,28 +116,28 @@ def temp_name(name: str, suffix: str = ".tmp") -> str:
     return f".{name[:180]}.{secrets.token_hex(6)}{suffix}"
 
 
-def create_exclusive(name: str, *, dir_fd: int | None = None, mode: int = 0o600,
-                     suffix: str = ".tmp") -> tuple[int, str]:
+def create_exclusive(
+    name: str, *, dir_fd: int | None = None, mode: int = 0o600, suffix: str = ".tmp"
+) -> tuple[int, str]:
     """A new file beside *name* (in *dir_fd*), created with O_EXCL; returns (fd, its name)."""
     for _ in range(100):
         tmp = temp_name(name, suffix)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         mode, dir_fd=dir_fd)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
         except FileExistsError:
             continue
         return fd, tmp
     raise FileExistsError(errno.EEXIST, f"no free temporary name beside {name}")
 
 
-def write_atomic(name: str | os.PathLike, data: bytes, mode: int = 0o644, *,
-                 dir_fd: int | None = None) -> None:
+def write_atomic(name: str | os.PathLike, data: bytes, mode: int = 0o644, *, dir_fd: int | None = None) -> None:
     """Replace *name* (in *dir_fd*, or a path) by *data* in one rename, fsynced."""
     replace_atomic(name, lambda f: f.write(data), mode, dir_fd=dir_fd)
 
 
-def replace_atomic(name: str | os.PathLike, fill: Callable[[BinaryIO], object], mode: int, *,
-                   dir_fd: int | None = None) -> None:
+def replace_atomic(
+    name: str | os.PathLike, fill: Callable[[BinaryIO], object], mode: int, *, dir_fd: int | None = None
+) -> None:
     """Replace *name* by what *fill* writes into a new file: created exclusively beside it,
     fsynced, given *mode*, renamed over *name*, the directory fsynced."""
     if dir_fd is None:

@@ -22,14 +22,16 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from functools import partial
 
 from tui import bootloader, dracut, kernel_hooks, owned
 from tui.bootloader import Bootloader
+from tui.cancel import CancelToken
 from tui.devices import BlockDevice
-from tui.errors import Failure, shown
+from tui.errors import Cancelled, Failure, shown
 from tui.host import DamagedJournal, Host, HostError, LineCallback, UnsafePath
 from tui.owned import INITRD_TEMPLATE, KERNEL_TEMPLATE, KVER_RE, PLAN_FILE, STATE_DIR, STATE_FILE
 from tui.plan import BOOT_MODES, Plan, Resolved, resolve, version_key
@@ -58,8 +60,10 @@ class TransactionError(HostError):
         self.cause = cause
         self.restored = restored
         self.tail = getattr(cause, "tail", [])
-        super().__init__(f"step '{step}' failed: {cause}; rolled back, {len(restored)} "
-                         "change(s) undone: the target is as it was before")
+        super().__init__(
+            f"step '{step}' failed: {cause}; rolled back, {len(restored)} "
+            "change(s) undone: the target is as it was before"
+        )
 
 
 @dataclass
@@ -84,8 +88,10 @@ def shipped_digest() -> str:
 def older_than_kernel(host: Host, kver: str) -> bool:
     """The kernel was (re)installed after its tmpfs-root initramfs was built."""
     try:
-        return (host.stat(INITRD_TEMPLATE.format(kver=kver)).st_mtime
-                < host.stat(KERNEL_TEMPLATE.format(kver=kver)).st_mtime)
+        return (
+            host.stat(INITRD_TEMPLATE.format(kver=kver)).st_mtime
+            < host.stat(KERNEL_TEMPLATE.format(kver=kver)).st_mtime
+        )
     except OSError:
         return False
 
@@ -96,9 +102,11 @@ class DamagedState(Failure):
 
     def __init__(self, why: str):
         self.why = why
-        super().__init__(f"{STATE_FILE} is damaged ({why}); move it aside (mv {STATE_FILE} "
-                         f"{STATE_FILE}.damaged), then run 'tmpfs-root remove' to remove the rest of "
-                         "tmpfs-root, or 'tmpfs-root apply' to set it up anew")
+        super().__init__(
+            f"{STATE_FILE} is damaged ({why}); move it aside (mv {STATE_FILE} "
+            f"{STATE_FILE}.damaged), then run 'tmpfs-root remove' to remove the rest of "
+            "tmpfs-root, or 'tmpfs-root apply' to set it up anew"
+        )
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -119,18 +127,30 @@ def _state_problem(state: object) -> str | None:
 
     checks = [
         ("boot", state.get("boot") in BOOT_MODES),
-        ("entry", isinstance(state.get("entry"), str)
-         and kver(state["entry"].removeprefix(bootloader.ENTRY_PREFIX))),
+        ("entry", isinstance(state.get("entry"), str) and kver(state["entry"].removeprefix(bootloader.ENTRY_PREFIX))),
         ("kernels", isinstance(state.get("kernels"), list) and all(kver(k) for k in state["kernels"])),
         ("cmdline", isinstance(state.get("cmdline"), list) and all(text(a) for a in state["cmdline"])),
-        ("initrds", isinstance(state.get("initrds"), dict) and all(
-            kver(k) and isinstance(v, dict) and isinstance(v.get("options"), list)
-            and all(text(o) for o in v["options"]) and text(v.get("shipped"), 64)
-            for k, v in state["initrds"].items())),
+        (
+            "initrds",
+            isinstance(state.get("initrds"), dict)
+            and all(
+                kver(k)
+                and isinstance(v, dict)
+                and isinstance(v.get("options"), list)
+                and all(text(o) for o in v["options"])
+                and text(v.get("shipped"), 64)
+                for k, v in state["initrds"].items()
+            ),
+        ),
         ("default_before", state.get("default_before") is None or text(state["default_before"], 256)),
-        ("files", isinstance(state.get("files"), dict) and all(
-            owned.owns(p) and (d is None or (isinstance(d, str) and _HEX64.fullmatch(d)))
-            for p, d in state["files"].items())),
+        (
+            "files",
+            isinstance(state.get("files"), dict)
+            and all(
+                owned.owns(p) and (d is None or (isinstance(d, str) and _HEX64.fullmatch(d)))
+                for p, d in state["files"].items()
+            ),
+        ),
         ("bootloader", isinstance(state.get("bootloader"), dict)),
     ]
     bad = [key for key, ok in checks if not ok]
@@ -163,7 +183,7 @@ def our_initrds(host: Host) -> dict[str, str]:
     found = {}
     for name in host.listdir("/boot"):
         if name.startswith("initrd-tmpfs-root-") and name.endswith(".img"):
-            kver = name[len("initrd-tmpfs-root-"):-len(".img")]
+            kver = name[len("initrd-tmpfs-root-") : -len(".img")]
             if KVER_RE.fullmatch(kver):
                 found[kver] = f"/boot/{name}"
     return found
@@ -176,8 +196,13 @@ def _installed(host: Host, kver: str) -> bool:
 def owned_files(host: Host) -> list[str]:
     """Every file of ours present in the target (state.json itself aside)."""
     candidates = [f"{dracut.module_path(host)}/{name}" for name, _, _ in dracut.module_files()]
-    candidates += kernel_hooks.ALL_HOOKS + [kernel_hooks.HOOK_ENV, bootloader.GRUB_SCRIPT,
-                                            bootloader.GRUB_ENV, bootloader.DEFAULT_DROPIN, PLAN_FILE]
+    candidates += kernel_hooks.ALL_HOOKS + [
+        kernel_hooks.HOOK_ENV,
+        bootloader.GRUB_SCRIPT,
+        bootloader.GRUB_ENV,
+        bootloader.DEFAULT_DROPIN,
+        PLAN_FILE,
+    ]
     candidates += bootloader.our_bls_entries(host) + sorted(our_initrds(host).values())
     return [p for p in candidates if host.exists(p)]
 
@@ -186,8 +211,14 @@ def owned_files(host: Host) -> list[str]:
 class _Apply:
     """The apply steps of one plan on one host; each step compares before it writes."""
 
-    def __init__(self, plan: Plan, host: Host, devices: list[BlockDevice] | None,
-                 on_line: LineCallback | None, bl: Bootloader | None = None):
+    def __init__(
+        self,
+        plan: Plan,
+        host: Host,
+        devices: list[BlockDevice] | None,
+        on_line: LineCallback | None,
+        bl: Bootloader | None = None,
+    ):
         self.plan, self.host, self.devices, self.on_line = plan, host, devices, on_line
         self.bl = bl or bootloader.detect(host)
         self.resolved = resolve(plan, host, devices)
@@ -204,7 +235,7 @@ class _Apply:
     def steps(self) -> list[Step]:
         steps = [Step("install the dracut module", self.install_module)]
         for kver in self.kernels:
-            steps.append(Step(f"build the initramfs for {kver}", lambda k=kver: self.build(k)))
+            steps.append(Step(f"build the initramfs for {kver}", partial(self.build, kver)))
         steps.append(Step("install the kernel hooks", self.install_hooks))
         steps.append(Step("write the boot entries", self.write_entries))
         if self.bl.style == "grub":
@@ -221,10 +252,13 @@ class _Apply:
     def build(self, kver: str):
         initrd = INITRD_TEMPLATE.format(kver=kver)
         built = self.state.get("initrds", {}).get(kver, {})
-        current = (built.get("options") == self.options and built.get("shipped") == self.digest
-                   and self.host.exists(initrd)
-                   and self.state.get("files", {}).get(initrd) == self.host.sha256(initrd)
-                   and not older_than_kernel(self.host, kver))
+        current = (
+            built.get("options") == self.options
+            and built.get("shipped") == self.digest
+            and self.host.exists(initrd)
+            and self.state.get("files", {}).get(initrd) == self.host.sha256(initrd)
+            and not older_than_kernel(self.host, kver)
+        )
         if current:
             return "unchanged"
         dracut.build_initramfs(self.host, self.plan, kver, initrd, self.devices, self.on_line)
@@ -233,13 +267,15 @@ class _Apply:
         return None
 
     def install_hooks(self):
-        changed = kernel_hooks.install_hooks(self.host, self.bl, self.options, self.resolved.title,
-                                             self.resolved.cmdline)
+        changed = kernel_hooks.install_hooks(
+            self.host, self.bl, self.options, self.resolved.title, self.resolved.cmdline
+        )
         return None if changed else "unchanged"
 
     def write_entries(self):
-        self.entries_changed = bootloader.write_entries(self.host, self.bl, self.resolved.title,
-                                                        self.resolved.cmdline, self.kernels, self.plan.boot)
+        self.entries_changed = bootloader.write_entries(
+            self.host, self.bl, self.resolved.title, self.resolved.cmdline, self.kernels, self.plan.boot
+        )
         return None if self.entries_changed else "unchanged"
 
     def regenerate(self):
@@ -266,13 +302,17 @@ class _Apply:
             if env.get("saved_entry") == wanted:
                 return "unchanged"
             before = env.get("saved_entry")
-            if before is None or (not before.startswith(bootloader.ENTRY_PREFIX)
-                                  and before.isprintable() and len(before) <= 256):
+            if before is None or (
+                not before.startswith(bootloader.ENTRY_PREFIX) and before.isprintable() and len(before) <= 256
+            ):
                 self.state["default_before"] = before
             bootloader.set_default(self.host, self.bl, self.entry_kver, self.on_line)
         else:
-            ours = [v for k, v in env.items() if k in ("next_entry", "saved_entry")
-                    and v.startswith(bootloader.ENTRY_PREFIX)]
+            ours = [
+                v
+                for k, v in env.items()
+                if k in ("next_entry", "saved_entry") and v.startswith(bootloader.ENTRY_PREFIX)
+            ]
             if not ours:
                 return "unchanged"
             bootloader.clear_boot_modes(self.host, self.bl, self.state.get("default_before"), self.on_line)
@@ -296,8 +336,9 @@ class _Apply:
         return None if changed else "unchanged"
 
 
-def apply_steps(plan: Plan, host: Host, devices: list[BlockDevice] | None = None,
-                on_line: LineCallback | None = None) -> tuple[Resolved, list[Step]]:
+def apply_steps(
+    plan: Plan, host: Host, devices: list[BlockDevice] | None = None, on_line: LineCallback | None = None
+) -> tuple[Resolved, list[Step]]:
     """The steps of ``apply``, in order, bound to *host*."""
     a = _Apply(plan, host, devices, on_line)
     return a.resolved, a.steps()
@@ -322,8 +363,7 @@ def locked(host: Host) -> Iterator[None]:
     key = hashlib.sha256(str(host.root).encode()).hexdigest()[:16]
     dir_fd = _lock_dir()
     try:
-        fd = os.open(f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
+        fd = os.open(f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
     try:
@@ -354,8 +394,10 @@ def _lock_dir() -> int:
     st = os.fstat(fd)
     if st.st_uid != os.geteuid() or st.st_mode & 0o077:
         os.close(fd)
-        raise Failure(f"the lock directory {lock_dir} is not private to root (owner {st.st_uid}, "
-                      f"mode {st.st_mode & 0o777:04o}); remove it")
+        raise Failure(
+            f"the lock directory {lock_dir} is not private to root (owner {st.st_uid}, "
+            f"mode {st.st_mode & 0o777:04o}); remove it"
+        )
     return fd
 
 
@@ -367,13 +409,20 @@ def recover(host: Host) -> list[str]:
     return host.rollback(journal) if journal else []
 
 
-def run_steps(host: Host, steps: list[Step], on_step: StepCallback | None = None) -> dict[str, str]:
-    """Run *steps* in order; on any failure (or interrupt) roll all of them back and raise."""
+def run_steps(
+    host: Host, steps: list[Step], on_step: StepCallback | None = None, cancel: CancelToken | None = None
+) -> dict[str, str]:
+    """Run *steps* in order; on any failure, interrupt or cancel roll all of them back and raise
+    (TransactionError, or Cancelled when *cancel* was asked)."""
     notes: dict[str, str] = {}
     total = len(steps)
     i, step = 0, steps[0]
+    if cancel:
+        cancel.on_cancel(host.terminate)
     try:
         for i, step in enumerate(steps):
+            if cancel:
+                cancel.check(f"'{step.name}'")
             if on_step:
                 on_step(i, total, step.name, "start", "")
             result = step.action()
@@ -385,6 +434,13 @@ def run_steps(host: Host, steps: list[Step], on_step: StepCallback | None = None
         if on_step:
             on_step(i, total, step.name, "failed", str(e))
         restored = host.rollback()
+        if cancel and cancel.cancelled:
+            stopped = Cancelled(
+                f"step '{step.name}' failed: cancelled by the user; rolled back, "
+                f"{len(restored)} change(s) undone: the target is as it was before"
+            )
+            stopped.step, stopped.restored = step.name, restored  # type: ignore[attr-defined]
+            raise stopped from e
         if isinstance(e, Exception):
             raise TransactionError(step.name, e, restored) from e
         raise
@@ -392,13 +448,20 @@ def run_steps(host: Host, steps: list[Step], on_step: StepCallback | None = None
     return notes
 
 
-def apply(plan: Plan, host: Host, devices: list[BlockDevice] | None = None, *,
-          on_line: LineCallback | None = None, on_step: StepCallback | None = None) -> Outcome:
+def apply(
+    plan: Plan,
+    host: Host,
+    devices: list[BlockDevice] | None = None,
+    *,
+    on_line: LineCallback | None = None,
+    on_step: StepCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Outcome:
     """Convert the target: validated *plan* in, every step done or none."""
     with locked(host):
         recovered = recover(host)
         resolved, steps = apply_steps(plan, host, devices, on_line)
-        notes = run_steps(host, steps, on_step)
+        notes = run_steps(host, steps, on_step, cancel)
     changed = any(note != "unchanged" for note in notes.values())
     return Outcome(resolved, changed, recovered, notes)
 
@@ -416,11 +479,13 @@ def remove_steps(host: Host, on_line: LineCallback | None = None) -> list[Step]:
             host.remove(path)
             host.remove(f"{path}.new")
 
-    steps = [Step("clear the boot-once and default entry", clear_modes),
-             Step("remove the boot entries", lambda: bootloader.remove_entries(host)),
-             Step("remove the kernel hooks", lambda: kernel_hooks.remove_hooks(host)),
-             Step("remove the initramfs images", initrds),
-             Step("remove the dracut module", lambda: dracut.remove_module(host))]
+    steps = [
+        Step("clear the boot-once and default entry", clear_modes),
+        Step("remove the boot entries", lambda: bootloader.remove_entries(host)),
+        Step("remove the kernel hooks", lambda: kernel_hooks.remove_hooks(host)),
+        Step("remove the initramfs images", initrds),
+        Step("remove the dracut module", lambda: dracut.remove_module(host)),
+    ]
     if bl.style == "grub":
         steps.append(Step("regenerate the GRUB configuration", lambda: bootloader.regenerate(host, bl, on_line)))
     steps.append(Step("remove the state", lambda: host.remove_tree(STATE_DIR)))
@@ -431,13 +496,19 @@ def is_installed(host: Host) -> bool:
     return host.exists(STATE_FILE) or bool(owned_files(host))
 
 
-def remove(host: Host, *, on_line: LineCallback | None = None, on_step: StepCallback | None = None) -> Outcome:
+def remove(
+    host: Host,
+    *,
+    on_line: LineCallback | None = None,
+    on_step: StepCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Outcome:
     """Undo apply: everything the tool did not create is as it was before."""
     with locked(host):
         recovered = recover(host)
         if not is_installed(host):
             return Outcome(None, False, recovered)
-        notes = run_steps(host, remove_steps(host, on_line), on_step)
+        notes = run_steps(host, remove_steps(host, on_line), on_step, cancel)
         host.drop_backups()  # the removal is complete: nothing left to restore
     return Outcome(None, True, recovered, notes)
 
@@ -447,8 +518,15 @@ def status(host: Host) -> dict:
     """What is installed and whether it still matches what apply wrote; a damaged state file
     or journal is reported (in "damaged" and "problems"), never raised."""
     bl = bootloader.detect(host)
-    report: dict = {"installed": False, "bootloader": bl.to_json(), "problems": [],
-                    "files": [], "kernels": [], "interrupted": False, "damaged": []}
+    report: dict = {
+        "installed": False,
+        "bootloader": bl.to_json(),
+        "problems": [],
+        "files": [],
+        "kernels": [],
+        "interrupted": False,
+        "damaged": [],
+    }
     problems = report["problems"]
     try:
         report["interrupted"] = bool(host.pending_journal())
@@ -482,10 +560,13 @@ def status(host: Host) -> dict:
     for kver in sorted(set(state.get("kernels", [])) | set(initrds), key=version_key):
         initrd = INITRD_TEMPLATE.format(kver=kver)
         built = state.get("initrds", {}).get(kver, {})
-        k = {"kver": kver, "initrd": initrd if kver in initrds else None,
-             "entry": bootloader.config_has_entry(host, bl, kver),
-             "older_than_kernel": kver in initrds and older_than_kernel(host, kver),
-             "module_changed": built.get("shipped") not in (None, shipped)}
+        k = {
+            "kver": kver,
+            "initrd": initrd if kver in initrds else None,
+            "entry": bootloader.config_has_entry(host, bl, kver),
+            "older_than_kernel": kver in initrds and older_than_kernel(host, kver),
+            "module_changed": built.get("shipped") not in (None, shipped),
+        }
         report["kernels"].append(k)
         if k["initrd"] is None:
             problems.append(f"{initrd} is missing: run 'tmpfs-root apply --plan {PLAN_FILE}'")
@@ -494,8 +575,9 @@ def status(host: Host) -> dict:
         if k["older_than_kernel"]:
             problems.append(f"{initrd} is older than its kernel: run 'tmpfs-root apply --plan {PLAN_FILE}'")
         if k["module_changed"]:
-            problems.append(f"{initrd} was built with another version of the module: run "
-                            f"'tmpfs-root apply --plan {PLAN_FILE}'")
+            problems.append(
+                f"{initrd} was built with another version of the module: run 'tmpfs-root apply --plan {PLAN_FILE}'"
+            )
     env = bootloader.grubenv(host, bl)
     report["boot_once_pending"] = env.get("next_entry", "").startswith(bootloader.ENTRY_PREFIX)
     report["default_is_ours"] = env.get("saved_entry", "").startswith(bootloader.ENTRY_PREFIX)

@@ -9,20 +9,34 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tui.devices import BlockDevice, human_size, match_source
 from tui.errors import shown
 from tui.images import cheap_uncompressed_size, detect_format
 from tui.owned import KERNEL_TEMPLATE, KVER_RE
-from tui.plan import (BOOT_MODES, SOURCE_FORMS, TITLE_MAX, Plan, kernel_cmdline, parse_source,
-                      target_kernels)
+
+if TYPE_CHECKING:
+    from tui.bootloader import Bootloader
+    from tui.host import Host
+from tui.plan import BOOT_MODES, SOURCE_FORMS, TITLE_MAX, Plan, kernel_cmdline, parse_source, target_kernels
 
 #: How each plan field is spelled on the command line, so messages name what the user typed.
 FIELD_OPTIONS = {
-    "source": "--source", "image": "--image", "size": "--size", "kernels": "--kernel",
-    "title": "--title", "boot": "--boot", "append": "--append", "network": "--ip",
-    "sha256": "--sha256", "tmpfs_opts": "--tmpfs-opts", "root": "--root", "dracut": "dracut",
-    "user": "user", "bootloader": "bootloader",
+    "source": "--source",
+    "image": "--image",
+    "size": "--size",
+    "kernels": "--kernel",
+    "title": "--title",
+    "boot": "--boot",
+    "append": "--append",
+    "network": "--ip",
+    "sha256": "--sha256",
+    "tmpfs_opts": "--tmpfs-opts",
+    "root": "--root",
+    "dracut": "dracut",
+    "user": "user",
+    "bootloader": "bootloader",
 }
 SIZE_ACCEPTED = "N, N followed by k, m, g, t, p or e, or N% of RAM (e.g. 2G, 512m, 50%)"
 #: The largest tmpfs size: what the boot's shell arithmetic (signed 64 bits) holds with room.
@@ -61,8 +75,13 @@ class Problem:
         return f"{self.severity}: {self.option}{value}: {self.message}"
 
     def to_json(self) -> dict:
-        return {"field": self.field, "option": self.option, "value": self.value,
-                "message": self.message, "severity": self.severity}
+        return {
+            "field": self.field,
+            "option": self.option,
+            "value": self.value,
+            "message": self.message,
+            "severity": self.severity,
+        }
 
 
 def errors(problems: list[Problem]) -> list[Problem]:
@@ -83,8 +102,7 @@ def parse_size(text: str, ram: int) -> int:
         raise ValueError(f"too large; accepted: {SIZE_ACCEPTED}, at most 4E")
     num, unit = int(m["num"]), m["unit"].lower()
     if num == 0:
-        raise ValueError("0 means an unlimited tmpfs, which can exhaust RAM; "
-                         f"accepted: {SIZE_ACCEPTED}")
+        raise ValueError(f"0 means an unlimited tmpfs, which can exhaust RAM; accepted: {SIZE_ACCEPTED}")
     if unit == "%":
         if num > 100:
             raise ValueError(f"above 100% of RAM; accepted: {SIZE_ACCEPTED}")
@@ -108,23 +126,31 @@ def mem_total() -> int:
 class Context:
     """What validation may look at beyond the plan itself."""
 
-    host: object  # tui.host.Host
+    host: Host
     devices: list[BlockDevice] | None = None  # None: discovery unavailable
     ram: int = 0
     euid: int = -1
+    bootloader: Bootloader | None = None  # detected once by whoever holds the context
+    #: look beyond the plan's own text: the image on a mounted source (its format, its size),
+    #: grub-probe for --boot once. Off for checks on every keystroke.
+    probes: bool = True
 
     def __post_init__(self):
         if not self.ram:
             self.ram = mem_total()
         if self.euid < 0:
             self.euid = os.geteuid()
+        if self.bootloader is None:
+            from tui.bootloader import detect
+
+            self.bootloader = detect(self.host)
 
 
 def validate(plan: Plan, ctx: Context) -> list[Problem]:
     problems: list[Problem] = []
     source, device = _check_source(plan, ctx, problems)
     _check_image_path(plan, problems)
-    image_size = _check_image_on_source(plan, device, problems)
+    image_size = _check_image_on_source(plan, device, problems) if ctx.probes else None
     _check_size(plan, ctx, image_size, problems)
     _check_kernels(plan, ctx, problems)
     _check_text_fields(plan, problems)
@@ -150,13 +176,20 @@ def _check_source(plan: Plan, ctx: Context, problems: list[Problem]):
         problems.append(Problem("source", "", "is required; accepted: " + SOURCE_FORMS))
         return None, None
     if len(plan.source) > SOURCE_MAX:
-        problems.append(Problem("source", plan.source, f"is longer than {SOURCE_MAX} characters; "
-                                "accepted: " + SOURCE_FORMS))
+        problems.append(
+            Problem("source", plan.source, f"is longer than {SOURCE_MAX} characters; accepted: " + SOURCE_FORMS)
+        )
         return None, None
     bad = _unsafe(plan.source, ARG_CHARS | {"[", "]"})  # [..] for an IPv6 NFS server
     if bad:
-        problems.append(Problem("source", plan.source, f"contains {bad}, which the kernel command "
-                                f"line cannot carry; name the volume by UUID= instead ({ARG_ACCEPTED})"))
+        problems.append(
+            Problem(
+                "source",
+                plan.source,
+                f"contains {bad}, which the kernel command "
+                f"line cannot carry; name the volume by UUID= instead ({ARG_ACCEPTED})",
+            )
+        )
         return None, None
     try:
         source = parse_source(plan.source)
@@ -168,17 +201,35 @@ def _check_source(plan: Plan, ctx: Context, problems: list[Problem]):
     matches = match_source(source.value, ctx.devices)
     if len(matches) > 1:
         names = ", ".join(d.path for d in matches)
-        problems.append(Problem("source", plan.source, f"matches {len(matches)} devices ({names}); "
-                                "accepted: an identifier that names one device, e.g. its UUID="))
+        problems.append(
+            Problem(
+                "source",
+                plan.source,
+                f"matches {len(matches)} devices ({names}); "
+                "accepted: an identifier that names one device, e.g. its UUID=",
+            )
+        )
         return source, None
     if not matches:
-        problems.append(Problem("source", plan.source, "matches no block device now; the boot will "
-                                "wait for it (check the identifier with `tmpfs-root devices`)",
-                                "warning"))
+        problems.append(
+            Problem(
+                "source",
+                plan.source,
+                "matches no block device now; the boot will "
+                "wait for it (check the identifier with `tmpfs-root devices`)",
+                "warning",
+            )
+        )
         return source, None
     if not matches[0].usable:
-        problems.append(Problem("source", plan.source, f"{matches[0].path} holds no filesystem "
-                                f"({matches[0].fstype or 'none'}); accepted: a device with a filesystem"))
+        problems.append(
+            Problem(
+                "source",
+                plan.source,
+                f"{matches[0].path} holds no filesystem "
+                f"({matches[0].fstype or 'none'}); accepted: a device with a filesystem",
+            )
+        )
     return source, matches[0]
 
 
@@ -197,8 +248,13 @@ def _check_image_path(plan: Plan, problems: list[Problem]) -> None:
         return
     bad = _unsafe(image)
     if bad:
-        problems.append(Problem("image", image, f"contains {bad}, which the kernel command line "
-                                f"cannot carry; accepted: {accepted}, of {ARG_ACCEPTED}"))
+        problems.append(
+            Problem(
+                "image",
+                image,
+                f"contains {bad}, which the kernel command line cannot carry; accepted: {accepted}, of {ARG_ACCEPTED}",
+            )
+        )
 
 
 def _check_image_on_source(plan: Plan, device: BlockDevice | None, problems: list[Problem]) -> int | None:
@@ -210,8 +266,14 @@ def _check_image_on_source(plan: Plan, device: BlockDevice | None, problems: lis
     mountpoint = device.mountpoints[0]
     path = os.path.join(mountpoint, plan.image)
     if not os.path.isfile(path):
-        problems.append(Problem("image", plan.image, f"not found on {plan.source} (mounted at "
-                                f"{mountpoint}); accepted: an existing archive on the source volume"))
+        problems.append(
+            Problem(
+                "image",
+                plan.image,
+                f"not found on {plan.source} (mounted at "
+                f"{mountpoint}); accepted: an existing archive on the source volume",
+            )
+        )
         return None
     try:
         fmt = detect_format(path)
@@ -219,8 +281,14 @@ def _check_image_on_source(plan: Plan, device: BlockDevice | None, problems: lis
         problems.append(Problem("image", plan.image, f"cannot be read: {e.strerror}"))
         return None
     if fmt is None:
-        problems.append(Problem("image", plan.image, "is not an archive (by its first bytes); "
-                                "accepted: tar, or tar compressed with gzip, xz, zstd, bzip2 or lz4"))
+        problems.append(
+            Problem(
+                "image",
+                plan.image,
+                "is not an archive (by its first bytes); "
+                "accepted: tar, or tar compressed with gzip, xz, zstd, bzip2 or lz4",
+            )
+        )
         return None
     info = cheap_uncompressed_size(path, fmt)
     return info.uncompressed if info.exact else None
@@ -236,12 +304,23 @@ def _check_size(plan: Plan, ctx: Context, image_size: int | None, problems: list
         return
     if ctx.ram and size > ctx.ram:
         live = getattr(ctx.host, "is_live", True)
-        problems.append(Problem("size", plan.size, f"is above this machine's RAM ({human_size(ctx.ram)}); "
-                                f"accepted: {SIZE_ACCEPTED} up to the RAM",
-                                "error" if live else "warning"))
+        problems.append(
+            Problem(
+                "size",
+                plan.size,
+                f"is above this machine's RAM ({human_size(ctx.ram)}); accepted: {SIZE_ACCEPTED} up to the RAM",
+                "error" if live else "warning",
+            )
+        )
     if image_size is not None and size < image_size:
-        problems.append(Problem("size", plan.size, f"is below the image's uncompressed size "
-                                f"({human_size(image_size)}); accepted: at least that plus room to run"))
+        problems.append(
+            Problem(
+                "size",
+                plan.size,
+                f"is below the image's uncompressed size "
+                f"({human_size(image_size)}); accepted: at least that plus room to run",
+            )
+        )
 
 
 def _check_kernels(plan: Plan, ctx: Context, problems: list[Problem]) -> None:
@@ -249,19 +328,38 @@ def _check_kernels(plan: Plan, ctx: Context, problems: list[Problem]) -> None:
     available = target_kernels(host)
     if not plan.kernels:
         if not available:
-            problems.append(Problem("kernels", "", "no kernel with modules in /lib/modules of the "
-                                    f"target {host.root}; install a kernel, or pass --kernel"))
+            problems.append(
+                Problem(
+                    "kernels",
+                    "",
+                    "no kernel with modules in /lib/modules of the "
+                    f"target {host.root}; install a kernel, or pass --kernel",
+                )
+            )
         return
     for kver in plan.kernels:
         if not KVER_RE.fullmatch(kver):
-            problems.append(Problem("kernels", kver, "is not a kernel version; accepted: a name from "
-                                    f"/lib/modules, here: {', '.join(available) or 'none'}"))
+            problems.append(
+                Problem(
+                    "kernels",
+                    kver,
+                    "is not a kernel version; accepted: a name from "
+                    f"/lib/modules, here: {', '.join(available) or 'none'}",
+                )
+            )
         elif kver not in available:
-            problems.append(Problem("kernels", kver, "has no modules in /lib/modules of the target; "
-                                    f"accepted: {', '.join(available) or 'none installed'}"))
+            problems.append(
+                Problem(
+                    "kernels",
+                    kver,
+                    "has no modules in /lib/modules of the target; "
+                    f"accepted: {', '.join(available) or 'none installed'}",
+                )
+            )
         elif not host.exists(KERNEL_TEMPLATE.format(kver=kver)):
-            problems.append(Problem("kernels", kver, f"has no /boot/vmlinuz-{kver} in the target; "
-                                    "accepted: an installed kernel"))
+            problems.append(
+                Problem("kernels", kver, f"has no /boot/vmlinuz-{kver} in the target; accepted: an installed kernel")
+            )
 
 
 _TMPFS_OPTS = {
@@ -273,31 +371,48 @@ _TMPFS_OPTS = {
 
 def _check_text_fields(plan: Plan, problems: list[Problem]) -> None:
     if plan.boot not in BOOT_MODES:
-        problems.append(Problem("boot", plan.boot, "accepted: menu (add an entry), once (boot it on "
-                                "the next reboot only), default (make it the default)"))
+        problems.append(
+            Problem(
+                "boot",
+                plan.boot,
+                "accepted: menu (add an entry), once (boot it on the next reboot only), default (make it the default)",
+            )
+        )
     _check_title(plan, problems)
     _check_append(plan, problems)
     if plan.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", plan.sha256):
-        problems.append(Problem("sha256", plan.sha256, "accepted: 64 hexadecimal digits "
-                                "(the output of sha256sum)"))
+        problems.append(Problem("sha256", plan.sha256, "accepted: 64 hexadecimal digits (the output of sha256sum)"))
     if plan.tmpfs_opts is not None:
         for opt in plan.tmpfs_opts.split(","):
             key, _, value = opt.partition("=")
             rule = _TMPFS_OPTS.get(key)
             if rule is None or not rule.fullmatch(value):
-                problems.append(Problem("tmpfs_opts", plan.tmpfs_opts, f"{shown(opt)} is not accepted; "
-                                        "accepted: mpol=interleave|local|bind:N|prefer:N, nr_inodes=N, "
-                                        "huge=never|always|within_size|advise, comma-separated"))
+                problems.append(
+                    Problem(
+                        "tmpfs_opts",
+                        plan.tmpfs_opts,
+                        f"{shown(opt)} is not accepted; "
+                        "accepted: mpol=interleave|local|bind:N|prefer:N, nr_inodes=N, "
+                        "huge=never|always|within_size|advise, comma-separated",
+                    )
+                )
                 break
     if plan.network is not None:
         is_nfs = plan.source.lstrip().startswith(("nfs", "NFS=", "tmpfs:NFS="))
         if not is_nfs:
-            problems.append(Problem("network", plan.network, "only applies to an NFS source; "
-                                    "accepted: omit it for a block device"))
+            problems.append(
+                Problem("network", plan.network, "only applies to an NFS source; accepted: omit it for a block device")
+            )
         elif not ip_setting_ok(plan.network):
-            problems.append(Problem("network", plan.network, "is not a kernel ip= setting; accepted: "
-                                    "dhcp, dhcp6, on, any, auto6, <iface>:dhcp, or <client-ip>:[<server>]:"
-                                    "<gateway>:<netmask>:<hostname>:<iface>:none"))
+            problems.append(
+                Problem(
+                    "network",
+                    plan.network,
+                    "is not a kernel ip= setting; accepted: "
+                    "dhcp, dhcp6, on, any, auto6, <iface>:dhcp, or <client-ip>:[<server>]:"
+                    "<gateway>:<netmask>:<hostname>:<iface>:none",
+                )
+            )
 
 
 def _check_title(plan: Plan, problems: list[Problem]) -> None:
@@ -306,31 +421,59 @@ def _check_title(plan: Plan, problems: list[Problem]) -> None:
     if not plan.title.strip():
         problems.append(Problem("title", plan.title, "is empty; accepted: any printable text"))
     elif not plan.title.isprintable() or len(plan.title) > TITLE_MAX:
-        problems.append(Problem("title", plan.title, f"accepted: printable text of at most {TITLE_MAX} "
-                                "characters, without newlines, tabs or control characters"))
+        problems.append(
+            Problem(
+                "title",
+                plan.title,
+                f"accepted: printable text of at most {TITLE_MAX} "
+                "characters, without newlines, tabs or control characters",
+            )
+        )
 
 
 def _check_append(plan: Plan, problems: list[Problem]) -> None:
     if not plan.append:
         return
     if len(plan.append) > ARG_MAX:
-        problems.append(Problem("append", plan.append, f"is longer than {ARG_MAX} characters; accepted: "
-                                "kernel arguments separated by spaces"))
+        problems.append(
+            Problem(
+                "append",
+                plan.append,
+                f"is longer than {ARG_MAX} characters; accepted: kernel arguments separated by spaces",
+            )
+        )
         return
     bad = _unsafe(plan.append.replace(" ", ""))
     if bad:
-        problems.append(Problem("append", plan.append, f"contains {bad}; accepted: kernel arguments "
-                                f"separated by spaces, each of {ARG_ACCEPTED}"))
+        problems.append(
+            Problem(
+                "append",
+                plan.append,
+                f"contains {bad}; accepted: kernel arguments separated by spaces, each of {ARG_ACCEPTED}",
+            )
+        )
         return
     for arg in plan.append.split():
         key, has_value, value = arg.partition("=")
         if key == "root" or key.startswith("rd.tmpfs."):
-            problems.append(Problem("append", arg, f"sets {key}, which the plan sets itself; "
-                                    "accepted: other kernel arguments (use --source, --image, --size)"))
+            problems.append(
+                Problem(
+                    "append",
+                    arg,
+                    f"sets {key}, which the plan sets itself; "
+                    "accepted: other kernel arguments (use --source, --image, --size)",
+                )
+            )
         elif plan.boot == "once" and key in ONCE_DEFEATERS and _defeats_once(key, has_value, value):
-            problems.append(Problem("append", arg, f"defeats --boot once ({ONCE_DEFEATERS[key]}, so a "
-                                    "failed boot would not fall back to the default entry); accepted "
-                                    "with --boot once: leave it out, or use --boot menu"))
+            problems.append(
+                Problem(
+                    "append",
+                    arg,
+                    f"defeats --boot once ({ONCE_DEFEATERS[key]}, so a "
+                    "failed boot would not fall back to the default entry); accepted "
+                    "with --boot once: leave it out, or use --boot menu",
+                )
+            )
 
 
 def _defeats_once(key: str, has_value: str, value: str) -> bool:
@@ -353,9 +496,15 @@ def _check_cmdline_length(plan: Plan, ctx: Context, problems: list[Problem]) -> 
     total = longest + len(ours.encode()) + 1
     if total > CMDLINE_MAX:
         field = "append" if plan.append.strip() else "image"
-        problems.append(Problem(field, getattr(plan, field), f"makes the kernel command line {total} "
-                                f"bytes long with GRUB's BOOT_IMAGE=; accepted: at most {CMDLINE_MAX} "
-                                "bytes in all (the kernel cuts the rest)"))
+        problems.append(
+            Problem(
+                field,
+                getattr(plan, field),
+                f"makes the kernel command line {total} "
+                f"bytes long with GRUB's BOOT_IMAGE=; accepted: at most {CMDLINE_MAX} "
+                "bytes in all (the kernel cuts the rest)",
+            )
+        )
 
 
 # ------------------------------------------------------------------ ip= setting
@@ -413,37 +562,64 @@ def ip_setting_ok(value: str) -> bool:
     if len(fields) < 7:
         return False
     client, peer, gateway, netmask, hostname, iface, method, *rest = fields
-    return (_is_ip(client) and (peer == "" or _is_ip(peer)) and (gateway == "" or _is_ip(gateway))
-            and (netmask == "" or _is_ip(netmask) or (netmask.isdigit() and int(netmask) <= 128))
-            and (hostname == "" or _HOSTNAME.fullmatch(hostname) is not None)
-            and (iface == "" or _IFACE.fullmatch(iface) is not None)
-            and method in _IP_METHODS and _rest_ok(rest))
+    return (
+        _is_ip(client)
+        and (peer == "" or _is_ip(peer))
+        and (gateway == "" or _is_ip(gateway))
+        and (netmask == "" or _is_ip(netmask) or (netmask.isdigit() and int(netmask) <= 128))
+        and (hostname == "" or _HOSTNAME.fullmatch(hostname) is not None)
+        and (iface == "" or _IFACE.fullmatch(iface) is not None)
+        and method in _IP_METHODS
+        and _rest_ok(rest)
+    )
 
 
 def _check_target(ctx: Context, problems: list[Problem]) -> None:
     host = ctx.host
     if not host.is_live and not host.is_dir("/"):
-        problems.append(Problem("root", str(host.root), "is not a directory; accepted: a directory "
-                                "holding a system, or / for this one"))
+        problems.append(
+            Problem(
+                "root", str(host.root), "is not a directory; accepted: a directory holding a system, or / for this one"
+            )
+        )
         return
     if host.which("dracut") is None:
-        problems.append(Problem("dracut", str(host.root), "is not installed in the target; "
-                                "install the dracut package there (Debian: dracut; Fedora/RHEL: dracut)"))
+        problems.append(
+            Problem(
+                "dracut",
+                str(host.root),
+                "is not installed in the target; "
+                "install the dracut package there (Debian: dracut; Fedora/RHEL: dracut)",
+            )
+        )
     if host.is_live and ctx.euid != 0:
-        problems.append(Problem("user", "", "not root: converting this system (--root /) needs root; "
-                                "run with sudo, or pass --root DIR for a mounted system"))
+        problems.append(
+            Problem(
+                "user",
+                "",
+                "not root: converting this system (--root /) needs root; "
+                "run with sudo, or pass --root DIR for a mounted system",
+            )
+        )
 
 
 def _check_bootloader(plan: Plan, ctx: Context, problems: list[Problem]) -> None:
     from tui import bootloader
 
-    bl = bootloader.detect(ctx.host)
+    bl = ctx.bootloader
+    assert bl is not None
     if bl.style == "":
-        problems.append(Problem("bootloader", str(ctx.host.root), "no GRUB found in the target "
-                                "(grub-mkconfig or grub2-mkconfig); accepted: GRUB with /etc/grub.d, "
-                                "or GRUB with BLS entries in /boot/loader/entries"))
+        problems.append(
+            Problem(
+                "bootloader",
+                str(ctx.host.root),
+                "no GRUB found in the target "
+                "(grub-mkconfig or grub2-mkconfig); accepted: GRUB with /etc/grub.d, "
+                "or GRUB with BLS entries in /boot/loader/entries",
+            )
+        )
         return
-    if plan.boot == "once":
+    if plan.boot == "once" and ctx.probes:
         reason = bootloader.check_once(ctx.host, bl)
         if reason:
             problems.append(Problem("boot", plan.boot, f"{reason}; accepted here: menu, or default"))

@@ -1,7 +1,8 @@
 #!/bin/sh
-# tmpfs-root: functions shared by the cmdline hook, the pre-mount hook and the
-# systemd generator.  POSIX sh: it runs under dracut's sh (dash or bash) and
-# under busybox sh in the tests.
+# tmpfs-root: the module's functions, shared by the cmdline hook, the pre-mount hook,
+# the emergency hook and the systemd generator; the hooks only call them.
+# POSIX sh plus `local` (as dracut's own modules use it: dash, bash and busybox sh
+# have it), so nothing leaks into the shell of dracut's init that sources it.
 #
 # Kernel command line (compatible with the original dracut-tmpfs-root):
 #   root=tmpfs:<source>        /dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=,
@@ -14,7 +15,9 @@
 TR_RUN=${TR_RUN:-/run/tmpfs-root}
 TR_SRC_MNT=${TR_SRC_MNT:-$TR_RUN/source}
 
-# Print a message on the console and in the kernel log.
+# Print a message on the console and in the kernel log. Not dracut-lib's info: in the
+# systemd flavour it writes to stdout, which dracut-pre-mount.service sends to the
+# journal only, and the boot's progress and failures must reach the console.
 tr_say() {
     echo "tmpfs-root: $*" >&2
     [ -w /dev/kmsg ] && echo "<5>tmpfs-root: $*" > /dev/kmsg 2> /dev/null
@@ -23,9 +26,10 @@ tr_say() {
 
 # The <source> part of root=tmpfs:<source>, or nothing when root= is not ours.
 tr_source() {
-    _tr_root=$(getarg root=)
-    case "$_tr_root" in
-        tmpfs:*) echo "${_tr_root#tmpfs:}" ;;
+    local root
+    root=$(getarg root=)
+    case "$root" in
+        tmpfs:*) echo "${root#tmpfs:}" ;;
         *) return 1 ;;
     esac
 }
@@ -50,8 +54,9 @@ tr_source_dev() {
 
 # The archive format of a file from its first bytes: tar gzip xz zstd bzip2 lz4, or unknown.
 tr_format() {
-    _tr_magic=$(dd if="$1" bs=6 count=1 2> /dev/null | od -An -tx1 | tr -d ' \n')
-    case "$_tr_magic" in
+    local magic
+    magic=$(dd if="$1" bs=6 count=1 2> /dev/null | od -An -tx1 | tr -d ' \n')
+    case "$magic" in
         1f8b*) echo gzip ;;
         fd377a585a00) echo xz ;;
         28b52ffd*) echo zstd ;;
@@ -105,13 +110,14 @@ tr_uncompressed_size() {
 
 # Bytes for a tmpfs size= value: N, N[kmgtpe], N% of MemTotal.  Fails on anything else.
 tr_size_bytes() {
-    _tr_total=$(tr_meminfo MemTotal)
+    local total n
+    total=$(tr_meminfo MemTotal)
     case "$1" in
         '' | *[!0-9kKmMgGtTpPeE%]* | [!0-9]*) return 1 ;;
         *%)
-            _tr_n=$(_tr_decimal "${1%\%}") || return 1
-            [ "$_tr_n" -ge 1 ] && [ "$_tr_n" -le 100 ] || return 1
-            echo $((_tr_total * _tr_n / 100))
+            n=$(_tr_decimal "${1%\%}") || return 1
+            [ "$n" -ge 1 ] && [ "$n" -le 100 ] || return 1
+            echo $((total * n / 100))
             ;;
         *[kK]) _tr_num "${1%?}" 10 ;;
         *[mM]) _tr_num "${1%?}" 20 ;;
@@ -126,24 +132,27 @@ tr_size_bytes() {
 # A decimal number without leading zeros (which shell arithmetic would read as octal),
 # of at most 18 digits (so that 64-bit arithmetic holds it); fails otherwise.
 _tr_decimal() {
+    local d
     case "$1" in '' | *[!0-9]*) return 1 ;; esac
-    _tr_d=${1#"${1%%[!0]*}"}
-    [ -n "$_tr_d" ] || _tr_d=0
-    [ ${#_tr_d} -le 18 ] || return 1
-    echo "$_tr_d"
+    d=${1#"${1%%[!0]*}"}
+    [ -n "$d" ] || d=0
+    [ ${#d} -le 18 ] || return 1
+    echo "$d"
 }
 
 # $1 << $2, refused when it is 0 or above 4 EiB (the shift would overflow).
 _tr_num() {
-    _tr_v=$(_tr_decimal "$1") || return 1
-    [ "$_tr_v" -gt 0 ] && [ "$_tr_v" -le $((4611686018427387904 >> $2)) ] || return 1
-    echo $((_tr_v << $2))
+    local v
+    v=$(_tr_decimal "$1") || return 1
+    [ "$v" -gt 0 ] && [ "$v" -le $((4611686018427387904 >> $2)) ] || return 1
+    echo $((v << $2))
 }
 
 # A /proc/meminfo field in bytes.
 tr_meminfo() {
-    _tr_kb=$(sed -n "s/^$1: *\([0-9]*\) kB/\1/p" "${TR_MEMINFO:-/proc/meminfo}")
-    echo $((${_tr_kb:-0} * 1024))
+    local kb
+    kb=$(sed -n "s/^$1: *\([0-9]*\) kB/\1/p" "${TR_MEMINFO:-/proc/meminfo}")
+    echo $((${kb:-0} * 1024))
 }
 
 # Human-readable bytes: 1.5G, 340M, 12K.
@@ -156,17 +165,18 @@ tr_human() {
 
 # Check the extra tmpfs options; prints the rejected option and fails.
 tr_check_opts() {
-    _tr_ifs=$IFS
+    local ifs o
+    ifs=$IFS
     IFS=,
     # shellcheck disable=SC2086
     set -- $1
-    IFS=$_tr_ifs
-    for _tr_o in "$@"; do
-        case "$_tr_o" in
+    IFS=$ifs
+    for o in "$@"; do
+        case "$o" in
             mpol=default | mpol=local | mpol=prefer | mpol=prefer:[0-9]* | mpol=bind:[0-9]* | mpol=interleave | mpol=interleave:[0-9]*) ;;
             nr_inodes=[0-9]* | huge=never | huge=always | huge=within_size | huge=advise) ;;
             *)
-                echo "$_tr_o"
+                echo "$o"
                 return 1
                 ;;
         esac
@@ -177,102 +187,105 @@ tr_check_opts() {
 # $1 = rd.tmpfs.size value (may be empty), $2 = uncompressed size (may be empty).
 # Prints "<bytes> <how it was chosen>".
 tr_choose_size() {
-    _tr_total=$(tr_meminfo MemTotal)
+    local total head want cap
+    total=$(tr_meminfo MemTotal)
     if [ -n "$1" ]; then
         echo "$(tr_size_bytes "$1") rd.tmpfs.size=$1"
     elif [ -n "$2" ]; then
         # Headroom to run: half the image again, at least 256 MiB, capped at 90% of RAM.
-        _tr_head=$(($2 / 2))
-        [ "$_tr_head" -lt 268435456 ] && _tr_head=268435456
-        _tr_want=$(($2 + _tr_head))
-        _tr_cap=$((_tr_total * 9 / 10))
-        [ "$_tr_want" -gt "$_tr_cap" ] && _tr_want=$_tr_cap
-        echo "$_tr_want image $(tr_human "$2") uncompressed + $(tr_human "$_tr_head") headroom"
+        head=$(($2 / 2))
+        [ "$head" -lt 268435456 ] && head=268435456
+        want=$(($2 + head))
+        cap=$((total * 9 / 10))
+        [ "$want" -gt "$cap" ] && want=$cap
+        echo "$want image $(tr_human "$2") uncompressed + $(tr_human "$head") headroom"
     else
-        echo "$((_tr_total / 2)) 50% of RAM, image size unknown"
+        echo "$((total / 2)) 50% of RAM, image size unknown"
     fi
 }
 
 # Print progress every few seconds while the reader process $1 reads the image
 # on its fd 0: bytes, percent of $2 (the compressed size), MB/s.
 tr_progress_loop() {
-    _tr_pid=$1
-    _tr_total=$2
-    _tr_every=${TR_PROGRESS_EVERY:-3}
-    _tr_t0=$(cut -d. -f1 /proc/uptime)
-    while kill -0 "$_tr_pid" 2> /dev/null; do
+    local pid total every t0 pos t
+    pid=$1
+    total=$2
+    every=${TR_PROGRESS_EVERY:-3}
+    t0=$(cut -d. -f1 /proc/uptime)
+    while kill -0 "$pid" 2> /dev/null; do
         # A background sleep, so that the kill at the end of the unpack stops us at once.
-        sleep "$_tr_every" > /dev/null 2>&1 &
+        sleep "$every" > /dev/null 2>&1 &
         wait $!
-        _tr_pos=$(sed -n 's/^pos:[[:space:]]*//p' "/proc/$_tr_pid/fdinfo/0" 2> /dev/null)
-        [ -n "$_tr_pos" ] || continue
-        _tr_t=$(($(cut -d. -f1 /proc/uptime) - _tr_t0))
-        [ "$_tr_t" -gt 0 ] || _tr_t=1
-        tr_say "unpacking: $(tr_human "$_tr_pos") of $(tr_human "$_tr_total") read" \
-            "($((_tr_pos * 100 / (_tr_total + 1)))%), $((_tr_pos / _tr_t / 1048576)) MB/s"
+        pos=$(sed -n 's/^pos:[[:space:]]*//p' "/proc/$pid/fdinfo/0" 2> /dev/null)
+        [ -n "$pos" ] || continue
+        t=$(($(cut -d. -f1 /proc/uptime) - t0))
+        [ "$t" -gt 0 ] || t=1
+        tr_say "unpacking: $(tr_human "$pos") of $(tr_human "$total") read" \
+            "($((pos * 100 / (total + 1)))%), $((pos / t / 1048576)) MB/s"
     done
 }
 
 # Unpack archive $1 of format $2 into directory $3, hashing it while it is read
 # when $4 (expected sha256) is given.  Fails with a one-line reason in $TR_RUN/why.
 tr_unpack() {
-    _tr_file=$1
-    _tr_fmt=$2
-    _tr_dest=$3
-    _tr_sha=$4
-    _tr_decomp=$(tr_decompressor "$_tr_fmt") || return 1
-    command -v "${_tr_decomp%% *}" > /dev/null || {
-        echo "no ${_tr_decomp%% *} in the initramfs for this $_tr_fmt image" > "$TR_RUN/why"
+    local file fmt dest sha decomp taropts reader progress hasher tee got
+    file=$1
+    fmt=$2
+    dest=$3
+    sha=$4
+    decomp=$(tr_decompressor "$fmt") || return 1
+    command -v "${decomp%% *}" > /dev/null || {
+        echo "no ${decomp%% *} in the initramfs for this $fmt image" > "$TR_RUN/why"
         return 1
     }
-    _tr_taropts="-x -p --numeric-owner"
+    taropts="-x -p --numeric-owner"
     if tar --help 2> /dev/null | grep -q -- '--xattrs'; then
-        _tr_taropts="$_tr_taropts --xattrs --xattrs-include=*"
-        tar --help 2> /dev/null | grep -q -- '--acls' && _tr_taropts="$_tr_taropts --acls"
-        tar --help 2> /dev/null | grep -q -- '--selinux' && _tr_taropts="$_tr_taropts --selinux"
+        taropts="$taropts --xattrs --xattrs-include=*"
+        tar --help 2> /dev/null | grep -q -- '--acls' && taropts="$taropts --acls"
+        tar --help 2> /dev/null | grep -q -- '--selinux' && taropts="$taropts --selinux"
     fi
     rm -f "$TR_RUN/data" "$TR_RUN/hash" "$TR_RUN"/st.*
     mkfifo "$TR_RUN/data" || return 1
     # The reader has the image on its fd 0, so its position is the progress.
-    cat < "$_tr_file" > "$TR_RUN/data" &
-    _tr_reader=$!
-    tr_progress_loop "$_tr_reader" "$(wc -c < "$_tr_file")" &
-    _tr_progress=$!
-    if [ -n "$_tr_sha" ]; then
+    cat < "$file" > "$TR_RUN/data" &
+    reader=$!
+    tr_progress_loop "$reader" "$(wc -c < "$file")" &
+    progress=$!
+    if [ -n "$sha" ]; then
         mkfifo "$TR_RUN/hash" || return 1
         sha256sum < "$TR_RUN/hash" > "$TR_RUN/sha256" &
-        _tr_hasher=$!
-        _tr_tee="tee $TR_RUN/hash"
+        hasher=$!
+        tee="tee $TR_RUN/hash"
     else
-        _tr_tee="cat"
+        tee="cat"
     fi
     # shellcheck disable=SC2086
-    { $_tr_tee < "$TR_RUN/data"; echo $? > "$TR_RUN/st.read"; } \
-        | { $_tr_decomp; echo $? > "$TR_RUN/st.decomp"; } \
-        | { tar -C "$_tr_dest" $_tr_taropts -f - 2> "$TR_RUN/tar.err"; echo $? > "$TR_RUN/st.tar"; }
-    wait "$_tr_reader"
-    [ -n "$_tr_sha" ] && wait "$_tr_hasher"
-    kill "$_tr_progress" 2> /dev/null
-    wait "$_tr_progress" 2> /dev/null
+    { $tee < "$TR_RUN/data"; echo $? > "$TR_RUN/st.read"; } \
+        | { $decomp; echo $? > "$TR_RUN/st.decomp"; } \
+        | { tar -C "$dest" $taropts -f - 2> "$TR_RUN/tar.err"; echo $? > "$TR_RUN/st.tar"; }
+    wait "$reader"
+    [ -n "$sha" ] && wait "$hasher"
+    kill "$progress" 2> /dev/null
+    wait "$progress" 2> /dev/null
     # A full tmpfs first: tar stops, and the decompressor then fails on the broken pipe
     # (SIGPIPE, or an error exit), which must not be blamed on the archive.
     if [ "$(cat "$TR_RUN/st.tar")" != 0 ] && grep -q "No space left" "$TR_RUN/tar.err"; then
-        echo "the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$_tr_dest")")" > "$TR_RUN/why"
+        echo "the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$dest")")" > "$TR_RUN/why"
         return 1
     fi
     if [ "$(cat "$TR_RUN/st.decomp")" != 0 ]; then
-        echo "${_tr_file##*/} is not a valid $_tr_fmt archive (${_tr_decomp%% *} failed)" > "$TR_RUN/why"
+        echo "${file##*/} is not a valid $fmt archive (${decomp%% *} failed)" > "$TR_RUN/why"
         return 1
     fi
     if [ "$(cat "$TR_RUN/st.tar")" != 0 ]; then
         echo "tar failed: $(grep -v '^$' "$TR_RUN/tar.err" | tail -n 1)" > "$TR_RUN/why"
         return 1
     fi
-    tr_say "unpacked $(tr_human "$(wc -c < "$_tr_file")") ($_tr_fmt) into $(tr_human "$(_tr_fs_used "$_tr_dest")")"
-    if [ -n "$_tr_sha" ]; then
-        _tr_got=$(cut -d' ' -f1 "$TR_RUN/sha256")
-        if [ "$_tr_got" != "$(printf '%s' "$_tr_sha" | tr '[:upper:]' '[:lower:]')" ]; then
-            echo "sha256 of the image is $_tr_got, not the expected one" > "$TR_RUN/why"
+    tr_say "unpacked $(tr_human "$(wc -c < "$file")") ($fmt) into $(tr_human "$(_tr_fs_used "$dest")")"
+    if [ -n "$sha" ]; then
+        got=$(cut -d' ' -f1 "$TR_RUN/sha256")
+        if [ "$got" != "$(printf '%s' "$sha" | tr '[:upper:]' '[:lower:]')" ]; then
+            echo "sha256 of the image is $got, not the expected one" > "$TR_RUN/why"
             return 3
         fi
         tr_say "sha256 verified"
@@ -286,4 +299,196 @@ _tr_fs_used() {
 
 _tr_fs_size() {
     df -k "$1" 2> /dev/null | awk 'NR == 2 { printf "%.0f\n", $2 * 1024 }'
+}
+
+# ------------------------------------------------------------ filling the root
+# Mount the source read-only, mount a tmpfs on $NEWROOT, unpack the image into it,
+# unmount the source (the pre-mount hook calls it). Every failure goes through tr_fail:
+# one line naming the cause and the parameter to fix, then dracut's failure path.
+
+tr_cleanup() {
+    if ismounted "$TR_SRC_MNT" 2> /dev/null || grep -q " $TR_SRC_MNT " /proc/mounts 2> /dev/null; then
+        umount "$TR_SRC_MNT" 2> /dev/null || umount -l "$TR_SRC_MNT" 2> /dev/null
+    fi
+    if [ "$1" = all ] && grep -q "^tmpfs $NEWROOT " /proc/mounts 2> /dev/null; then
+        umount "$NEWROOT" 2> /dev/null || umount -l "$NEWROOT" 2> /dev/null
+    fi
+    return 0
+}
+
+# $1: what went wrong, $2: the kernel parameter to fix.
+tr_fail() {
+    tr_say "$1 ($2)"
+    tr_cleanup all
+    echo "tmpfs-root: $1 ($2)" > "$TR_RUN/failed"
+    emergency_shell -n tmpfs-root "tmpfs-root: $1 ($2)"
+    return 1
+}
+
+tr_fill_root() {
+    local src img size sha opts nfslib netif did dev file fmt usize choice bytes avail rc why bad
+    src=$(tr_source) || return 0
+    img=$(getarg rd.tmpfs.imgfile=)
+    size=$(getarg rd.tmpfs.size=)
+    sha=$(getarg rd.tmpfs.sha256=)
+    opts=$(getarg rd.tmpfs.opts=)
+    mkdir -p "$TR_RUN" "$TR_SRC_MNT"
+
+    [ -n "$img" ] || { tr_fail "no image given; accepted: a path on $src, e.g. images/rootfs.tar.zst" rd.tmpfs.imgfile; return 1; }
+    case "/$img/" in
+        //* | */../*) tr_fail "'$img' must be a relative path without '..'" rd.tmpfs.imgfile; return 1 ;;
+    esac
+    if [ -n "$size" ] && ! tr_size_bytes "$size" > /dev/null; then
+        tr_fail "'$size' is not a tmpfs size; accepted: N, N[kmgtpe] or N%" rd.tmpfs.size
+        return 1
+    fi
+    case "$sha" in
+        '') ;;
+        *[!0-9a-fA-F]*) tr_fail "'$sha' is not a sha256; accepted: 64 hex digits" rd.tmpfs.sha256; return 1 ;;
+        *) [ ${#sha} -eq 64 ] || { tr_fail "'$sha' is not a sha256; accepted: 64 hex digits" rd.tmpfs.sha256; return 1; } ;;
+    esac
+    if [ -n "$opts" ] && ! bad=$(tr_check_opts "$opts"); then
+        tr_fail "tmpfs option '$bad' not accepted; accepted: mpol=, nr_inodes=, huge=" rd.tmpfs.opts
+        return 1
+    fi
+
+    case "$src" in
+        NFS=*)
+            nfslib=${TR_NFS_LIB:-/lib/nfs-lib.sh}
+            [ -e "$nfslib" ] || { tr_fail "no NFS support in this initramfs (add dracut's nfs module)" root=; return 1; }
+            # shellcheck source=/dev/null # dracut's nfs module, in the initramfs
+            . "$nfslib"
+            netif=
+            for did in /tmp/net.*.did-setup; do
+                [ -e "$did" ] || continue
+                netif=${did#/tmp/net.}
+                netif=${netif%.did-setup}
+                break
+            done
+            if ! mount_nfs "${src#NFS=}" "$TR_SRC_MNT" "$netif"; then
+                tr_fail "cannot mount the NFS export ${src#NFS=}" root=
+                return 1
+            fi
+            # mount_nfs mounts read-write when the kernel command line says rw: not the source.
+            # -i: the kernel remounts it; mount.nfs would need /etc/protocols, not in the initramfs.
+            if ! mount -i -o remount,ro "$TR_SRC_MNT" 2> "$TR_RUN/mount.err"; then
+                tr_fail "cannot make the NFS export ${src#NFS=} read-only: $(tail -n 1 "$TR_RUN/mount.err")" root=
+                return 1
+            fi
+            ;;
+        *)
+            dev=$(tr_source_dev "$src")
+            if [ ! -b "$dev" ]; then
+                tr_fail "source $src not found ($dev missing)" root=
+                return 1
+            fi
+            if ! mount -o ro "$dev" "$TR_SRC_MNT" 2> "$TR_RUN/mount.err"; then
+                tr_fail "cannot mount $src read-only: $(tail -n 1 "$TR_RUN/mount.err")" root=
+                return 1
+            fi
+            ;;
+    esac
+
+    file="$TR_SRC_MNT/$img"
+    if [ ! -f "$file" ]; then
+        tr_fail "$img not found on $src" rd.tmpfs.imgfile
+        return 1
+    fi
+    fmt=$(tr_format "$file")
+    if [ "$fmt" = unknown ]; then
+        tr_fail "$img is not an archive (by its first bytes); accepted: tar, or tar with gzip, xz, zstd, bzip2, lz4" rd.tmpfs.imgfile
+        return 1
+    fi
+
+    # RAM-fit check, before anything is unpacked.
+    usize=$(tr_uncompressed_size "$file" "$fmt")
+    choice=$(tr_choose_size "$size" "$usize")
+    bytes=${choice%% *}
+    avail=$(tr_meminfo MemAvailable)
+    if [ -n "$usize" ] && [ "$usize" -gt "$bytes" ]; then
+        tr_fail "tmpfs of $(tr_human "$bytes") is too small for $img ($(tr_human "$usize") uncompressed)" rd.tmpfs.size
+        return 1
+    fi
+    if [ -n "$usize" ] && [ "$usize" -gt "$((avail - 67108864))" ]; then
+        tr_fail "$img needs $(tr_human "$usize") of RAM uncompressed, only $(tr_human "$avail") available" rd.tmpfs.imgfile
+        return 1
+    fi
+    if [ "$bytes" -gt "$(tr_meminfo MemTotal)" ]; then
+        tr_say "warning: tmpfs size $(tr_human "$bytes") is above RAM ($(tr_human "$(tr_meminfo MemTotal)")); the root can outgrow memory"
+    fi
+    tr_say "tmpfs of $(tr_human "$bytes") for / (${choice#* }); image $img, $fmt, $(tr_human "$(wc -c < "$file")")"
+
+    if ! mount -t tmpfs -o "mode=0755,size=$bytes${opts:+,$opts}" tmpfs "$NEWROOT" 2> "$TR_RUN/mount.err"; then
+        tr_fail "cannot mount the tmpfs: $(tail -n 1 "$TR_RUN/mount.err")" rd.tmpfs.opts
+        return 1
+    fi
+    tr_unpack "$file" "$fmt" "$NEWROOT" "$sha"
+    rc=$?
+    tr_cleanup
+    if [ "$rc" -ne 0 ]; then
+        why=$(cat "$TR_RUN/why" 2> /dev/null)
+        case "$rc:$why" in
+            3:*) tr_fail "${why:-sha256 mismatch}" rd.tmpfs.sha256 ;;
+            *"tmpfs is full"*) tr_fail "$why" rd.tmpfs.size ;;
+            *) tr_fail "${why:-unpacking $img failed}" rd.tmpfs.imgfile ;;
+        esac
+        return 1
+    fi
+    if [ ! -e "$NEWROOT/etc/os-release" ] && [ ! -e "$NEWROOT/usr/lib/os-release" ]; then
+        tr_say "warning: the image has no /etc/os-release; systemd's switch-root needs one"
+    fi
+    tr_say "root filesystem ready in RAM; $src unmounted"
+    return 0
+}
+
+# ------------------------------------------------------------- the other hooks
+# cmdline hook: claim root=tmpfs:<source> (rootok=1: dracut must not mount root= itself,
+# we fill $NEWROOT in pre-mount) and wait for the source device.
+tr_claim_root() {
+    local src dev
+    src=$(tr_source) || return 0
+    # shellcheck disable=SC2034 # read by dracut's init and dracut-cmdline
+    rootok=1
+    case "$src" in
+        NFS=*)
+            # The network comes up through dracut's network modules (ip= rd.neednet=1).
+            tr_say "root is a tmpfs filled from the NFS export ${src#NFS=}"
+            ;;
+        *)
+            if dev=$(tr_source_dev "$src"); then
+                tr_say "root is a tmpfs filled from $src ($dev)"
+                wait_for_dev "$dev"
+            else
+                warn "tmpfs-root: '$src' is not a source; accepted: /dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=, NFS=nfs:server:/export (root=)"
+            fi
+            ;;
+    esac
+}
+
+# emergency hook: when the boot gave up waiting, say which source never appeared.
+tr_explain_missing_source() {
+    local src dev
+    if src=$(tr_source) && dev=$(tr_source_dev "$src") && [ ! -e "$dev" ]; then
+        tr_say "source $src never appeared in $(getarg rd.retry= || echo 180) s (rd.retry); $dev is missing (root=)"
+    fi
+    return 0
+}
+
+# pre-pivot hook: when the unpacked root has SELinux enabled, load its policy and restore
+# file contexts, as the original module did (a tar without --selinux support, or an image
+# made without labels, leaves none).
+tr_selinux() {
+    local mode bin
+    tr_source > /dev/null || return 0
+    [ -e "$NEWROOT/etc/selinux/config" ] || return 0
+    getargbool 1 selinux || return 0
+    mode=$(sed -n 's/^SELINUX=//p' "$NEWROOT/etc/selinux/config")
+    [ "$mode" = enforcing ] || [ "$mode" = permissive ] || return 0
+    for bin in /sbin/load_policy /usr/sbin/load_policy; do
+        [ -x "$NEWROOT$bin" ] && break
+    done
+    [ -x "$NEWROOT$bin" ] || { tr_say "warning: SELinux is $mode but the image has no load_policy"; return 0; }
+    tr_say "restoring SELinux contexts (SELINUX=$mode)"
+    chroot "$NEWROOT" "$bin" -i || tr_say "warning: load_policy failed"
+    chroot "$NEWROOT" restorecon -R -e /proc -e /sys -e /dev / || tr_say "warning: restorecon failed"
 }

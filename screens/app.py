@@ -1,0 +1,117 @@
+"""The Textual app: ``sudo tmpfs-root`` opens it.
+
+A thin front over the engine (:class:`tui.engine.Engine`): the screens (one per
+step, in ``screens/``) edit the engine's plan, show its problems beside the fields
+they name, and run long work (image inspection, image creation, apply) in workers so
+the UI never blocks. Nothing here decides anything the command line would not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from screens.steps import STEP_NAMES, STEPS
+from tui.engine import Engine, Facts, ImageInfo, Plan
+
+
+def step_screen(name: str) -> Screen:
+    """A new screen for the step *name*."""
+    from screens.apply import ApplyScreen
+    from screens.boot import BootScreen
+    from screens.image import ImageScreen
+    from screens.overview import OverviewScreen
+    from screens.review import ReviewScreen
+    from screens.size import SizeScreen
+    from screens.source import SourceScreen
+
+    screens: dict[str, type[Screen]] = {
+        "overview": OverviewScreen,
+        "source": SourceScreen,
+        "image": ImageScreen,
+        "size": SizeScreen,
+        "boot": BootScreen,
+        "review": ReviewScreen,
+        "apply": ApplyScreen,
+    }
+    return screens[name]()
+
+
+class TmpfsRootApp(App):
+    TITLE = "tmpfs-root"
+    CSS = """
+    Screen { layout: vertical; }
+    .title { text-style: bold; padding: 0 1; }
+    .help { color: $text-muted; padding: 0 1; }
+    .error { color: $error; padding: 0 1; }
+    .warning { color: $warning; padding: 0 1; }
+    .ok { color: $success; padding: 0 1; }
+    .cmdline { background: $boost; padding: 0 1; }
+    .buttons { height: auto; dock: bottom; padding: 0 1; }
+    .buttons Button { margin-right: 1; }
+    .field { height: auto; padding: 0 1; margin-bottom: 1; }
+    .field Label { padding: 0 1 0 0; width: 16; }
+    TabbedContent, TabPane, TabPane > Vertical { height: auto; }
+    .row { height: auto; }
+    Input { width: 1fr; }
+    DataTable { height: auto; max-height: 12; }
+    #log { height: 1fr; min-height: 5; border: round $panel; }
+    """
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+
+    def __init__(self, root: str = "/", dry_run: bool = False, facts: Facts | None = None, plan: Plan | None = None):
+        super().__init__()
+        self.engine = Engine(root, dry_run=dry_run, facts=facts, plan=plan)
+        self.dry_run = dry_run
+        self.sub_title = (
+            f"{'DRY RUN · ' if dry_run else ''}"
+            f"{'this system' if self.engine.is_live else 'target ' + str(self.engine.root)}"
+        )
+
+    # shortcuts for tests and screens: everything lives in the engine
+    @property
+    def plan(self) -> Plan:
+        return self.engine.plan
+
+    @property
+    def facts(self) -> Facts:
+        return self.engine.facts
+
+    @property
+    def image_info(self) -> ImageInfo | None:
+        return self.engine.image_info
+
+    # ----------------------------------------------------------- navigation
+    def on_mount(self) -> None:
+        self.push_screen(step_screen("overview"))
+
+    def next_step(self, current: str) -> None:
+        index = STEP_NAMES.index(current)
+        if index + 1 < len(STEPS):
+            self.push_screen(step_screen(STEP_NAMES[index + 1]))
+
+    def goto(self, name: str) -> None:
+        """Jump to a step (command palette): the steps before it are stacked, so Escape
+        walks back through them."""
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        for step in STEP_NAMES[1 : STEP_NAMES.index(name) + 1]:
+            self.push_screen(step_screen(step))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for i, (name, title) in enumerate(STEPS[:-1]):
+            if name != "overview":
+                yield SystemCommand(
+                    f"Step {i + 1}: {title}", f"go to the {title.lower()} step", partial(self.goto, name)
+                )
+        yield SystemCommand("Review and apply", "show every file and command, then apply", partial(self.goto, "review"))
+
+
+def run_app(root: str = "/", dry_run: bool = False) -> int:
+    TmpfsRootApp(root, dry_run).run()
+    return 0
