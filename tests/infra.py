@@ -50,6 +50,44 @@ def run_cli(*args, env=None, user=None, timeout=120) -> CliResult:
     return CliResult(p.returncode, p.stdout, p.stderr)
 
 
+def cli_inproc(*args, env=None, timeout=60) -> CliResult:
+    """``tmpfs-root ARGS`` run in this process (tui.cli.main, the very entry point), for the
+    tables of cases that would otherwise start a Python per case. A call that hangs (a FIFO
+    read) is stopped by an alarm after *timeout* s and fails the test."""
+    import io
+    import signal
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from tui.cli import main
+
+    class Hung(BaseException):
+        pass
+
+    def alarm(signum, frame):
+        raise Hung(f"tmpfs-root {' '.join(map(str, args))} did not finish in {timeout} s")
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_stdin = dict(os.environ), sys.stdin
+    os.environ.update(env or {})
+    os.environ.pop("TMPFS_ROOT_DEBUG", None)
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        sys.stdin = io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # --help, --version
+                code = int(e.code or 0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        sys.stdin = saved_stdin
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     """Every file, link and directory under *root* with a digest of its content and mode."""
     result = {}
@@ -227,23 +265,88 @@ def loop_device(image: Path):
 UDEVD = "/lib/systemd/systemd-udevd"
 
 
+def udevd_reachable() -> bool:
+    """Whether a udevd serves this process's /run/udev (in its mount namespace)."""
+    return sh("udevadm", "control", "--ping", "--timeout=2", check=False).returncode == 0
+
+
+def start_udevd() -> bool:
+    """Start a udevd unless one serves us already; returns whether this call started it."""
+    if udevd_reachable():
+        return False
+    sh(UDEVD, "--daemon")
+    for _ in range(50):
+        if udevd_reachable():
+            break
+        time.sleep(0.1)
+    return True
+
+
+def stop_udevd() -> None:
+    sh("udevadm", "control", "--exit", check=False)
+    for _ in range(50):
+        if not udevd_reachable():
+            break
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def udevd():
-    """A udevd for the duration (none runs on this machine by default)."""
-    started = sh("pgrep", "-x", "systemd-udevd", check=False).returncode != 0
-    if started:
-        sh(UDEVD, "--daemon")
+    """A udevd for the duration (the test run's own, see private_udev_session, or one started
+    here), with the block devices' properties up to date."""
+    started = start_udevd()
     try:
         sh("udevadm", "trigger", "--subsystem-match=block", "--action=add")
         sh("udevadm", "settle", "--timeout=30", check=False)
         yield
     finally:
         if started:
-            sh("udevadm", "control", "--exit", check=False)
-            for _ in range(50):
-                if sh("pgrep", "-x", "systemd-udevd", check=False).returncode != 0:
-                    break
-                time.sleep(0.1)
+            stop_udevd()
+
+
+@contextlib.contextmanager
+def udevd_stopped():
+    """No udevd for the duration (as in a rescue system); the run's udevd comes back after."""
+    was = udevd_reachable()
+    if was:
+        stop_udevd()
+    try:
+        yield
+    finally:
+        if was:
+            start_udevd()
+
+
+def private_udev_session():
+    """For a test run on a machine where no udevd runs (this project's CI): a private mount
+    namespace for the run and every process it starts, with a tmpfs on /run/udev and a udevd
+    of its own, so its device database is the run's alone and nothing of it outlives the
+    run. Returns the function that ends it, or None when a udevd serves this machine already
+    (its database is then used as it is) or when not root."""
+    import ctypes
+
+    if os.geteuid() != 0 or not Path(UDEVD).exists() or udevd_reachable():
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_slave = 0x20000, 0x4000, 0x80000
+    if libc.unshare(clone_newns) != 0:
+        return None  # a threaded process cannot: the machine's /run/udev is used
+    libc.mount(b"none", b"/", None, ms_rec | ms_slave, None)  # the machine's mounts reach us, ours stay here
+    run_udev = Path("/run/udev")
+    made = not run_udev.exists()
+    run_udev.mkdir(mode=0o755, exist_ok=True)
+    if libc.mount(b"tmpfs", b"/run/udev", b"tmpfs", 0, b"mode=0755") != 0:
+        return None
+    start_udevd()
+
+    def end() -> None:
+        stop_udevd()
+        libc.umount2(b"/run/udev", 2)  # MNT_DETACH
+        if made:
+            with contextlib.suppress(OSError):
+                run_udev.rmdir()
+
+    return end
 
 
 def forget_udev_db(dev: str) -> None:
@@ -481,15 +584,27 @@ GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 
 
 @contextlib.contextmanager
-def mounted_disk(image: Path, where: Path, part: int = 1):
+def mounted_disk(image: Path, where: Path, part: int = 1, new_uuid: str | None = None):
     """Attach a disk image, mount its partition *part* on *where*; yields the loop device.
 
+    With *new_uuid*, the partition's ext4 filesystem first gets that UUID, and the copy's own
+    fstab and grub.cfg are changed to name it (as if installed with it).
     A udevd runs meanwhile, so /dev/disk/by-uuid exists as on a real system (grub-mkconfig
     writes root=UUID=… only when it does)."""
     where.mkdir(parents=True, exist_ok=True)
     with loop_device(image) as dev, udevd():
+        if new_uuid:
+            old = sh("blkid", "-o", "value", "-s", "UUID", f"{dev}p{part}").stdout.strip()
+            sh("e2fsck", "-fy", f"{dev}p{part}", check=False)
+            sh("tune2fs", "-U", new_uuid, f"{dev}p{part}")
+            sh("udevadm", "settle", "--timeout=30", check=False)
         sh("mount", f"{dev}p{part}", where)
         try:
+            if new_uuid:
+                for name in ("etc/fstab", "boot/grub/grub.cfg"):
+                    f = where / name
+                    if f.exists():
+                        f.write_text(f.read_text().replace(old, new_uuid))
             yield dev
         finally:
             sh("umount", "-R", where, check=False)
@@ -538,14 +653,36 @@ def system_disk() -> Path:
     return disk
 
 
+def uuid_of(mountpoint: Path) -> str:
+    """The UUID of the filesystem mounted at *mountpoint*."""
+    return sh("findmnt", "-n", "-o", "UUID", "--mountpoint", mountpoint).stdout.strip()
+
+
+@dataclass
+class SystemCopy:
+    image: Path  # the disk image
+    mnt: Path  # its root partition, mounted
+    dev: str  # the loop device
+    uuid: str  # the root filesystem's UUID: this copy's own
+
+
 @contextlib.contextmanager
-def system_disk_copy(tmp_path: Path):
-    """A private copy of the system disk, mounted: yields (image, mountpoint, loop device)."""
+def system_disk_copy(tmp_path: Path, bootable: bool = False):
+    """A private copy of the system disk, mounted, with a filesystem UUID of its own (copies
+    never collide with each other, with another run's, or with any disk of the machine).
+    *bootable*: GRUB is installed again for the new UUID (its core image searches for it)."""
+    import uuid
+
     image = tmp_path / "disk.img"
     sh("cp", "--sparse=always", system_disk(), image)
     mnt = tmp_path / "mnt"
-    with mounted_disk(image, mnt) as dev:
-        yield image, mnt, dev
+    fresh = str(uuid.uuid4())
+    with mounted_disk(image, mnt, new_uuid=fresh) as dev:
+        if bootable:
+            from tui.host import Host
+
+            Host(mnt).run(["grub-install", "--target=i386-pc", dev])
+        yield SystemCopy(image, mnt, dev, fresh)
 
 
 # ------------------------------------------------------------- QEMU boots

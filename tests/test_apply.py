@@ -18,14 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import REPO, SYSTEM_UUID, run_cli, sh, system_disk_copy, target_kernel, tree_digest
+from tests.infra import REPO, run_cli, sh, system_disk_copy, target_kernel, tree_digest, uuid_of
 from tui.bootloader import parse_bls, parse_grubenv
 from tui.host import Host
 
 pytestmark = [pytest.mark.chroot]
 
 SMALL_DRACUT = 'dracutmodules="base tmpfs-root"\ncompress="cat"\n'
-PLAN = ["--source", f"UUID={SYSTEM_UUID}", "--image", "images/root.tar", "--no-hostonly"]
+
+
+def plan(mnt: Path) -> list[str]:
+    """The plan's options: the image on the copy's own root filesystem (each copy has its UUID)."""
+    return ["--source", f"UUID={uuid_of(mnt)}", "--image", "images/root.tar", "--no-hostonly"]
+
+
 #: What differs between two correct applies: build timestamps inside the image and its checksum.
 VOLATILE = re.compile(r"^(boot/initrd-tmpfs-root-.*|etc/tmpfs-root/state\.json|var/lib/tmpfs-root(/.*)?)$")
 
@@ -41,12 +47,12 @@ def prepare(mnt: Path) -> Path:
 @pytest.fixture
 def system(tmp_path):
     """A private copy of the installed Debian disk, mounted, with a small image on it."""
-    with system_disk_copy(tmp_path) as (_disk, mnt, _dev):
-        yield prepare(mnt)
+    with system_disk_copy(tmp_path) as copy:
+        yield prepare(copy.mnt)
 
 
 def apply(mnt: Path, *extra: str):
-    return run_cli("apply", "--root", mnt, *PLAN, *extra, "--yes", timeout=600)
+    return run_cli("apply", "--root", mnt, *plan(mnt), *extra, "--yes", timeout=600)
 
 
 def entries(cfg: str) -> dict[str, str]:
@@ -76,7 +82,7 @@ def test_apply_status_then_remove_leaves_every_other_file_as_it_was(system):
     ours = entries(cfg)[f"tmpfs-root-{kver}"]
     linux = re.search(r"^\s*linux\s+(\S+)\s+(.*)$", ours, re.M)
     assert linux.group(1) == f"/boot/vmlinuz-{kver}"
-    assert f"root=tmpfs:UUID={SYSTEM_UUID} rd.tmpfs.imgfile=images/root.tar" in linux.group(2)
+    assert f"root=tmpfs:UUID={uuid_of(system)} rd.tmpfs.imgfile=images/root.tar" in linux.group(2)
     assert "rd.emergency=reboot" in linux.group(2)  # boot once: a failure falls back
     assert re.search(rf"^\s*initrd\s+/boot/initrd-tmpfs-root-{kver}\.img$", ours, re.M)
     assert (system / f"boot/initrd-tmpfs-root-{kver}.img").stat().st_size > 1 << 20
@@ -166,11 +172,11 @@ def test_a_failing_step_rolls_everything_back_and_a_rerun_converges(system, faul
 def reference(tmp_path_factory):
     """The tree after one uninterrupted apply, for comparison."""
     tmp = tmp_path_factory.mktemp("reference")
-    with system_disk_copy(tmp) as (_disk, mnt, _dev):
-        prepare(mnt)
-        before = tree_digest(mnt)
-        assert apply(mnt).returncode == 0
-        return before, tree_digest(mnt)
+    with system_disk_copy(tmp) as copy:
+        prepare(copy.mnt)
+        before = tree_digest(copy.mnt)
+        assert apply(copy.mnt).returncode == 0
+        return before, tree_digest(copy.mnt)
 
 
 def boot_files(mnt: Path) -> dict[str, str]:
@@ -183,7 +189,7 @@ def test_sigkill_at_any_step_leaves_a_bootable_target_and_a_rerun_converges(syst
     kver = target_kernel(system)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tui", "apply", "--root", str(system), *PLAN, "--yes"],
+        [sys.executable, "-m", "tui", "apply", "--root", str(system), *plan(system), "--yes"],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -247,7 +253,7 @@ def test_bls_target_gets_an_entry_file_of_its_own(system):
     distro = entries_dir / f"0123456789abcdef-{kver}.conf"
     distro.write_text(
         f"title Distro ({kver})\nversion {kver}\nlinux /boot/vmlinuz-{kver}\n"
-        f"initrd /boot/initrd.img-{kver}\noptions root=UUID={SYSTEM_UUID} ro\n"
+        f"initrd /boot/initrd.img-{kver}\noptions root=UUID={uuid_of(system)} ro\n"
     )
     with open(system / "etc/default/grub", "a") as f:
         f.write("GRUB_ENABLE_BLSCFG=true\n")
@@ -259,7 +265,7 @@ def test_bls_target_gets_an_entry_file_of_its_own(system):
     entry = parse_bls(ours.read_text())
     assert (system / entry["linux"].lstrip("/")).is_file()
     assert (system / entry["initrd"].lstrip("/")).is_file()
-    assert entry["options"].startswith(f"root=tmpfs:UUID={SYSTEM_UUID} rd.tmpfs.imgfile=images/root.tar")
+    assert entry["options"].startswith(f"root=tmpfs:UUID={uuid_of(system)} rd.tmpfs.imgfile=images/root.tar")
     assert entry["version"] == kver
     assert (
         digest_diff(

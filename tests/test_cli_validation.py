@@ -3,7 +3,7 @@ no traceback, and nothing changed under --root."""
 
 import pytest
 
-from tests.infra import FAKE_KVER, make_fake_target, run_cli, tree_digest
+from tests.infra import FAKE_KVER, cli_inproc, make_fake_target, run_cli, tree_digest
 
 GOOD = ["--source", "LABEL=IMGVOL", "--image", "images/rootfs.tar.zst", "--size", "2G"]
 
@@ -71,7 +71,7 @@ BAD = [
 @pytest.mark.parametrize("args,field", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_input_is_one_line_naming_the_field(fake_target, args, field, command):
     before = tree_digest(fake_target)
-    result = run_cli(command[0], f"--root={fake_target}", *command[1:], *args)
+    result = cli_inproc(command[0], f"--root={fake_target}", *command[1:], *args)
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr + result.stdout
     errors = [line for line in result.stderr.splitlines() if "error" in line]

@@ -19,6 +19,8 @@ from tests.infra import (
     run_cli,
     sh,
     udevd,
+    udevd_reachable,
+    udevd_stopped,
 )
 from tui.devices import BlockDevice, parse_mountinfo, recommended_identifier
 
@@ -61,9 +63,10 @@ def test_loop_partition_with_udevd(gpt_loop):
 
 @pytest.mark.udev
 def test_loop_partition_without_udevd_falls_back_to_blkid(gpt_loop):
-    forget_udev_db(gpt_loop)
-    assert subprocess.run(["pgrep", "-x", "systemd-udevd"]).returncode != 0
-    result = run_cli("devices", "--json")
+    with udevd_stopped():
+        forget_udev_db(gpt_loop)
+        assert not udevd_reachable()
+        result = run_cli("devices", "--json")
     part = _by_path(result.stdout)[f"{gpt_loop}p1"]
     assert part["links"] == []  # no udev database entry: all of this came from blkid
     assert (part["label"], part["uuid"], part["partuuid"], part["partlabel"]) == ("IMGVOL", UUID, PARTUUID, "tmpfsimg")

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.infra import SYSTEM_UUID, mounted_disk, qemu_boot, run_cli, system_disk_copy
+from tests.infra import mounted_disk, qemu_boot, run_cli, system_disk_copy
 from tui.bootloader import parse_grubenv
 
 pytestmark = [pytest.mark.qemu, pytest.mark.chroot, pytest.mark.needs("qemu-system-x86_64")]
@@ -36,7 +36,8 @@ SLIM = [
 
 
 def test_grub_boots_our_entry_once_into_the_targets_systemd_on_tmpfs(tmp_path):
-    with system_disk_copy(tmp_path) as (disk, mnt, _dev):
+    with system_disk_copy(tmp_path, bootable=True) as copy:
+        disk, mnt = copy.image, copy.mnt
         unit = mnt / "etc/systemd/system/tmpfs-root-check.service"
         unit.write_text(CHECK_UNIT)
         (mnt / "etc/systemd/system/multi-user.target.wants/tmpfs-root-check.service").symlink_to(
@@ -59,7 +60,7 @@ def test_grub_boots_our_entry_once_into_the_targets_systemd_on_tmpfs(tmp_path):
             "--root",
             mnt,
             "--source",
-            f"UUID={SYSTEM_UUID}",
+            f"UUID={copy.uuid}",
             "--image",
             "images/rootfs.tar.zst",
             "--append",

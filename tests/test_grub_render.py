@@ -134,7 +134,8 @@ def _title_ok(title: str) -> bool:
 
 @pytest.fixture(scope="module")
 def disk(tmp_path_factory):
-    with system_disk_copy(tmp_path_factory.mktemp("render")) as (_image, mnt, _dev):
+    with system_disk_copy(tmp_path_factory.mktemp("render")) as copy:
+        mnt = copy.mnt
         for script in (mnt / "etc/grub.d").iterdir():
             if script.name not in ("00_header",) and script.is_file():
                 script.chmod(0o644)  # grub-mkconfig runs only the executable ones

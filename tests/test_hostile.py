@@ -1,4 +1,6 @@
-"""Hostile input, table-driven, through the real command line: options in every place,
+"""Hostile input, table-driven, through the command line's entry point (tui.cli.main, run
+in-process so that the table stays quick; test_cli_validation.py runs the program itself):
+options in every place,
 plan files, values built to inject or overflow, damaged state in the target, targets laid
 out to trick the tool, image archives, outputs that are not files.
 
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import FAKE_KVER, make_tool_target, run_cli, tree_digest
+from tests.infra import FAKE_KVER, cli_inproc, make_tool_target, tree_digest
 
 BASE = ["--source", "nfs:10.0.0.11:/srv/images", "--image", "images/rootfs.tar.zst"]
 TARGET_ONLY_DIGEST = object()
@@ -378,7 +380,7 @@ CASES: list[Case] = [
         "truncated",
         setup=write("{W}/a.tar", archive(GOOD_TREE + [("./big", "file", "y" * 100000)])[:20000]),
     ),
-    Case("inspect-name-escape", ["image", "inspect", "{W}/\x1b[2Jx"], 2, "\\x1b[2Jx"),
+    Case("inspect-name-escape", ["image", "inspect", "/nonexistent/\x1b[2Jx"], 2, "\\x1b[2Jx"),
     # image create
     Case(
         "create-exclude-everything",
@@ -628,13 +630,13 @@ def world(tmp_path):
 def test_hostile_input(world, case):
     env = {"TMPFS_ROOT_LOCK_DIR": str(world.tmp / "lock")}
     if case.installed:
-        good = run_cli("apply", "--root", world.target, *BASE, "--yes", env=env)
+        good = cli_inproc("apply", "--root", world.target, *BASE, "--yes", env=env)
         assert good.returncode == 0, good.stderr
     if case.setup:
         case.setup(world)
     canary_before = tree_digest(world.canary)
     target_before = tree_digest(world.target)
-    result = run_cli(*[world.fmt(a) for a in case.argv], env=env, timeout=60)
+    result = cli_inproc(*[world.fmt(a) for a in case.argv], env=env, timeout=60)
     said = [line for line in result.stderr.splitlines() if line.startswith("tmpfs-root:")]
     assert "Traceback" not in result.stdout + result.stderr
     assert result.returncode == case.code, result
@@ -655,40 +657,44 @@ def test_hostile_input(world, case):
         assert case.check(world, result) is not False
 
 
-def test_other_users_can_neither_plant_nor_hold_the_lock(world):
+def test_other_users_can_neither_plant_nor_hold_the_lock(world, monkeypatch):
     """The per-target lock lives in a directory of root's alone: an unprivileged user can
-    neither open a lock file there (to hold it and block every apply) nor plant a link."""
+    neither open a lock file there (to hold it and block every apply) nor plant a link; and
+    the lock file goes when the transaction ends."""
     import subprocess
     import sys
 
+    from tui.host import Host
+    from tui.transaction import locked
+
     lock_dir = world.tmp / "lock"
     os.chmod(world.tmp, 0o755)
-    applied = run_cli("apply", "--root", world.target, *BASE, "--yes", env={"TMPFS_ROOT_LOCK_DIR": str(lock_dir)})
-    assert applied.returncode == 0, applied.stderr
-    st = lock_dir.stat()
-    assert st.st_uid == 0 and st.st_mode & 0o777 == 0o700
-    locks = list(lock_dir.iterdir())
-    assert len(locks) == 1
+    monkeypatch.setenv("TMPFS_ROOT_LOCK_DIR", str(lock_dir))
     probe = (
-        "import fcntl, os, sys\n"
+        "import os, sys\n"
         "for what in (lambda: open(sys.argv[1], 'a'), lambda: os.symlink('/etc/passwd', sys.argv[2])):\n"
         "    try:\n        what()\n        print('allowed')\n"
         "    except PermissionError:\n        print('refused')\n"
     )
-    out = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            probe,
-            str(locks[0]),
-            str(lock_dir / "planted"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert out.stdout.split() == ["refused", "refused"], out
+    with locked(Host(world.target)):  # as while an apply runs
+        st = lock_dir.stat()
+        assert st.st_uid == 0 and st.st_mode & 0o777 == 0o700
+        (held,) = list(lock_dir.iterdir())
+        out = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                probe,
+                str(held),
+                str(lock_dir / "planted"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert out.stdout.split() == ["refused", "refused"], out
+    assert list(lock_dir.iterdir()) == []

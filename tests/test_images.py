@@ -210,6 +210,7 @@ def test_excludes_and_volatile_trees(tmp_path):
         assert kept in names, kept
 
 
+@pytest.mark.slow  # packs 128 MB with xz -9 to have time to kill it
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_create_leaves_nothing_at_the_output_name(tmp_path, sig):
     tree = tmp_path / "tree"

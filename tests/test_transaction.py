@@ -94,3 +94,21 @@ def test_every_path_a_transaction_touches_is_one_tmpfs_root_owns(target):
     remove(host)
     for action in host.written_files():
         assert owned.may_touch(action.path) or action.path in owned.STRICT_DIRS, action.path
+
+
+def test_every_apply_and_remove_is_logged_on_this_machine(target, tmp_path, monkeypatch):
+    """The log lands in the log directory (here a temporary one), never in the target."""
+    from tui.engine import Engine
+
+    monkeypatch.setenv("TMPFS_ROOT_LOG_DIR", str(tmp_path / "log"))
+    engine = Engine(target, plan=Plan(source=PLAN.source, image=PLAN.image))
+    engine.apply()
+    (target / "usr/bin/grub-script-check").write_text("#!/bin/sh\necho 'syntax error' >&2\nexit 1\n")
+    with pytest.raises(TransactionError):
+        Engine(target).remove()
+    log = (tmp_path / "log/tmpfs-root.log").read_text()
+    assert f"=== tmpfs-root apply on {target}" in log and "plan: image = " in log
+    assert "[1/7] install the dracut module: start" in log and "=== done: changed" in log
+    assert "=== tmpfs-root remove" in log and "syntax error" in log and "=== failed: step" in log
+    assert not [p for p in target.rglob("*.log")]
+    assert oct((tmp_path / "log").stat().st_mode & 0o777) == "0o700"

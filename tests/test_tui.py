@@ -17,6 +17,10 @@ from tests.infra import FAKE_KVER, Part, loop_device, make_disk_image, make_fake
 from tui.devices import BlockDevice
 from tui.engine import Facts
 
+#: One xdist worker for the whole file: the fixed-facts tests share SNAP_ROOT, a fixed path
+#: (it shows on screen, so the snapshots must not depend on where a run puts its files).
+pytestmark = pytest.mark.xdist_group("tui")
+
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 
 
@@ -334,6 +338,7 @@ async def test_command_palette_offers_the_steps(fixed):
 
 # ------------------------------------------------------------- tmux
 @pytest.mark.needs("tmux")
+@pytest.mark.slow
 def test_a_user_in_tmux_converts_a_target_in_a_dry_run(tmp_path):
     """The real program in a real terminal: keys in, screen text out (NFS source, typed)."""
     target = make_fake_target(tmp_path / "target")

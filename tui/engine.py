@@ -439,6 +439,9 @@ class Engine:
                 )
             else:
                 outcome = transaction.remove(self.host, on_line=on_line, on_step=on_step, cancel=self.cancel_token)
+            if log:
+                log.line(f"=== done: {'changed' if outcome.changed else 'nothing to change'}")
+            return outcome
         except BaseException as e:
             if log:
                 log.line(f"=== failed: {e}" if str(e) else f"=== stopped: {type(e).__name__}")
@@ -447,10 +450,6 @@ class Engine:
             if log:
                 self.log_error = log.error
                 log.close()
-        if log:
-            log.line(f"=== done: {'changed' if outcome.changed else 'nothing to change'}")
-            log.close()
-        return outcome
 
     def cancel(self) -> None:
         """Stop the running apply, remove or image work: rolled back, nothing left half-done."""

@@ -356,24 +356,38 @@ def record(plan: Plan, host: Host, devices: list[BlockDevice] | None = None) -> 
 # ------------------------------------------------------------ running steps
 @contextmanager
 def locked(host: Host) -> Iterator[None]:
-    """One transaction at a time per target (the lock lives on this machine, not in the target)."""
+    """One transaction at a time per target (the lock lives on this machine, not in the target).
+
+    The lock file is removed when the transaction ends, while it is still held; whoever
+    opened it meanwhile finds, once it holds the lock, that it no longer is the file at that
+    name, and starts over (so two runs never both think they hold it)."""
     if host.dry_run:
         yield
         return
-    key = hashlib.sha256(str(host.root).encode()).hexdigest()[:16]
+    name = hashlib.sha256(str(host.root).encode()).hexdigest()[:16] + ".lock"
     dir_fd = _lock_dir()
     try:
-        fd = os.open(f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        while True:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise HostError(f"another tmpfs-root is changing {host.root}; wait for it to finish") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # removed by the run that just ended: take the new one
+        try:
+            yield
+        finally:
+            os.unlink(name, dir_fd=dir_fd)
+            os.close(fd)
     finally:
         os.close(dir_fd)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise HostError(f"another tmpfs-root is changing {host.root}; wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def _lock_dir() -> int:
