@@ -50,7 +50,7 @@ class ReviewScreen(StepScreen):
         resolved = preview.resolved
         assert resolved is not None
         self.actions = preview.files
-        self.query_one("#cmdline", Static).update(" ".join(resolved.cmdline))
+        self.query_one("#cmdline", Static).update(" ".join(resolved.entry_cmdline))
         self.query_one("#summary", Static).update(
             f"Entry “{resolved.title}” for {', '.join(resolved.kernels)}, boot mode {self.engine.plan.boot}; "
             f"target {preview.root}" + (" (dry run: Apply only shows what it would do)" if self.engine.dry_run else "")

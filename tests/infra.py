@@ -219,6 +219,16 @@ def make_fs_image(path: Path, part: Part) -> None:
         if part.uuid:
             argv += ["-i", part.uuid.replace("-", "")]
         sh(*argv, path)
+        if part.content:  # mtools writes into the image file, nothing is mounted
+            sh("mcopy", "-s", "-i", path, *sorted(part.content.iterdir()), "::")
+    elif part.fs in ("xfs", "btrfs"):
+        sh("truncate", "-s", size, path)
+        argv = [f"mkfs.{part.fs}", "-q", "-f"]
+        if part.label:
+            argv += ["-L", part.label]
+        if part.uuid:
+            argv += ["-m", f"uuid={part.uuid}"] if part.fs == "xfs" else ["-U", part.uuid]
+        sh(*argv, path)
     else:
         raise ValueError(part.fs)
 
@@ -242,7 +252,7 @@ def make_disk_image(path: Path, parts: list[Part], workdir: Path, label: str = "
         start += p.size_mib * 2048
     sh("sfdisk", "--quiet", path, input="\n".join(lines) + "\n")
     for i, (p, off) in enumerate(zip(parts, offsets, strict=True)):
-        if p.fs in ("ext4", "vfat"):
+        if p.fs in ("ext4", "vfat", "xfs", "btrfs"):
             fs = workdir / f"part{i}.img"
             make_fs_image(fs, p)
             sh("dd", f"if={fs}", f"of={path}", "bs=1M", f"seek={off // (1 << 20)}", "conv=notrunc", "status=none")
@@ -388,14 +398,22 @@ TARGET_PACKAGES = [
     "systemd-sysv",
 ]
 TARGET_VERSION = "3"  # bump to rebuild cached targets when the recipe changes
+#: Debian 13: dracut-ng 106, systemd 257, kernel versions with "+"; GRUB for UEFI (the
+#: UEFI full chain boots it). It debootstraps from the same mirror, with bookworm's keyring.
+TRIXIE_PACKAGES = [p for p in TARGET_PACKAGES if p not in ("grub-pc", "isc-dhcp-client")] + [
+    "grub-efi-amd64-bin",
+    "grub2-common",
+]
+SUITES = {"bookworm": TARGET_PACKAGES, "trixie": TRIXIE_PACKAGES}
 
 
-def debian_target() -> Path:
-    """A Debian 12 system in a directory (debootstrap + kernel, dracut, GRUB), cached.
+def debian_target(suite: str = "bookworm") -> Path:
+    """A Debian system in a directory (debootstrap + kernel, dracut, GRUB), cached: 12
+    (bookworm) by default, or 13 (trixie).
 
     Built once into CACHE; a half-built one is never used (built aside, then renamed).
     """
-    target = CACHE / f"target-bookworm-{TARGET_VERSION}"
+    target = CACHE / f"target-{suite}-{TARGET_VERSION}"
     if (target / ".complete").exists():
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -407,14 +425,21 @@ def debian_target() -> Path:
             return target
         work = CACHE / f"building-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
-        sh("debootstrap", "--variant=minbase", "bookworm", work, MIRROR)
+        sh(
+            "debootstrap",
+            "--variant=minbase",
+            "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg",
+            suite,
+            work,
+            MIRROR,
+        )
         (work / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")  # start no services
         (work / "usr/sbin/policy-rc.d").chmod(0o755)
         from tui.host import Host
 
         host = Host(work)
         host.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *TARGET_PACKAGES],
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *SUITES[suite]],
             env={"DEBIAN_FRONTEND": "noninteractive"},
         )
         host.run(["apt-get", "clean"])
@@ -538,21 +563,29 @@ FLAVOURS = {
 }
 
 
-def build_test_initramfs(target: Path, flavour: str, out_dir: Path) -> Path:
+#: The flavours built in the Debian 13 target (dracut-ng 106): both inits, nothing extra.
+FLAVOURS_TRIXIE = {
+    "systemd": Flavour(False, []),
+    "nosystemd": Flavour(False, ["--omit", "systemd"]),
+}
+
+
+def build_test_initramfs(target: Path, flavour: str, out_dir: Path, flavours: dict | None = None) -> Path:
     """Build a generic (-N) initramfs with our module through the engine, in the target
     (install_test_module first, once)."""
     from tui import dracut
     from tui.host import Host
     from tui.plan import Plan
 
+    spec = (flavours or FLAVOURS)[flavour]
     kver = target_kernel(target)
     host = Host(target)
     output = f"/boot/initrd-tmpfs-root-test-{flavour}.img"  # a name of ours: the host writes no other
-    plan = Plan(source="LABEL=IMGVOL", image="x", hostonly=FLAVOURS[flavour].hostonly)
+    plan = Plan(source="LABEL=IMGVOL", image="x", hostonly=spec.hostonly)
     log = out_dir / f"dracut-{flavour}.log"
     with open(log, "w") as f:
         dracut.build_initramfs(
-            host, plan, kver, output, on_line=lambda line: f.write(line + "\n"), extra_args=FLAVOURS[flavour].extra_args
+            host, plan, kver, output, on_line=lambda line: f.write(line + "\n"), extra_args=spec.extra_args
         )
     host.commit()
     built = out_dir / f"initrd-{flavour}.img"
@@ -658,6 +691,132 @@ def uuid_of(mountpoint: Path) -> str:
     return sh("findmnt", "-n", "-o", "UUID", "--mountpoint", mountpoint).stdout.strip()
 
 
+#: The UEFI system disk: GPT with an EFI system partition, a separate /boot and the root.
+UEFI_DISK_VERSION = "2"
+UEFI_PARTS = {"esp": 1, "boot": 2, "root": 3}
+
+
+@contextlib.contextmanager
+def mounted_uefi_disk(image: Path, where: Path, new_uuid: str | None = None):
+    """The UEFI disk's root on *where* and its /boot below it; yields the loop device.
+    With *new_uuid*, the root filesystem gets it first (fstab and grub.cfg follow).
+    The ESP is not mounted: this machine's kernel has no vfat (the guest's has; nothing of
+    tmpfs-root lives there, Debian's grub.cfg is on /boot)."""
+    with mounted_disk(image, where, part=UEFI_PARTS["root"], new_uuid=new_uuid) as dev:
+        (where / "boot").mkdir(exist_ok=True)
+        sh("mount", f"{dev}p{UEFI_PARTS['boot']}", where / "boot")
+        if new_uuid:  # grub.cfg lives on /boot, mounted only now
+            cfg = where / "boot/grub/grub.cfg"
+            if cfg.exists():
+                cfg.write_text(cfg.read_text().replace(SYSTEM_UUID, new_uuid))
+        yield dev
+
+
+def uefi_system_disk() -> Path:
+    """A Debian 13 system installed for UEFI on a GPT disk: an ESP (vfat), /boot (ext4) and
+    the root (ext4), fstab by UUID, GRUB for x86_64-efi on the ESP's removable path, grub.cfg
+    by the target's own grub-mkconfig on /boot, GRUB on the serial console. Cached.
+
+    GRUB is put in place as grub-install --removable does it, step by step with the target's
+    own tools, because grub-install insists on a mounted FAT ESP and this machine's kernel
+    has no vfat: grub-mkimage makes BOOTX64.EFI with a prefix found by /boot's UUID, the
+    modules go to /boot/grub/x86_64-efi, and mtools writes BOOTX64.EFI into the ESP."""
+    disk = CACHE / f"uefi-disk-trixie-{TARGET_VERSION}.{UEFI_DISK_VERSION}.img"
+    if disk.exists():
+        return disk
+    target = debian_target("trixie")
+    import fcntl
+
+    with open(CACHE / ".lock-disk", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if disk.exists():
+            return disk
+        work = CACHE / f"uefi-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        root_tree, boot_tree = work / "root", work / "boot"
+        sh("cp", "-al", target, root_tree)  # hard links: nothing copied, the target stays as it is
+        boot_tree.mkdir()
+        for item in (root_tree / "boot").iterdir():
+            item.rename(boot_tree / item.name)
+        for name in (".complete", "usr/lib/dracut/modules.d/90tmpfs-root"):
+            p = root_tree / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        shutil.rmtree(root_tree / "var/lib/tmpfs-root", ignore_errors=True)
+        boot_uuid, esp_uuid = "7d1c0a5e-2b44-4f3a-9c1e-5a0b7e2f0b00", "7D1C-0E51"
+        tmp = work / "disk.img"
+        offsets = make_disk_image(
+            tmp,
+            [
+                Part(64, "vfat", label="ESP", uuid=esp_uuid, type=GPT_ESP),
+                Part(384, "ext4", label="tr-boot", uuid=boot_uuid, content=boot_tree),
+                Part(3072, "ext4", label="tr-system", uuid=SYSTEM_UUID, content=root_tree),
+            ],
+            work,
+        )
+        mnt = work / "mnt"
+        with mounted_uefi_disk(tmp, mnt):
+            (mnt / "etc/fstab").write_text(
+                f"UUID={SYSTEM_UUID} / ext4 errors=remount-ro 0 1\n"
+                f"UUID={boot_uuid} /boot ext4 defaults 0 2\n"
+                f"UUID={esp_uuid} /boot/efi vfat umask=0077 0 1\n"
+            )
+            (mnt / "etc/hostname").write_text("tmpfs-root-uefi\n")
+            (mnt / "etc/default/grub").write_text(GRUB_DEFAULTS)
+            from tui.host import Host
+
+            host = Host(mnt)
+            (mnt / "boot/grub").mkdir(exist_ok=True)
+            shutil.copytree(
+                mnt / "usr/lib/grub/x86_64-efi",
+                mnt / "boot/grub/x86_64-efi",
+                ignore=shutil.ignore_patterns("*.efi", "*.image", "monolithic"),
+            )
+            (mnt / "tmp/early.cfg").write_text(f"search.fs_uuid {boot_uuid} root\nset prefix=($root)/grub\n")
+            modules = [
+                "part_gpt",
+                "fat",
+                "ext2",
+                "search_fs_uuid",
+                "normal",
+                "configfile",
+                "linux",
+                "echo",
+                "serial",
+                "terminal",
+                "efi_gop",
+                "gzio",
+                "test",
+                "loadenv",
+            ]
+            host.run(
+                [
+                    "grub-mkimage",
+                    "-O",
+                    "x86_64-efi",
+                    "-o",
+                    "/tmp/BOOTX64.EFI",
+                    "-p",
+                    "/grub",
+                    "-c",
+                    "/tmp/early.cfg",
+                    *modules,
+                ]
+            )
+            host.run(["grub-mkconfig", "-o", "/boot/grub/grub.cfg"])
+            host.run(["grub-editenv", "/boot/grub/grubenv", "create"])  # as grub-install does
+            (mnt / "boot/efi").mkdir(exist_ok=True)  # the ESP's mount point, as the installer makes it
+            esp = f"{tmp}@@{offsets[0]}"
+            sh("mmd", "-i", esp, "::EFI", "::EFI/BOOT")
+            sh("mcopy", "-i", esp, mnt / "tmp/BOOTX64.EFI", "::EFI/BOOT/BOOTX64.EFI")
+            for name in ("tmp/BOOTX64.EFI", "tmp/early.cfg"):
+                (mnt / name).unlink()
+            sh("umount", mnt / "boot")
+        tmp.rename(disk)
+        shutil.rmtree(work, ignore_errors=True)
+    return disk
+
+
 @dataclass
 class SystemCopy:
     image: Path  # the disk image
@@ -667,18 +826,21 @@ class SystemCopy:
 
 
 @contextlib.contextmanager
-def system_disk_copy(tmp_path: Path, bootable: bool = False):
+def system_disk_copy(tmp_path: Path, bootable: bool = False, uuid: str | None = None, uefi: bool = False):
     """A private copy of the system disk, mounted, with a filesystem UUID of its own (copies
-    never collide with each other, with another run's, or with any disk of the machine).
+    never collide with each other, with another run's, or with any disk of the machine);
+    *uuid* gives it one chosen by the caller, for copies that are compared with each other
+    and never attached together.
     *bootable*: GRUB is installed again for the new UUID (its core image searches for it)."""
-    import uuid
+    import uuid as uuids
 
     image = tmp_path / "disk.img"
-    sh("cp", "--sparse=always", system_disk(), image)
+    sh("cp", "--sparse=always", uefi_system_disk() if uefi else system_disk(), image)
     mnt = tmp_path / "mnt"
-    fresh = str(uuid.uuid4())
-    with mounted_disk(image, mnt, new_uuid=fresh) as dev:
-        if bootable:
+    fresh = uuid or str(uuids.uuid4())
+    mount = mounted_uefi_disk if uefi else mounted_disk
+    with mount(image, mnt, new_uuid=fresh) as dev:
+        if bootable and not uefi:  # BIOS GRUB's core image searches for the root by its UUID
             from tui.host import Host
 
             Host(mnt).run(["grub-install", "--target=i386-pc", dev])
@@ -697,6 +859,17 @@ class Boot:
         return [line.strip() for line in self.log.splitlines() if prefix in line]
 
 
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+def ovmf_vars(tmp: Path) -> Path:
+    """A machine's own UEFI variable store (a copy of OVMF's empty one)."""
+    vars_copy = tmp / "OVMF_VARS.fd"
+    shutil.copy(OVMF_VARS, vars_copy)
+    return vars_copy
+
+
 def qemu_boot(
     kernel: Path | None,
     initrd: Path | None,
@@ -708,6 +881,7 @@ def qemu_boot(
     network: bool = False,
     until: str | None = None,
     snapshot: bool = True,
+    uefi: Path | None = None,
 ) -> Boot:
     """Boot under QEMU TCG (KVM hangs on this machine), serial console to *log*.
 
@@ -715,7 +889,8 @@ def qemu_boot(
     loopback, where nfs_server listens. With *until*, the VM is stopped as soon as that
     text appears on the console (an emergency shell waits for input forever). Without
     *kernel*, the machine boots from its first disk (SeaBIOS, then whatever is installed
-    there); without *snapshot*, what the guest writes stays on the disk image.
+    there); without *snapshot*, what the guest writes stays on the disk image. With *uefi*
+    (a copy of OVMF's variables, see ovmf_vars), the firmware is OVMF instead of SeaBIOS.
     """
     argv = [
         "qemu-system-x86_64",
@@ -735,6 +910,13 @@ def qemu_boot(
         "-nic",
         "user,model=virtio-net-pci" if network else "none",
     ]
+    if uefi is not None:
+        argv += [
+            "-drive",
+            f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive",
+            f"if=pflash,format=raw,file={uefi}",
+        ]
     if kernel is not None:
         argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", f"console=ttyS0 {append}"]
     for disk in disks:

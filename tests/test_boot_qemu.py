@@ -16,6 +16,7 @@ import pytest
 
 from tests.infra import (
     FLAVOURS,
+    FLAVOURS_TRIXIE,
     MARKER,
     Part,
     build_test_initramfs,
@@ -33,6 +34,10 @@ from tests.infra import (
 pytestmark = [pytest.mark.qemu, pytest.mark.needs("qemu-system-x86_64", "debootstrap", "ganesha.nfsd")]
 
 UUID = "5b1f9c8e-0d7a-4c39-9a51-0f6f4c2d8e11"
+#: A FAT volume's UUID is upper case, as udev keeps it in /dev/disk/by-uuid.
+FAT_UUID = "75A6-DBC3"
+#: A label udev escapes in /dev/disk/by-label (IMG\x2cVOL\x212), and the CLI accepts.
+ESCAPED_LABEL = "IMG,VOL!2"
 PARTUUID = "8c2e6c9a-54e1-4b0e-9d0b-2f1a3c4d5e6f"
 ONCE = "rd.shell=0 rd.emergency=reboot panic=10"
 
@@ -59,6 +64,9 @@ CASES = {
         "root=tmpfs:/dev/mapper/tvg-images rd.lvm.lv=tvg/images rd.tmpfs.imgfile=images/root.tar.lz4 rd.tmpfs.size=64M",
         "ok",
     ),
+    # images made by `tmpfs-root image create`, which records their size for the boot
+    "fat-uuid-created-zst": (f"root=tmpfs:UUID={FAT_UUID} rd.tmpfs.imgfile=images/created.tar.zst", "ok"),
+    "escaped-label-created-gz": (f"root=tmpfs:LABEL={ESCAPED_LABEL} rd.tmpfs.imgfile=images/created.tar.gz", "ok"),
     "fault-missing": (
         "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/absent.tar.zst",
         ("images/absent.tar.zst not found on LABEL=IMGVOL", "rd.tmpfs.imgfile"),
@@ -106,15 +114,17 @@ def matrix(ok: bool):
 
 
 class World:
-    """Everything the boots share, built once: kernel, both initramfs images, disks."""
+    """Everything the boots share, built once: kernel, both initramfs images, disks; from the
+    Debian 12 target (dracut 059), or the Debian 13 one (dracut-ng 106)."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, suite: str = "bookworm", flavours: dict = FLAVOURS):
         self.tmp = tmp
-        target = debian_target()
-        self.kernel = target / f"boot/vmlinuz-{target_kernel(target)}"
+        target = debian_target(suite)
+        self.kver = target_kernel(target)
+        self.kernel = target / f"boot/vmlinuz-{self.kver}"
         install_test_module(target)
         with ThreadPoolExecutor(2) as pool:
-            initrds = {f: pool.submit(build_test_initramfs, target, f, tmp) for f in FLAVOURS}
+            initrds = {f: pool.submit(build_test_initramfs, target, f, tmp, flavours) for f in flavours}
             rootfs = make_test_rootfs(tmp / "rootfs")
             content = tmp / "content"
             (content / "images").mkdir(parents=True)
@@ -140,6 +150,15 @@ class World:
             shutil.copy(content / "images/root.tar.lz4", lvm_content / "images")
             self.lvm_disk = tmp / "lvm.img"
             make_lvm_disk(self.lvm_disk, lvm_content, "LVMIMG", tmp)
+            self.names_disk = tmp / "names.img"
+            make_disk_image(
+                self.names_disk,
+                [
+                    Part(32, "vfat", label="FATIMG", uuid=FAT_UUID, content=created_images(rootfs, tmp, "zst")),
+                    Part(32, "ext4", label=ESCAPED_LABEL, content=created_images(rootfs, tmp, "gz")),
+                ],
+                tmp,
+            )
             self.initrd = {f: fut.result() for f, fut in initrds.items()}
         self.content = content
         self.results = {}
@@ -151,7 +170,8 @@ class World:
                 self.kernel, self.initrd[flavour], SHELL_ARGS, [self.disk], log, until=SHELL_SHOWS[flavour]
             )
         append = CASES[case][0].format(**self.params)
-        disks = [self.disk, self.lvm_disk] if case.startswith("lvm") else [self.disk]
+        extra = {"lvm": [self.lvm_disk], "fat": [self.names_disk], "escaped": [self.names_disk]}
+        disks = [self.disk, *extra.get(case.split("-")[0], [])]
         return qemu_boot(
             self.kernel, self.initrd[flavour], f"{append} {ONCE}", disks, log, network=case.startswith("nfs")
         )
@@ -167,15 +187,36 @@ class World:
                     self.results[key] = result
 
 
+def created_images(rootfs: Path, tmp: Path, fmt: str) -> Path:
+    """A volume's content: the test root packed by `tmpfs-root image create` into images/."""
+    from tui.image_create import create, make_plan
+
+    content = tmp / f"created-{fmt}"
+    (content / "images").mkdir(parents=True)
+    create(make_plan(str(rootfs), str(content / f"images/created.tar.{fmt}"), fmt))
+    return content
+
+
+def _wanted(request, fixture: str) -> list[tuple[str, str]]:
+    """The (flavour, case) boots the collected tests of this module ask *fixture* for."""
+    return [
+        (item.callspec.params["flavour"], item.callspec.params["case"])
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec") and fixture in item.fixturenames
+    ]
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, request):
     w = World(tmp_path_factory.mktemp("boot"))
-    wanted = [
-        (item.callspec.params["flavour"], item.callspec.params["case"])
-        for item in request.session.items
-        if item.module is request.module and hasattr(item, "callspec")
-    ]
-    w.boot_all(wanted)
+    w.boot_all(_wanted(request, "world"))
+    return w
+
+
+@pytest.fixture(scope="module")
+def world13(tmp_path_factory, request):
+    w = World(tmp_path_factory.mktemp("boot13"), "trixie", FLAVOURS_TRIXIE)
+    w.boot_all(_wanted(request, "world13"))
     return w
 
 
@@ -193,7 +234,8 @@ def test_boots_into_tmpfs(world, flavour, case):
     assert "tmpfs-root: root filesystem ready in RAM" in boot.log
     if case == "uuid-xz-sha256":
         assert "tmpfs-root: sha256 verified" in boot.log
-    if case == "partuuid-zstd-nosize":
+    if case in ("partuuid-zstd-nosize", "fat-uuid-created-zst", "escaped-label-created-gz"):
+        # the image's real size is known at boot: from the zstd frame, or recorded by image create
         chosen = boot.lines("tmpfs-root: tmpfs of")
         assert chosen and "uncompressed" in chosen[0] and "headroom" in chosen[0], chosen
 
@@ -216,3 +258,25 @@ def test_fault_without_boot_once_args_opens_the_emergency_shell(world, flavour, 
     ours = [line for line in boot.lines("tmpfs-root: ") if "absent.tar.zst not found" in line]
     assert ours and ours[0].endswith("(rd.tmpfs.imgfile)"), _log_tail(boot)
     assert "TMPFS-ROOT-TEST" not in boot.log
+
+
+#: Debian 13: dracut-ng 106 and systemd 257 (a kernel version with "+"): the module in both
+#: inits, by a FAT volume's UUID with an image made by image create, and a failure.
+TRIXIE_MATRIX = [(f, c) for f in FLAVOURS_TRIXIE for c in ("fat-uuid-created-zst", "fault-missing")]
+
+
+@pytest.mark.parametrize("flavour,case", TRIXIE_MATRIX, ids=[f"{f}-{c}" for f, c in TRIXIE_MATRIX])
+def test_debian_13_boots_and_fails_the_same_way(world13, flavour, case):
+    assert "+" in world13.kver, world13.kver  # trixie's kernel versions carry a "+"
+    boot = world13.results[(flavour, case)]
+    if CASES[case][1] == "ok":
+        assert boot.returncode is not None, "hung until the timeout:\n" + _log_tail(boot)
+        assert "TMPFS-ROOT-TEST: / is tmpfs" in boot.log, _log_tail(boot)
+        assert f"TMPFS-ROOT-TEST: marker {MARKER}" in boot.log
+        chosen = boot.lines("tmpfs-root: tmpfs of")
+        assert chosen and "uncompressed" in chosen[0], chosen
+    else:
+        message, parameter = CASES[case][1]
+        ours = [line for line in boot.lines("tmpfs-root: ") if message in line]
+        assert ours and ours[0].endswith(f"({parameter})"), _log_tail(boot)
+        assert "TMPFS-ROOT-TEST" not in boot.log

@@ -176,3 +176,22 @@ def test_mountinfo_parsing_unescapes_spaces():
     mounts = parse_mountinfo(text)
     assert mounts["259:1"] == ["/mnt/my images"]
     assert mounts["/dev/nvme0n1p1"] == ["/mnt/my images"]
+
+
+@pytest.mark.udev
+def test_a_stale_udev_database_is_checked_against_the_disk(tmp_path):
+    """With no udevd (a rescue system), udev's database still describes what the device
+    was: the disk itself decides, and the listing says so."""
+    image = tmp_path / "disk.img"
+    make_disk_image(image, [Part(16, "ext4", label="OLDLABEL")], tmp_path)
+    with loop_device(image) as dev:
+        with udevd():
+            before = _by_path(run_cli("devices", "--json").stdout)[f"{dev}p1"]
+        assert before["label"] == "OLDLABEL" and before["origin"] == "udev"
+        with udevd_stopped():
+            sh("mkfs.ext4", "-q", "-F", "-L", "NEWLABEL", f"{dev}p1")  # nobody updates the database
+            result = run_cli("devices", "--json")
+    part = _by_path(result.stdout)[f"{dev}p1"]
+    assert part["label"] == "NEWLABEL" and part["recommended"] == f"UUID={part['uuid']}"
+    assert "stale" in part["origin"]
+    assert f"udev's database disagrees with the disk for {dev}p1" in result.stderr

@@ -23,6 +23,24 @@ def test_hostonly_build_adds_the_source_device_and_keeps_the_host_root_out():
     assert argv[-1] == "/boot/x.img"
 
 
+def test_the_source_device_is_named_as_it_stays_across_boots_and_machines():
+    """The kernel hook repeats the options on the target later: a loop or sdX name from the
+    machine that ran apply would name another disk there, its by-uuid link does not."""
+    part = BlockDevice(
+        "loop0p2",
+        "/dev/loop0p2",
+        "part",
+        1,
+        fstype="ext4",
+        uuid="u-2",
+        links=["/dev/disk/by-id/x", "/dev/disk/by-partuuid/p-2", "/dev/disk/by-uuid/u-2"],
+    )
+    argv = dracut.dracut_argv(Plan(source="UUID=u-2", image="r.tar"), "6.1", "/o", [part])
+    assert argv[argv.index("--add-device") + 1] == "/dev/disk/by-uuid/u-2"
+    bare = BlockDevice("loop0p2", "/dev/loop0p2", "part", 1, fstype="ext4", uuid="u-2", links=["/dev/disk/by-id/y"])
+    assert dracut.dracut_options(Plan(source="UUID=u-2", image="r"), [bare])[-1] == "/dev/disk/by-id/y"
+
+
 def test_generic_build_and_nfs_modules():
     argv = dracut.dracut_argv(Plan(source="nfs:10.0.0.1:/srv", image="r.tar", hostonly=False), "6.1", "/o")
     assert "--no-hostonly" in argv and "--add-device" not in argv

@@ -35,43 +35,52 @@ SLIM = [
 ]
 
 
+def prepare_and_apply(copy, unit: str, excludes: list[str]) -> dict:
+    """The check unit in the copy, an image of it made by image create on its own root, and
+    apply --boot once of that image by the root's UUID; returns the tree as it was before apply."""
+    from tests.infra import tree_digest
+
+    mnt = copy.mnt
+    (mnt / "etc/systemd/system/tmpfs-root-check.service").write_text(unit)
+    (mnt / "etc/systemd/system/multi-user.target.wants/tmpfs-root-check.service").symlink_to(
+        "/etc/systemd/system/tmpfs-root-check.service"
+    )
+    (mnt / "images").mkdir()
+    packed = run_cli(
+        "image",
+        "create",
+        "--from",
+        mnt,
+        "--output",
+        mnt / "images/rootfs.tar.zst",
+        *[a for p in excludes for a in ("--exclude", p)],
+        timeout=600,
+    )
+    assert packed.returncode == 0, packed.stderr
+    before = tree_digest(mnt)
+    applied = run_cli(
+        "apply",
+        "--root",
+        mnt,
+        "--source",
+        f"UUID={copy.uuid}",
+        "--image",
+        "images/rootfs.tar.zst",
+        "--no-hostonly",
+        "--boot",
+        "once",
+        "--yes",
+        timeout=900,
+    )
+    assert applied.returncode == 0, applied.stderr
+    return before
+
+
 def test_grub_boots_our_entry_once_into_the_targets_systemd_on_tmpfs(tmp_path):
     with system_disk_copy(tmp_path, bootable=True) as copy:
         disk, mnt = copy.image, copy.mnt
-        unit = mnt / "etc/systemd/system/tmpfs-root-check.service"
-        unit.write_text(CHECK_UNIT)
-        (mnt / "etc/systemd/system/multi-user.target.wants/tmpfs-root-check.service").symlink_to(
-            "/etc/systemd/system/tmpfs-root-check.service"
-        )
-        (mnt / "images").mkdir()
-        packed = run_cli(
-            "image",
-            "create",
-            "--from",
-            mnt,
-            "--output",
-            mnt / "images/rootfs.tar.zst",
-            *[a for p in SLIM for a in ("--exclude", p)],
-            timeout=600,
-        )
-        assert packed.returncode == 0, packed.stderr
-        applied = run_cli(
-            "apply",
-            "--root",
-            mnt,
-            "--source",
-            f"UUID={copy.uuid}",
-            "--image",
-            "images/rootfs.tar.zst",
-            "--append",
-            "console=ttyS0",
-            "--no-hostonly",
-            "--boot",
-            "once",
-            "--yes",
-            timeout=900,
-        )
-        assert applied.returncode == 0, applied.stderr
+        # no --append: the serial console comes from the target's GRUB_CMDLINE_LINUX
+        prepare_and_apply(copy, CHECK_UNIT, SLIM)
         env = parse_grubenv((mnt / "boot/grub/grubenv").read_text())
         assert env["next_entry"].startswith("tmpfs-root-")
     log = tmp_path / "console.log"
@@ -82,8 +91,58 @@ def test_grub_boots_our_entry_once_into_the_targets_systemd_on_tmpfs(tmp_path):
     assert "init=/usr/lib/systemd/systemd" in checks[-1], checks
     assert "host=tmpfs-root-test" in checks[-1]
     assert "rd.tmpfs.imgfile=images/rootfs.tar.zst" in boot.log  # the kernel's command line: our entry
+    # The kernel and the initramfs spoke on the serial console: console=ttyS0 reached our entry
+    # from the target's GRUB_CMDLINE_LINUX (tests/infra.GRUB_DEFAULTS), not from the plan.
+    assert "tmpfs-root: root filesystem ready in RAM" in boot.log
+    # image create recorded the image's size, so the boot chose the tmpfs size from it.
+    chosen = boot.lines("tmpfs-root: tmpfs of")
+    assert chosen and "uncompressed" in chosen[0] and "image size unknown" not in chosen[0], chosen
     assert boot.returncode == 0  # powered off by the unit, not killed at the timeout
     print(f"full chain: BIOS to poweroff in {boot.seconds:.0f} s")
     with mounted_disk(disk, tmp_path / "after"):
         env = parse_grubenv((tmp_path / "after/boot/grub/grubenv").read_text())
     assert env.get("next_entry", "") == ""  # GRUB cleared the boot-once: the next boot is the default
+
+
+#: On the UEFI disk the unit reports on every boot: the tmpfs one and the normal one after it.
+CHECK_EVERY_BOOT = CHECK_UNIT.replace("ConditionKernelCommandLine=rd.tmpfs.imgfile\n", "")
+
+
+def test_uefi_with_a_separate_boot_boots_once_then_falls_back_and_remove_restores(tmp_path):
+    """Debian 13 (dracut-ng, systemd 257) on a GPT disk with an ESP, a separate /boot and the
+    root, booted by OVMF: boot 1 takes our entry (grub-reboot's next_entry, in /boot's grubenv)
+    into systemd on a tmpfs root; boot 2 is the normal entry again (GRUB cleared next_entry);
+    then remove leaves every file as it was before apply."""
+    from tests.infra import mounted_uefi_disk, ovmf_vars, tree_digest
+    from tui.bootloader import parse_grubenv as env_of
+
+    with system_disk_copy(tmp_path, uefi=True) as copy:
+        disk, mnt = copy.image, copy.mnt
+        # the kernel's modules stay in the image: the booted system mounts /boot/efi (vfat)
+        before = prepare_and_apply(copy, CHECK_EVERY_BOOT, [p for p in SLIM if p != "/usr/lib/modules/*"])
+        assert env_of((mnt / "boot/grub/grubenv").read_text())["next_entry"].startswith("tmpfs-root-")
+        cfg = (mnt / "boot/grub/grub.cfg").read_text()
+        assert re.search(r"linux\s+/vmlinuz-\S+ console=ttyS0 root=tmpfs:", cfg), cfg  # paths in /boot's fs
+    firmware = ovmf_vars(tmp_path)
+    first = qemu_boot(
+        None, None, "", [disk], tmp_path / "boot1.log", timeout=900, memory="1536M", snapshot=False, uefi=firmware
+    )
+    checks = first.lines("TMPFS-ROOT-CHECK")
+    assert checks and re.search(r"root=tmpfs\s+tmpfs ", checks[-1]), first.log[-3000:]
+    assert "tmpfs-root: root filesystem ready in RAM" in first.log and first.returncode == 0
+    second = qemu_boot(
+        None, None, "", [disk], tmp_path / "boot2.log", timeout=900, memory="1536M", snapshot=True, uefi=firmware
+    )
+    checks = second.lines("TMPFS-ROOT-CHECK")
+    assert checks and re.search(r"root=ext4\s+/dev/", checks[-1]), second.log[-3000:]
+    assert "rd.tmpfs.imgfile" not in second.log  # the normal entry: the boot-once was used up
+    print(f"UEFI: boot once {first.seconds:.0f} s, normal boot {second.seconds:.0f} s")
+    with mounted_uefi_disk(disk, tmp_path / "after"):
+        after = tmp_path / "after"
+        assert env_of((after / "boot/grub/grubenv").read_text()).get("next_entry", "") == ""
+        removed = run_cli("remove", "--root", after, "--yes", timeout=600)
+        assert removed.returncode == 0, removed.stderr
+        now = tree_digest(after)
+        changed = {k: (before.get(k), now.get(k)) for k in before.keys() | now.keys() if before.get(k) != now.get(k)}
+    # GRUB itself rewrote grubenv at boot (next_entry cleared); nothing else differs
+    assert list(changed) == ["boot/grub/grubenv"], changed

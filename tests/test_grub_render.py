@@ -171,4 +171,4 @@ def test_every_title_kernel_and_argument_reaches_grub_cfg_exactly(disk, title, k
         entry = entries[f"tmpfs-root-{k}"]
         assert entry["title"] == f"{title} ({k})"
         assert entry["count"] == 1
-        assert entry["linux"] == cmdline
+        assert entry["linux"] == bootloader.inherited_args(host) + cmdline  # the admin's, then ours

@@ -368,3 +368,55 @@ def test_find_archives_goes_by_magic_bytes_not_names(tmp_path):
     (tmp_path / "images/rootfs.tar.zst").write_text("not really zstd")
     found = find_archives(tmp_path)
     assert [(p, f) for p, f, _ in found] == [("images/old/r.tar", "tar"), ("images/root.backup", "gzip")]
+
+
+def test_the_images_volume_is_commented_out_wherever_it_is_mounted():
+    """The output's volume, mounted outside the packed tree, named in the tree's fstab by its
+    UUID (or label, partuuid, device): the image's fstab does not mount it again."""
+    from tui.image_create import images_volume_ids, rewrite_fstab
+
+    out = Path("/proc/self/cwd")  # any path: its st_dev decides, here the probe is fake
+    st = os.stat(out.parent)
+    mountinfo = f"36 1 {os.major(st.st_dev)}:{os.minor(st.st_dev)} / /srv/images rw - ext4 /dev/sdz1 rw\n"
+    probe = {"UUID": "3333-aaaa", "LABEL": "IMAGES", "PART_ENTRY_UUID": "p-9", "PART_ENTRY_NAME": "imgs"}
+    ids = images_volume_ids(out, mountinfo, probe=lambda dev: probe if dev == "/dev/sdz1" else {})
+    assert {
+        "/dev/sdz1",
+        "UUID=3333-aaaa",
+        "LABEL=IMAGES",
+        "PARTUUID=p-9",
+        "PARTLABEL=imgs",
+        "/dev/disk/by-uuid/3333-aaaa",
+    } <= ids
+    fstab = (
+        "UUID=1111 / ext4 defaults 0 1\nUUID=3333-aaaa /data ext4 ro 0 2\nLABEL=IMAGES /mnt/i ext4 ro 0 2\n"
+        "/dev/sdz2 /other ext4 defaults 0 2\n"
+    )
+    lines = rewrite_fstab(fstab, None, ids).splitlines()
+    assert "#UUID=3333-aaaa /data ext4 ro 0 2" in lines and "#LABEL=IMAGES /mnt/i ext4 ro 0 2" in lines
+    assert "/dev/sdz2 /other ext4 defaults 0 2" in lines and "#UUID=1111 / ext4 defaults 0 1" in lines
+
+
+@pytest.mark.parametrize("fmt", ["zst", "gz", "lz4", "xz", "tar"])
+def test_image_create_records_the_size_the_boot_reads(tmp_path, fmt):
+    """The exact uncompressed size is known without reading the image: from the size image
+    create records (gzip, zstd, lz4), xz's index, or a tar's own size; the boot's shell reads
+    the same number, and every decompressor still reads the image."""
+    from tui.image_create import create, make_plan
+    from tui.images import cheap_uncompressed_size, detect_format, inspect
+
+    tree = make_test_rootfs(tmp_path / "tree")
+    (tree / "blob").write_bytes(os.urandom(200_000))
+    out = tmp_path / f"root.{fmt}"
+    create(make_plan(str(tree), str(out), fmt))
+    size = cheap_uncompressed_size(out)
+    info = inspect(out)
+    assert size.exact and size.uncompressed == info.uncompressed, (size, info)
+    name = detect_format(out)
+    r = run_sh(["dash"], f'tr_uncompressed_size "{out}" {name}')
+    assert r.stdout.strip() == str(info.uncompressed), r.stderr
+    if fmt in ("gz", "zst", "lz4"):  # the stand-alone decompressors, as the boot runs them
+        tool = {"gz": ["gzip", "-dc"], "zst": ["zstd", "-dcq"], "lz4": ["lz4", "-dcq"]}[fmt]
+        with open(out, "rb") as f:
+            data = subprocess.run(tool, stdin=f, capture_output=True, check=True).stdout
+        assert len(data) == info.uncompressed

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import REPO, make_test_rootfs, pack
+from tests.infra import REPO, Part, loop_device, make_disk_image, make_test_rootfs, pack, udevd
+from tui.devices import blkid_probe
 from tui.dracut import MODULE_SOURCE
 
 SHELLS = [["dash"], ["busybox", "sh"]]
@@ -71,14 +72,46 @@ def test_shellcheck_clean():
     "source,dev",
     [
         ("LABEL=IMG VOL/1", r"/dev/disk/by-label/IMG\x20VOL\x2f1"),
+        ("LABEL=a&b(1)", r"/dev/disk/by-label/a\x26b\x281\x29"),
+        ("LABEL=IMG,VOL!2", r"/dev/disk/by-label/IMG\x2cVOL\x212"),
+        ("LABEL=x\\y", r"/dev/disk/by-label/x\x5cy"),
+        ("LABEL=été #+-.:=@_", r"/dev/disk/by-label/été\x20#+-.:=@_"),
         ("PARTLABEL=images", "/dev/disk/by-partlabel/images"),
-        ("UUID=ABCD-1234", "/dev/disk/by-uuid/abcd-1234"),
-        ("PARTUUID=8C2E6C9A", "/dev/disk/by-partuuid/8c2e6c9a"),
+        ("UUID=ABCD-1234", "/dev/disk/by-uuid/ABCD-1234"),  # FAT: udev keeps the case
+        ("UUID=0a1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff", "/dev/disk/by-uuid/0a1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff"),
+        ("PARTUUID=8c2e6c9a-01", "/dev/disk/by-partuuid/8c2e6c9a-01"),
         ("/dev/mapper/vg-lv", "/dev/mapper/vg-lv"),
     ],
 )
 def test_source_to_device(shell, source, dev):
-    assert run_sh(shell, f'tr_source_dev "{source}"').stdout.strip() == dev
+    r = run_sh(shell, 'tr_source_dev "$SOURCE"', {"SOURCE": source})
+    assert r.stdout.strip() == dev
+
+
+@pytest.mark.udev
+@pytest.mark.parametrize(
+    "fs,label,size",
+    [("ext4", "a&b(1) x", 16), ("vfat", "FAT VOL(1)", 16), ("xfs", "x y,z!", 320), ("btrfs", "b&t(r)f s", 128)],
+)
+def test_every_source_form_names_the_link_udev_makes(tmp_path, fs, label, size):
+    """On a real loop device under a real udevd, for each filesystem: what tr_source_dev makes
+    of LABEL=, UUID= (FAT's upper case kept), PARTUUID= and PARTLABEL= is the link udev made."""
+    partlabel = f"{fs} part&(1)"
+    image = tmp_path / "disk.img"
+    make_disk_image(image, [Part(size, fs, label=label, partlabel=partlabel)], tmp_path)
+    with loop_device(image) as dev, udevd():
+        probe = blkid_probe(f"{dev}p1")
+        assert probe["LABEL"] == label
+        for source in (
+            f"LABEL={label}",
+            f"UUID={probe['UUID']}",
+            f"PARTUUID={probe['PART_ENTRY_UUID']}",
+            f"PARTLABEL={partlabel}",
+        ):
+            for shell in SHELLS:
+                path = run_sh(shell, 'tr_source_dev "$SOURCE"', {"SOURCE": source}).stdout.strip()
+                assert os.path.exists(path), (source, path, os.listdir(os.path.dirname(path)))
+                assert os.path.realpath(path) == f"{dev}p1", (source, path)
 
 
 @pytest.fixture(scope="module")

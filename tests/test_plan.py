@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.infra import FAKE_KVER, make_fake_target, run_cli
+from tests.infra import FAKE_KVER, cli_inproc, make_fake_target, run_cli
 from tui.devices import BlockDevice
 from tui.host import Host
 from tui.plan import Plan, default_kernels, kernel_cmdline, parse_source
@@ -158,3 +158,33 @@ def test_grubenv_parsing():
 
     block = "# GRUB Environment Block\nnext_entry=tmpfs-root-6.1\nsaved_entry=0\n" + "#" * 900
     assert parse_grubenv(block) == {"next_entry": "tmpfs-root-6.1", "saved_entry": "0"}
+
+
+def test_the_entry_carries_the_admins_kernel_arguments(fake_target):
+    """GRUB_CMDLINE_LINUX and _DEFAULT (a serial console, net.ifnames=0) come first, minus
+    what names the normal root; the plan shows them and counts them in the length check."""
+    (fake_target / "etc/default").mkdir(parents=True)
+    (fake_target / "etc/default/grub").write_text(
+        'GRUB_CMDLINE_LINUX="console=ttyS0,115200 root=/dev/sda2 ro net.ifnames=0 rootflags=noatime"\n'
+        "GRUB_CMDLINE_LINUX_DEFAULT='quiet'\n"
+    )
+    result = cli_inproc("plan", f"--root={fake_target}", "--source=LABEL=IMGVOL", "--image=r.tar", "--json")
+    data = json.loads(result.stdout)
+    assert data["inherited"] == ["console=ttyS0,115200", "net.ifnames=0", "quiet"]
+    assert data["cmdline"].startswith("console=ttyS0,115200 net.ifnames=0 quiet root=tmpfs:LABEL=IMGVOL ")
+    text = cli_inproc("plan", f"--root={fake_target}", "--source=LABEL=IMGVOL", "--image=r.tar").stdout
+    assert "the first 3 from GRUB_CMDLINE_LINUX" in text
+    (fake_target / "etc/default/grub").write_text(f'GRUB_CMDLINE_LINUX="{"console=ttyS0 " * 200}"\n')
+    long = cli_inproc("plan", f"--root={fake_target}", "--source=LABEL=IMGVOL", "--image=r.tar")
+    assert long.returncode == 2 and "arguments from /etc/default/grub" in long.stderr
+
+
+def test_a_uuid_is_written_as_the_device_has_it():
+    """udev names /dev/disk/by-uuid with the case blkid reports: upper case for FAT."""
+    from tui.devices import BlockDevice
+    from tui.plan import Plan, kernel_cmdline
+
+    fat = BlockDevice("sdb1", "/dev/sdb1", "part", 1, fstype="vfat", uuid="75A6-DBC3", partuuid="ab12-01")
+    assert kernel_cmdline(Plan(source="UUID=75a6-dbc3", image="r.tar"), [fat])[0] == "root=tmpfs:UUID=75A6-DBC3"
+    assert kernel_cmdline(Plan(source="PARTUUID=AB12-01", image="r"), [fat])[0] == "root=tmpfs:PARTUUID=ab12-01"
+    assert kernel_cmdline(Plan(source="UUID=75a6-dbc3", image="r.tar"), [])[0] == "root=tmpfs:UUID=75a6-dbc3"

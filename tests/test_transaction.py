@@ -112,3 +112,16 @@ def test_every_apply_and_remove_is_logged_on_this_machine(target, tmp_path, monk
     assert "=== tmpfs-root remove" in log and "syntax error" in log and "=== failed: step" in log
     assert not [p for p in target.rglob("*.log")]
     assert oct((tmp_path / "log").stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_bls_entry_carries_the_admins_arguments_too(target):
+    (target / "boot/loader/entries").mkdir(parents=True)
+    (target / "etc/default").mkdir(parents=True)
+    (target / "etc/default/grub").write_text('GRUB_ENABLE_BLSCFG=true\nGRUB_CMDLINE_LINUX="console=ttyS0 rw"\n')
+    apply(PLAN, Host(target))
+    from tui.bootloader import parse_bls
+
+    entry = parse_bls((target / f"boot/loader/entries/tmpfs-root-{FAKE_KVER}.conf").read_text())
+    assert entry["options"].startswith("console=ttyS0 root=tmpfs:NFS=nfs:10.0.0.11:/srv/images ")
+    hook_env = (target / "etc/tmpfs-root/hook.env").read_text()
+    assert "TMPFS_ROOT_CMDLINE='console=ttyS0 root=tmpfs:" in hook_env  # new kernels' entries too

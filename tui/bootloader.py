@@ -30,8 +30,12 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tui.host import Host, HostError, LineCallback
+
+if TYPE_CHECKING:
+    from tui.plan import Resolved
 from tui.owned import BLS_DIR, DEFAULT_DROPIN, ENTRY_PREFIX, GRUB_ENV, GRUB_SCRIPT, KVER_RE
 
 GRUB_SCRIPT_SOURCE = Path(__file__).parent / "grub" / "42_tmpfs-root"
@@ -114,6 +118,19 @@ def _default_grub(host: Host) -> dict[str, str]:
     return values
 
 
+#: Arguments of the normal entry that name its root: not carried into tmpfs-root's entry
+#: (the same list as in grub/42_tmpfs-root).
+NOT_INHERITED = ("root=", "rootflags=", "rootfstype=", "rd.tmpfs.")
+
+
+def inherited_args(host: Host) -> list[str]:
+    """The admin's kernel arguments (GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT in
+    /etc/default/grub and its drop-ins) that tmpfs-root's entry carries too, in order."""
+    values = _default_grub(host)
+    words = f"{values.get('GRUB_CMDLINE_LINUX', '')} {values.get('GRUB_CMDLINE_LINUX_DEFAULT', '')}".split()
+    return [w for w in words if w not in ("ro", "rw") and not w.startswith(NOT_INHERITED)]
+
+
 def supports_dropins(host: Host, bl: Bootloader) -> bool:
     """Whether the target's grub-mkconfig reads /etc/default/grub.d/*.cfg (Debian, Ubuntu)."""
     mkconfig = host.which(bl.tool("mkconfig"))
@@ -158,12 +175,24 @@ def check_once(host: Host, bl: Bootloader) -> str | None:
     probe = host.which(bl.tool("probe"))
     if probe is None:
         return None
-    fs = host.run([bl.tool("probe"), "--target=fs", bl.grub_dir], query=True, check=False)
-    abstraction = host.run([bl.tool("probe"), "--target=abstraction", bl.grub_dir], query=True, check=False)
+    where = envdir(host, bl)
+    fs = host.run([bl.tool("probe"), "--target=fs", where], query=True, check=False)
+    abstraction = host.run([bl.tool("probe"), "--target=abstraction", where], query=True, check=False)
     if fs.returncode != 0:
         return None  # cannot tell (a directory target without a device): grub-reboot will say
     reason = once_refusal(fs.output, abstraction.output if abstraction.returncode == 0 else "")
-    return f"{bl.grub_dir} {reason}" if reason else None
+    return f"{where} (where grubenv is) {reason}" if reason else None
+
+
+def envdir(host: Host, bl: Bootloader) -> str:
+    """The directory grubenv really is in, as the target sees it: GRUB's own directory, or
+    wherever a link there leads (RHEL's EFI layouts keep it on the ESP)."""
+    try:
+        real = host.fs.real(bl.grubenv)
+    except OSError:
+        return bl.grub_dir
+    inside = "/" + str(real.relative_to(host.root)) if not host.is_live else str(real)
+    return inside.rsplit("/", 1)[0] or "/"
 
 
 # -------------------------------------------------------------- grub.d style
@@ -228,12 +257,17 @@ def our_bls_entries(host: Host) -> list[str]:
 
 
 # -------------------------------------------------------------------- writing
-def write_entries(host: Host, bl: Bootloader, title: str, cmdline: list[str], kernels: list[str], boot: str) -> bool:
-    """Write our entry files (not the generated configuration); returns whether any changed."""
+def write_entries(host: Host, bl: Bootloader, resolved: Resolved, kernels: list[str], boot: str) -> bool:
+    """Write our entry files (not the generated configuration); returns whether any changed.
+
+    A BLS entry carries the whole command line (the admin's arguments, then ours); with
+    /etc/grub.d, grub.env holds ours and 42_tmpfs-root adds the admin's when grub-mkconfig
+    runs, so a later change to /etc/default/grub reaches our entry too."""
+    title, cmdline = resolved.title, resolved.cmdline
     changed = False
     if bl.style == "bls":
         prefix = bls_prefix(host)
-        wanted = {bls_path(k): bls_entry(title, k, cmdline, prefix) for k in kernels}
+        wanted = {bls_path(k): bls_entry(title, k, resolved.entry_cmdline, prefix) for k in kernels}
         for path in our_bls_entries(host):
             if path not in wanted:
                 changed |= host.remove(path)

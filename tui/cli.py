@@ -387,6 +387,8 @@ def cmd_devices(args) -> int:
     if devices is None:
         say(f"error: devices: {'; '.join(engine.facts.notes)}")
         return EXIT_FAILED
+    for note in engine.facts.notes:
+        say(f"note: devices: {note}")
     listed = devices if args.all else [d for d in devices if d.usable]
     if args.json:
         print(json.dumps([d.to_json(devices) for d in listed], indent=2))
@@ -450,7 +452,8 @@ def cmd_plan(args) -> int:
             json.dumps(
                 {
                     "valid": True,
-                    "cmdline": " ".join(resolved.cmdline),
+                    "cmdline": " ".join(resolved.entry_cmdline),
+                    "inherited": resolved.inherited,
                     "kernels": resolved.kernels,
                     "title": resolved.title,
                     "initrds": resolved.initrds,
@@ -477,8 +480,14 @@ def _print_preview(preview: Preview) -> None:
     console = Console(soft_wrap=True, highlight=False)
     root = escape(str(preview.root))
     if preview.resolved is not None:
-        console.print("[bold]Kernel command line[/bold] (added to each entry):")
-        console.print("  " + " ".join(preview.resolved.cmdline), markup=False)
+        console.print("[bold]Kernel command line[/bold] of each entry:")
+        console.print("  " + " ".join(preview.resolved.entry_cmdline), markup=False)
+        if preview.resolved.inherited:
+            console.print(
+                f"  (the first {len(preview.resolved.inherited)} from GRUB_CMDLINE_LINUX and "
+                "GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, as the normal entry has them)",
+                markup=False,
+            )
         console.print(Text.assemble(("Kernels", "bold"), f": {', '.join(preview.resolved.kernels)}"))
         console.print(Text.assemble(("Entry title", "bold"), f": {escape(preview.resolved.title)}"))
     console.print(Text.assemble(("Files it would write", "bold"), f" (under {root}):"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,7 @@ class BlockDevice:
     lvm: str | None = None  # "vg/lv" for LVM logical volumes
     md_uuid: str | None = None  # for md RAID arrays
     links: list[str] = field(default_factory=list)  # /dev/disk/by-*/… symlinks
+    origin: str = "udev"  # where the filesystem's identifiers come from: udev, or blkid (and why)
 
     @property
     def usable(self) -> bool:
@@ -68,6 +70,16 @@ class BlockDevice:
         if self.md_uuid:
             args.append(f"rd.md.uuid={self.md_uuid}")
         return args
+
+    def stable_name(self) -> str:
+        """A name of this device that stays the same across boots and machines (for dracut's
+        --add-device, which the kernel hook repeats later): its /dev/disk/by-uuid link, else
+        by-partuuid, by-id or by-path, else its path."""
+        for kind in ("by-uuid", "by-partuuid", "by-id", "by-path"):
+            for link in self.links:
+                if link.startswith(f"/dev/disk/{kind}/"):
+                    return link
+        return self.path
 
     def to_json(self, devices: list[BlockDevice] | None = None) -> dict:
         data = asdict(self)
@@ -190,7 +202,11 @@ def blkid_probe(devnode: str) -> dict[str, str]:
         return {}
     props = {}
     for line in out.splitlines():
-        key, sep, value = line.partition("=")
+        try:  # blkid escapes what a shell would split on ("a\ b" for a label "a b")
+            (word,) = shlex.split(line)
+        except ValueError:
+            continue
+        key, sep, value = word.partition("=")
         if sep:
             props[key] = value
     return props
@@ -214,8 +230,9 @@ def discover(context=None, mountinfo_path: str = "/proc/self/mountinfo") -> list
     except OSError:
         mounts = {}
     devices: list[BlockDevice] = []
+    live = udev_running()
     for udev in context.list_devices(subsystem="block"):
-        dev = _from_udev(udev, mounts)
+        dev = _from_udev(udev, mounts, live)
         if dev is not None:
             devices.append(dev)
     order = {"disk": 0, "loop": 0, "raid": 1, "part": 2, "dm": 3, "lvm": 3}
@@ -227,7 +244,16 @@ def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _from_udev(udev, mounts: dict[str, list[str]]) -> BlockDevice | None:
+def udev_running() -> bool:
+    """Whether a udevd serves this machine now (its database is then kept up to date)."""
+    try:
+        r = subprocess.run(["udevadm", "control", "--ping", "--timeout=1"], capture_output=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0
+
+
+def _from_udev(udev, mounts: dict[str, list[str]], live: bool = True) -> BlockDevice | None:
     name = udev.sys_name
     if name.startswith(SKIP_PREFIXES):
         return None
@@ -267,6 +293,7 @@ def _from_udev(udev, mounts: dict[str, list[str]]) -> BlockDevice | None:
     uuid = props.get("ID_FS_UUID") or None
     partuuid = props.get("ID_PART_ENTRY_UUID") or None
     partlabel = _decode_udev(props.get("ID_PART_ENTRY_NAME")) or None
+    origin = "udev"
     if "ID_FS_TYPE" not in props and "ID_PART_ENTRY_UUID" not in props:
         # No udev database entry for this device: probe it ourselves.
         probe = blkid_probe(devnode)
@@ -275,6 +302,17 @@ def _from_udev(udev, mounts: dict[str, list[str]]) -> BlockDevice | None:
         uuid = probe.get("UUID") or uuid
         partuuid = probe.get("PART_ENTRY_UUID") or partuuid
         partlabel = probe.get("PART_ENTRY_NAME") or partlabel
+        origin = "blkid"
+    elif not live:
+        # No udevd keeps the database up to date (a rescue system, a chroot, a container): what
+        # it says may be another disk's that had this node before. The disk itself decides.
+        probe = blkid_probe(devnode)
+        seen = (probe.get("TYPE"), probe.get("UUID"), probe.get("LABEL"), probe.get("PART_ENTRY_UUID"))
+        if probe and seen != (fstype, uuid, label, partuuid):
+            fstype, uuid, label = probe.get("TYPE"), probe.get("UUID"), probe.get("LABEL")
+            partuuid = probe.get("PART_ENTRY_UUID") or partuuid
+            partlabel = probe.get("PART_ENTRY_NAME") or partlabel
+            origin = "blkid (udev's database was stale: no udevd runs)"
     parent = None
     disk = udev
     if kind == "part":
@@ -303,6 +341,7 @@ def _from_udev(udev, mounts: dict[str, list[str]]) -> BlockDevice | None:
                 mountpoints.append(mp)
     links = sorted(str(link) for link in udev.device_links)
     return BlockDevice(
+        origin=origin,
         name=name,
         path=path,
         type=kind,

@@ -79,7 +79,7 @@ def dracut_options(plan: Plan, devices: list[BlockDevice] | None = None) -> list
         options += ["--hostonly", "--no-hostonly-cmdline"]
         _, device = source_device(plan, devices)
         if device is not None:
-            options += ["--add-device", device.path]
+            options += ["--add-device", device.stable_name()]
     else:
         options += ["--no-hostonly"]
     return options

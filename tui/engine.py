@@ -72,6 +72,17 @@ def discover_devices() -> tuple[list[BlockDevice] | None, str | None]:
         return None, f"cannot list block devices ({escape(str(e))}); source not checked"
 
 
+def stale_notes(devices: list[BlockDevice] | None) -> list[str]:
+    """Which devices' identifiers came from blkid because udev's database disagreed."""
+    stale = [d.path for d in devices or [] if "stale" in d.origin]
+    if not stale:
+        return []
+    return [
+        f"udev's database disagrees with the disk for {', '.join(stale)} (no udevd runs): "
+        "the identifiers blkid reads on the disk are used"
+    ]
+
+
 def gather_facts(host: Host) -> Facts:
     devices, note = discover_devices()
     try:
@@ -79,7 +90,8 @@ def gather_facts(host: Host) -> Facts:
         boot_free: int | None = st.f_bavail * st.f_frsize
     except OSError:
         boot_free = None
-    return Facts(devices, validation.mem_total(), os.geteuid(), boot_free, notes=[note] if note else [])
+    notes = ([note] if note else []) + stale_notes(devices)
+    return Facts(devices, validation.mem_total(), os.geteuid(), boot_free, notes=notes)
 
 
 @dataclass

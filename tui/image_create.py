@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
@@ -181,7 +182,9 @@ def make_plan(
         raise CreateError(f"--with-mount {shown('/' + m)}: no filesystem is mounted there under {src}")
     fstab = src / "etc/fstab"
     if fstab.is_file():
-        plan.fstab = rewrite_fstab(fstab.read_text(errors="replace"), _images_mountpoint(src, out, below))
+        plan.fstab = rewrite_fstab(
+            fstab.read_text(errors="replace"), _images_mountpoint(src, out, below), images_volume_ids(out, mountinfo)
+        )
     return plan
 
 
@@ -219,14 +222,52 @@ def _images_mountpoint(src: Path, out: Path, below: list[str]) -> str | None:
     return "/" + os.path.relpath(best, src) if best else None
 
 
-def rewrite_fstab(text: str, images_mountpoint: str | None) -> str:
-    """Comment out the entries for / and for the images' volume, with a note."""
+def images_volume_ids(out: Path, mountinfo: str, probe=None) -> set[str]:
+    """The names an fstab may give the volume the image is written to, wherever it is mounted
+    (below the packed tree or not): its device, and UUID=, LABEL=, PARTUUID=, PARTLABEL= (as
+    blkid reads them from the device) with their /dev/disk links."""
+    from tui.devices import blkid_probe
+
+    probe = probe or blkid_probe
+    try:
+        st = os.stat(out.parent)
+    except OSError:
+        return set()
+    key = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    source = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[2] == key and "-" in fields:
+            source = fields[fields.index("-") + 2]
+    if not source or not source.startswith("/dev/"):
+        return set()
+    ids = {source}
+    found = probe(source)
+    for key, link in (
+        ("UUID", "by-uuid"),
+        ("LABEL", "by-label"),
+        ("PARTUUID", "by-partuuid"),
+        ("PARTLABEL", "by-partlabel"),
+    ):
+        value = found.get("PART_ENTRY_UUID" if key == "PARTUUID" else "PART_ENTRY_NAME" if key == "PARTLABEL" else key)
+        if value:
+            ids |= {f"{key}={value}", f"/dev/disk/{link}/{value}"}
+    return ids
+
+
+def rewrite_fstab(text: str, images_mountpoint: str | None, images_ids: set[str] | None = None) -> str:
+    """Comment out the entries for / and for the images' volume (at its mountpoint in the tree,
+    or named by its device or identifiers), with a note."""
     out = []
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 2 and not fields[0].startswith("#"):
             mountpoint = fields[1].rstrip("/") or "/"
-            if mountpoint == "/" or (images_mountpoint and mountpoint == images_mountpoint.rstrip("/")):
+            if (
+                mountpoint == "/"
+                or (images_mountpoint and mountpoint == images_mountpoint.rstrip("/"))
+                or fields[0] in (images_ids or set())
+            ):
                 why = "/ is a tmpfs unpacked at boot" if mountpoint == "/" else "the volume holding the root image"
                 out.append(f"# tmpfs-root: commented out in the image ({why}):")
                 out.append("#" + line)
@@ -420,7 +461,32 @@ def _pack(
         raise CreateFailed(
             f"--from {shown(str(plan.source))}: tar failed ({shown(messages[-1] if messages else rc_tar, 120)})"
         )
+    trailer = size_trailer(plan.format, done)
+    if trailer:  # after what the compressor wrote through the same file
+        out.flush()
+        os.lseek(out.fileno(), 0, os.SEEK_END)
+        os.write(out.fileno(), trailer)
     return files[0], [m for m in messages if not re.search(r"socket ignored$", m)]
+
+
+#: The mark of the size trailer, in the boot's words (tr_recorded_size in tmpfs-root-lib.sh).
+SIZE_MARK = b"tmpfs-root-size="
+
+
+def size_trailer(fmt: str, size: int) -> bytes:
+    """What records the uncompressed size at the end of an image, where the boot reads it
+    (the formats that do not record it themselves, or not reliably):
+
+    * zst, lz4: a skippable frame (magic 0x184D2A5E), which both decompressors skip;
+    * gz: an empty gzip member whose comment holds it (ISIZE is the size modulo 4 GiB);
+    * xz records it in its index, tar is its own size: nothing."""
+    text = SIZE_MARK + str(size).encode()
+    if fmt in ("zst", "lz4"):
+        return struct.pack("<II", 0x184D2A5E, len(text)) + text
+    if fmt == "gz":
+        header = b"\x1f\x8b\x08\x10" + b"\0\0\0\0" + b"\0\xff" + text + b"\0"  # FCOMMENT, no mtime
+        return header + b"\x03\x00" + struct.pack("<II", 0, 0)  # an empty deflate block, CRC32 0, size 0
+    return b""
 
 
 def _kill(*procs: subprocess.Popen | None) -> None:

@@ -54,10 +54,25 @@ class SizeInfo:
     exact: bool  # True when *uncompressed* is exact, not an estimate
 
 
+def recorded_size(path: str | os.PathLike) -> int | None:
+    """The uncompressed size ``image create`` records at the end of a gzip, zstd or lz4 image
+    (see image_create.size_trailer), or None."""
+    import re
+
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - 64))
+        tail = f.read(64)
+    found = re.findall(rb"tmpfs-root-size=([0-9]{1,18})(?![0-9])", tail)
+    return int(found[-1]) if found else None
+
+
 def cheap_uncompressed_size(path: str | os.PathLike, fmt: str | None = None) -> SizeInfo:
-    """The uncompressed size when the format records it (no pass over the data)."""
+    """The uncompressed size when the image or its format records it (no pass over the data)."""
     compressed = os.path.getsize(path)
     fmt = fmt or detect_format(path)
+    recorded = recorded_size(path) if fmt in ("gzip", "zstd", "lz4") else None
+    if recorded is not None:
+        return SizeInfo(compressed, recorded, True)
     if fmt == "tar":
         return SizeInfo(compressed, compressed, True)
     if fmt == "xz":

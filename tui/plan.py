@@ -264,8 +264,14 @@ class Resolved:
 
     kernels: list[str]
     title: str
-    cmdline: list[str]
+    cmdline: list[str]  # tmpfs-root's own arguments
     initrds: dict[str, str]  # kver -> initramfs path in the target
+    inherited: list[str] = field(default_factory=list)  # the admin's, from /etc/default/grub
+
+    @property
+    def entry_cmdline(self) -> list[str]:
+        """The whole command line of the entry: the admin's arguments, then tmpfs-root's."""
+        return self.inherited + self.cmdline
 
     def entry_title(self, kver: str) -> str:
         return f"{self.title} ({kver})"
@@ -295,7 +301,11 @@ def kernel_cmdline(plan: Plan, devices: list[BlockDevice] | None = None) -> list
     source, device = source_device(plan, devices)
     if source is None:
         source = Source("path", plan.source)
-    args = [f"root=tmpfs:{source.value}", f"rd.tmpfs.imgfile={plan.image}"]
+    value = source.value
+    if device is not None and source.kind in ("UUID", "PARTUUID"):
+        # the case udev names the link with (FAT UUIDs are upper case), whatever was typed
+        value = f"{source.kind}={device.uuid if source.kind == 'UUID' else device.partuuid}"
+    args = [f"root=tmpfs:{value}", f"rd.tmpfs.imgfile={plan.image}"]
     if plan.size:
         args.append(f"rd.tmpfs.size={plan.size}")
     if plan.sha256:
@@ -318,9 +328,12 @@ def kernel_cmdline(plan: Plan, devices: list[BlockDevice] | None = None) -> list
 def resolve(plan: Plan, host, devices: list[BlockDevice] | None = None) -> Resolved:
     kernels = list(plan.kernels) or default_kernels(host)
     title = plan.title or f"{os_pretty_name(host)}, root in RAM (tmpfs-root)"
+    from tui.bootloader import inherited_args
+
     return Resolved(
         kernels=kernels,
         title=title,
         cmdline=kernel_cmdline(plan, devices),
         initrds={k: INITRD_TEMPLATE.format(kver=k) for k in kernels},
+        inherited=inherited_args(host),
     )

@@ -268,14 +268,12 @@ class _Apply:
 
     def install_hooks(self):
         changed = kernel_hooks.install_hooks(
-            self.host, self.bl, self.options, self.resolved.title, self.resolved.cmdline
+            self.host, self.bl, self.options, self.resolved.title, self.resolved.entry_cmdline
         )
         return None if changed else "unchanged"
 
     def write_entries(self):
-        self.entries_changed = bootloader.write_entries(
-            self.host, self.bl, self.resolved.title, self.resolved.cmdline, self.kernels, self.plan.boot
-        )
+        self.entries_changed = bootloader.write_entries(self.host, self.bl, self.resolved, self.kernels, self.plan.boot)
         return None if self.entries_changed else "unchanged"
 
     def regenerate(self):

@@ -491,7 +491,9 @@ def _check_cmdline_length(plan: Plan, ctx: Context, problems: list[Problem]) -> 
     if any(p.severity == "error" and p.field in ("source", "image", "append", "kernels") for p in problems):
         return
     kernels = [k for k in plan.kernels if KVER_RE.fullmatch(k)] or target_kernels(ctx.host)[-1:] or ["x"]
-    ours = " ".join(kernel_cmdline(plan, ctx.devices))
+    from tui.bootloader import inherited_args
+
+    ours = " ".join(inherited_args(ctx.host) + kernel_cmdline(plan, ctx.devices))
     longest = max(len(f"BOOT_IMAGE={KERNEL_TEMPLATE.format(kver=k)} ") for k in kernels)
     total = longest + len(ours.encode()) + 1
     if total > CMDLINE_MAX:
@@ -500,8 +502,8 @@ def _check_cmdline_length(plan: Plan, ctx: Context, problems: list[Problem]) -> 
             Problem(
                 field,
                 getattr(plan, field),
-                f"makes the kernel command line {total} "
-                f"bytes long with GRUB's BOOT_IMAGE=; accepted: at most {CMDLINE_MAX} "
+                f"makes the kernel command line {total} bytes long with GRUB's BOOT_IMAGE= and "
+                f"the arguments from /etc/default/grub; accepted: at most {CMDLINE_MAX} "
                 "bytes in all (the kernel cuts the rest)",
             )
         )

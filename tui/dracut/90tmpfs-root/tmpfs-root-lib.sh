@@ -34,18 +34,33 @@ tr_source() {
     esac
 }
 
-# Escape a LABEL/PARTLABEL the way udev names its /dev/disk/by-* links.
+# A LABEL or PARTLABEL as udev names its /dev/disk/by-label and by-partlabel links
+# (blkid_encode_string): letters, digits, "#+-.:=@_" and the bytes of multi-byte UTF-8
+# characters stay; every other byte becomes \xNN ("a&b(1)" -> "a\x26b\x281\x29").
 tr_udev_escape() {
-    printf '%s' "$1" | sed 's,/,\\x2f,g;s, ,\\x20,g'
+    local hex out
+    out=
+    for hex in $(printf '%s' "$1" | od -An -v -tx1); do
+        case "$hex" in
+            3[0-9] | 4[1-9a-f] | 5[0-9a] | 6[1-9a-f] | 7[0-9a] | 23 | 2b | 2d | 2e | 3a | 3d | 40 | 5f | [89a-f]?)
+                # shellcheck disable=SC2059 # the format is the octal escape of the byte
+                out="$out$(printf "\\$(printf '%o' "0x$hex")")"
+                ;;
+            *) out="$out\\x$hex" ;;
+        esac
+    done
+    printf '%s' "$out"
 }
 
-# The device node for a block <source>; nothing for NFS.
+# The device node for a block <source>; nothing for NFS. UUIDs keep their case, as udev
+# keeps it in /dev/disk/by-uuid (upper case for FAT, lower for ext4), as dracut's
+# label_uuid_to_dev does.
 tr_source_dev() {
     case "$1" in
         LABEL=*) echo "/dev/disk/by-label/$(tr_udev_escape "${1#LABEL=}")" ;;
         PARTLABEL=*) echo "/dev/disk/by-partlabel/$(tr_udev_escape "${1#PARTLABEL=}")" ;;
-        UUID=*) echo "/dev/disk/by-uuid/$(printf '%s' "${1#UUID=}" | tr '[:upper:]' '[:lower:]')" ;;
-        PARTUUID=*) echo "/dev/disk/by-partuuid/$(printf '%s' "${1#PARTUUID=}" | tr '[:upper:]' '[:lower:]')" ;;
+        UUID=*) echo "/dev/disk/by-uuid/${1#UUID=}" ;;
+        PARTUUID=*) echo "/dev/disk/by-partuuid/${1#PARTUUID=}" ;;
         /dev/*) echo "$1" ;;
         NFS=*) return 1 ;;
         *) return 2 ;;
@@ -100,12 +115,24 @@ tr_decompressor() {
 
 # The uncompressed size in bytes when the format records it cheaply; nothing otherwise.
 tr_uncompressed_size() {
+    local recorded
+    recorded=$(tr_recorded_size "$1")
+    if [ -n "$recorded" ]; then
+        echo "$recorded"
+        return 0
+    fi
     case "$2" in
         tar) wc -c < "$1" | tr -d ' ' ;;
         xz) xz --robot --list -- "$1" 2> /dev/null | sed -n 's/^totals\t[^\t]*\t[^\t]*\t[^\t]*\t\([0-9]*\).*/\1/p' ;;
         zstd) zstd -lv -- "$1" 2> /dev/null | sed -n 's/.*Decompressed Size:.*(\([0-9]*\) B).*/\1/p' | head -n 1 ;;
         *) return 0 ;;
     esac
+}
+
+# The uncompressed size `tmpfs-root image create` records at the end of a gzip, zstd or lz4
+# image ("tmpfs-root-size=N" in an empty gzip member's comment, or a skippable frame).
+tr_recorded_size() {
+    tail -c 64 "$1" 2> /dev/null | tr -c '0-9a-z=-' '\n' | sed -n 's/^tmpfs-root-size=\([0-9]\{1,18\}\)$/\1/p' | tail -n 1
 }
 
 # Bytes for a tmpfs size= value: N, N[kmgtpe], N% of MemTotal.  Fails on anything else.
