@@ -94,9 +94,27 @@ class TmpfsRootApp(App):
         if index + 1 < len(STEPS):
             self.push_screen(step_screen(STEP_NAMES[index + 1]))
 
+    def blocked_by_preflight(self) -> bool:
+        """Whether a failed preflight check stops the walk: it does for a real conversion; a
+        dry run walks on with the problem shown, so the flow can be seen before fixing it
+        (its Apply only records)."""
+        failed = [c.name for c in self.engine.preflight() if c.result == "fail"]
+        if not failed:
+            return False
+        if self.dry_run:
+            self.notify(
+                f"Dry run: walking on although {', '.join(failed)} failed; a real Apply would refuse.",
+                severity="warning",
+            )
+            return False
+        self.notify(f"A preflight check failed ({', '.join(failed)}); fix it first.", severity="error")
+        return True
+
     def goto(self, name: str) -> None:
         """Jump to a step (command palette): the steps before it are stacked, so Escape
-        walks back through them."""
+        walks back through them. A failed preflight stops it as it stops Next."""
+        if self.blocked_by_preflight():
+            return
         while len(self.screen_stack) > 2:
             self.pop_screen()
         for step in STEP_NAMES[1 : STEP_NAMES.index(name) + 1]:

@@ -43,7 +43,7 @@ class Finished(Message):
 
 class ApplyScreen(StepScreen):
     NAME = "apply"
-    BINDINGS = [Binding("escape", "back", "Back / cancel")]
+    BINDINGS = [Binding("escape", "back", "Back / cancel"), Binding("f1", "help", "Help")]
 
     def __init__(self, mode: str = "apply"):
         super().__init__()

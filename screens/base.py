@@ -35,7 +35,7 @@ class StepScreen(EngineView, Screen):
 
     NAME = ""
     FIELDS: tuple[str, ...] = ()
-    BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+n", "next", "Next")]
+    BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+n", "next", "Next"), Binding("f1", "help", "Help")]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -61,15 +61,34 @@ class StepScreen(EngineView, Screen):
     def action_back(self) -> None:
         self.app.pop_screen()
 
+    tried_next = False
+
+    def action_help(self) -> None:
+        from screens.help import help_text
+        from screens.overview import TextModal
+
+        self.app.push_screen(TextModal("Help", help_text(self.NAME)))
+
     def action_next(self) -> None:
-        if self.show_problems():
-            self.notify("Fix the errors shown in red first.", severity="error")
+        self.tried_next = True
+        errors = self.show_problems(probes=True)
+        if errors:
+            where = ", ".join(sorted({p.option for p in errors}))
+            self.notify(f"Fix the errors shown in red first ({where}).", severity="error", markup=False)
             return
         self.tmpfs_app.next_step(self.NAME)
 
-    def show_problems(self) -> list[Problem]:
-        """Put the engine's problems for this step's fields beside them; returns the errors."""
-        problems = self.engine.problems(*self.FIELDS)
+    def show_problems(self, probes: bool = False) -> list[Problem]:
+        """Put the engine's problems for this step's fields beside them; returns the errors.
+
+        As the user types, only what the plan's text decides is checked (no grub-probe, no
+        decompressor); Next checks everything. A field nobody has filled in yet is not called
+        "required" before Next is pressed."""
+        problems = [
+            p
+            for p in self.engine.problems(*self.FIELDS, probes=probes)
+            if self.tried_next or not (p.value == "" and "is required" in p.message)
+        ]
         for f in self.FIELDS:
             for widget in self.query(f"#problem-{f}").results(Static):
                 mine = [p for p in problems if p.field == f]

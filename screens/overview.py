@@ -18,7 +18,7 @@ MARKS = {"pass": "[green]✔ pass[/]", "warn": "[yellow]! warn[/]", "fail": "[re
 
 class OverviewScreen(StepScreen):
     NAME = "overview"
-    BINDINGS = [Binding("escape", "app.quit", "Quit"), Binding("ctrl+n", "next", "Start")]
+    BINDINGS = [Binding("escape", "quit", "Quit"), Binding("ctrl+n", "next", "Start"), Binding("f1", "help", "Help")]
 
     def compose(self) -> ComposeResult:
         from textual.widgets import Footer, Header
@@ -103,10 +103,19 @@ class OverviewScreen(StepScreen):
             )
 
     def action_next(self) -> None:
-        if any(c.result == "fail" for c in self.checks):
-            self.notify("A preflight check failed; fix it first.", severity="error")
+        if self.tmpfs_app.blocked_by_preflight():
             return
         self.tmpfs_app.next_step(self.NAME)
+
+    def action_quit(self) -> None:
+        """Escape on the first step asks before leaving (nothing has been changed)."""
+        from screens.confirm import ConfirmModal
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.app.exit()
+
+        self.app.push_screen(ConfirmModal("Quit tmpfs-root?", "Nothing has been changed.", "Quit"), answered)
 
     def _load_installed_plan(self) -> None:
         try:

@@ -117,8 +117,10 @@ class SourceScreen(StepScreen):
 
     def offer_identifiers(self, device: BlockDevice, keep: str | None = None) -> None:
         select = self.query_one("#identifier", Select)
-        if not device.usable:
+        if not device.usable:  # a whole disk, a PV: nothing to name; Next says what is needed
             select.set_options([])
+            if self.engine.source_device() is not None or not self.engine.plan.source.startswith(("nfs", "NFS")):
+                self.engine.edit(source="")
             self.query_one("#cmdline", Static).update(
                 f"{device.path} holds no filesystem: pick a partition or volume that has one."
             )
@@ -128,8 +130,9 @@ class SourceScreen(StepScreen):
         select.value = keep if keep in [c[1] for c in choices] else choices[0][1]
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "identifier" and event.value is not Select.BLANK:
-            self.engine.edit(source=str(event.value))
+        if event.select.id == "identifier" and isinstance(event.value, str):  # not Select's "no choice"
+            self.engine.edit(source=event.value)
+            self.block_choice = event.value
         elif event.select.id == "nfs-scheme":
             self.compose_nfs()
         self.refresh_cmdline()
@@ -154,9 +157,12 @@ class SourceScreen(StepScreen):
         if event.pane.id == "nfs":
             self.compose_nfs()
         else:
+            # Back to a block device: ip= belongs to NFS only, and the identifier chosen before
+            # (LABEL=, say) comes back rather than the recommended one.
+            self.engine.edit(network=None)
             table = self.query_one("#devices", DataTable)
             if self.rows and table.cursor_row < len(self.rows):
-                self.offer_identifiers(self.rows[table.cursor_row][0], keep=self.engine.plan.source)
+                self.offer_identifiers(self.rows[table.cursor_row][0], keep=getattr(self, "block_choice", None))
         self.refresh_cmdline()
 
     def refresh_cmdline(self) -> None:

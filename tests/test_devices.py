@@ -195,3 +195,25 @@ def test_a_stale_udev_database_is_checked_against_the_disk(tmp_path):
     assert part["label"] == "NEWLABEL" and part["recommended"] == f"UUID={part['uuid']}"
     assert "stale" in part["origin"]
     assert f"udev's database disagrees with the disk for {dev}p1" in result.stderr
+
+
+@pytest.mark.needs("umockdev-run")
+def test_the_device_list_in_a_pipe_keeps_every_identifier_whole_on_one_line():
+    """lsblk's shape, in a pipe, at 80 columns: disks then their partitions and volumes below
+    them, and each recommended identifier whole on its device's line, to be copied."""
+    import os
+
+    os.environ["COLUMNS"] = "80"
+    try:
+        listing = umockdev_cli("devices")
+        data = json.loads(umockdev_cli("devices", "--json").stdout)
+    finally:
+        del os.environ["COLUMNS"]
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "TYPE", "SIZE"]  # a header never broken in two
+    for dev in data:
+        line = [x for x in lines if x.lstrip(" └─").startswith(dev["path"] + " ")]
+        assert line, (dev["path"], listing.stdout)
+        assert dev["recommended"] in line[0], (dev["recommended"], line[0])
+    assert [x for x in lines if "└─" in x], listing.stdout  # partitions and volumes below their disk

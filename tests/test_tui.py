@@ -17,10 +17,6 @@ from tests.infra import FAKE_KVER, Part, loop_device, make_disk_image, make_fake
 from tui.devices import BlockDevice
 from tui.engine import Facts
 
-#: One xdist worker for the whole file: the fixed-facts tests share SNAP_ROOT, a fixed path
-#: (it shows on screen, so the snapshots must not depend on where a run puts its files).
-pytestmark = pytest.mark.xdist_group("tui")
-
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 
 
@@ -126,15 +122,19 @@ async def test_the_whole_flow_on_a_loop_device_reaches_a_dry_run_apply(tmp_path)
 
 
 # ------------------------------------------------------- fixed-facts screens
-SNAP_ROOT = Path("/tmp/tmpfs-root-tui-snapshots")  # fixed: the path shows on screen
+#: Where the snapshot tests put their target and volume: a fixed path, since it shows on
+#: screen (the snapshots must not depend on where a run puts its files). Those tests stay on
+#: one xdist worker; every other test has a directory of its own.
+SNAP_ROOT = Path("/tmp/tmpfs-root-tui-snapshots")
 
 
 @pytest.fixture
-def fixed():
-    """A target and a mounted volume at fixed paths, and fixed facts."""
-    shutil.rmtree(SNAP_ROOT, ignore_errors=True)
-    target = make_fake_target(SNAP_ROOT / "target")
-    vol = make_volume_content(SNAP_ROOT / "vol")
+def fixed(request, tmp_path):
+    """A target and a mounted volume, and fixed facts."""
+    root = SNAP_ROOT if "snap_compare" in request.fixturenames else tmp_path / "fixed"
+    shutil.rmtree(root, ignore_errors=True)
+    target = make_fake_target(root / "target")
+    vol = make_volume_content(root / "vol")
     devices = [
         BlockDevice("vda", "/dev/vda", "disk", 20 << 30, devnum="254:0", model="QEMU HARDDISK"),
         BlockDevice(
@@ -163,7 +163,7 @@ def fixed():
     ]
     facts = Facts(devices, 8 << 30, 0, 900 << 20, watch=False)
     yield target, facts
-    shutil.rmtree(SNAP_ROOT, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def app_for(fixed, dry_run=True):
@@ -205,6 +205,7 @@ STOPS = {
 }
 
 
+@pytest.mark.xdist_group("tui-snapshots")
 @pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
 @pytest.mark.parametrize("step", STOPS, ids=list(STOPS))
 def test_snapshot_of_every_screen(fixed, snap_compare, step, size):
@@ -304,6 +305,7 @@ def target_dracut(target: Path, body: str) -> None:
     (target / "usr/bin/dracut").write_text("#!/bin/sh\n" + body)
 
 
+@pytest.mark.chroot  # the target's dracut runs under chroot
 async def test_a_failing_apply_shows_the_step_and_the_rollback(fixed):
     """A real apply (not a dry run) into the fake target, whose dracut fails: it runs under
     chroot with a static busybox as its shell."""
@@ -416,6 +418,7 @@ def test_a_user_in_tmux_converts_a_target_in_a_dry_run(tmp_path):
     assert tree_digest(target) == tree_digest(make_fake_target(tmp_path / "pristine"))
 
 
+@pytest.mark.chroot  # the target's dracut runs under chroot
 async def test_escape_during_apply_cancels_and_rolls_back(fixed):
     """A long dracut (it sleeps) is stopped by Escape; every step done is rolled back."""
     target, _ = fixed
@@ -459,6 +462,7 @@ async def test_the_device_list_follows_hotplug(tmp_path, fixed):
                 assert shown and shown[0].label == "HOTPLUG"
 
 
+@pytest.mark.slow  # packs a tree with tar and zstd
 async def test_create_an_image_from_the_tui(fixed, tmp_path):
     """The Image step's "Create an image from this host" runs image create with progress,
     then offers the new archive (here a small tree stands in for the host's root)."""
@@ -471,9 +475,10 @@ async def test_create_an_image_from_the_tui(fixed, tmp_path):
         await pilot.click("#create")
         await pilot.pause()
         assert type(app.screen).__name__ == "CreateImageModal"
-        assert app.screen.query_one("#output").value == str(SNAP_ROOT / "vol/images/rootfs.tar.zst")
+        vol = fixed[0].parent / "vol"
+        assert app.screen.query_one("#output").value == str(vol / "images/rootfs.tar.zst")
         app.screen.query_one("#from").value = str(tree)
-        app.screen.query_one("#output").value = str(SNAP_ROOT / "vol/images/new.tar.zst")
+        app.screen.query_one("#output").value = str(vol / "images/new.tar.zst")
         await pilot.click("#go")
         await settle(pilot)
         await pilot.pause()
@@ -482,7 +487,7 @@ async def test_create_an_image_from_the_tui(fixed, tmp_path):
         assert app.plan.image == "images/new.tar.zst"
         assert "images/new.tar.zst" in [a[0] for a in app.screen.archives]
         assert app.image_info is not None and app.image_info.format == "zstd"
-    listing = sh("tar", "-tf", SNAP_ROOT / "vol/images/new.tar.zst").stdout
+    listing = sh("tar", "-tf", fixed[0].parent / "vol/images/new.tar.zst").stdout
     assert "./etc/hostname" in listing
 
 
@@ -508,3 +513,131 @@ async def test_damaged_state_shows_on_the_overview_instead_of_crashing(fixed, da
         await pilot.click("#modify")  # loading the installed plan fails politely
         await pilot.pause()
     assert app.return_code in (None, 0)
+
+
+# ------------------------------------------------------------ as a person uses it
+async def test_a_dry_run_walks_on_past_a_failed_preflight_and_a_real_run_does_not(fixed):
+    """No dracut in the target: a dry run still shows the whole flow; a real one stops."""
+    target, _ = fixed
+    (target / "usr/bin/dracut").unlink()
+    for dry_run, stays in ((False, "OverviewScreen"), (True, "SourceScreen")):
+        app = app_for(fixed, dry_run=dry_run)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+            assert type(app.screen).__name__ == stays
+            app.goto("review")  # what the palette's "Review and apply" does: the same rule
+            await pilot.pause()
+            assert (type(app.screen).__name__ == "ReviewScreen") == dry_run
+
+
+async def test_escape_on_the_overview_asks_before_quitting(fixed):
+    app = app_for(fixed)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ConfirmModal"
+        await pilot.press("enter")  # Cancel has the focus
+        await pilot.pause()
+        assert type(app.screen).__name__ == "OverviewScreen" and app.is_running
+
+
+async def test_the_nfs_tab_and_back_keep_the_chosen_label_and_leave_no_hidden_error(fixed):
+    app = app_for(fixed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        app.screen.query_one("#identifier").value = "LABEL=IMGVOL"
+        await pilot.pause()
+        app.screen.query_one("#tabs").active = "nfs"
+        await pilot.pause()
+        app.screen.query_one("#nfs-server").value = "10.0.0.1"
+        app.screen.query_one("#nfs-export").value = "/srv"
+        app.screen.query_one("#nfs-ip").value = "not an ip"
+        await pilot.pause()
+        assert app.plan.source.startswith("nfs4:") and app.plan.network == "not an ip"
+        app.screen.query_one("#tabs").active = "block"
+        await pilot.pause()
+        assert app.plan.source == "LABEL=IMGVOL" and app.plan.network is None
+        assert not [p for p in app.engine.problems("network") if p.severity == "error"]
+
+
+async def test_a_whole_disk_is_no_source_and_says_so(fixed):
+    app = app_for(fixed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        table = app.screen.query_one("#devices")
+        table.move_cursor(row=0)  # /dev/vda, the whole disk
+        await pilot.pause()
+        shown = str(app.screen.query_one("#cmdline").render())
+        assert "Select" not in shown and "NULL" not in shown and "holds no filesystem" in shown
+        assert app.plan.source == ""
+
+
+async def test_a_tmpfs_smaller_than_the_inspected_image_is_refused(fixed):
+    app = app_for(fixed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pick_image(pilot)
+        await walk_to(pilot, "SizeScreen")
+        size = app.screen.query_one("#size")
+        size.value = "1k"
+        await pilot.pause()
+        assert "below the image's uncompressed size" in str(app.screen.query_one("#problem-size").render())
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SizeScreen"
+
+
+async def test_nothing_is_called_required_before_next(fixed):
+    app = app_for(fixed)
+    app.engine.edit(source="nfs:10.0.0.1:/srv")
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.goto("image")
+        await pilot.pause()
+        assert str(app.screen.query_one("#problem-image").render()).strip() == ""
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert "is required" in str(app.screen.query_one("#problem-image").render())
+
+
+async def test_f1_explains_every_step(fixed):
+    from screens.help import HELP
+
+    app = app_for(fixed)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for step in ("overview", "source", "image", "size", "boot", "review"):
+            if step == "image":
+                await pick_image(pilot)
+            elif step != "overview":
+                app.goto(step)
+            await pilot.pause()
+            await pilot.press("f1")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "TextModal", step
+            text = "\n".join(str(w.render()) for w in app.screen.query("Static"))
+            assert HELP[step].split("\n")[0] in text and "Ctrl+N" in text, step
+            await pilot.press("escape")
+            await pilot.pause()
+
+
+async def test_typed_text_is_shown_literally_never_as_markup(fixed):
+    """Rich markup in a title or in kernel arguments reaches the review as typed."""
+    app = app_for(fixed)
+    app.engine.edit(title="Debian [testing] RAM [/]")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pick_image(pilot)
+        app.goto("review")
+        await pilot.pause()
+        assert "Debian [testing] RAM [/]" in str(app.screen.query_one("#summary").render())
+        app.engine.edit(append="console=ttyS0 [/bold]x")
+        app.goto("review")
+        await pilot.pause()
+        assert "[/bold]x" in str(app.screen.query_one("#problems").render())  # refused, shown as typed
+
+
+def test_the_tui_refuses_a_root_that_is_not_a_directory(tmp_path):
+    result = run_cli("--root", tmp_path / "absent")
+    assert result.returncode == 2 and "--root" in result.stderr and "not a directory" in result.stderr

@@ -375,10 +375,6 @@ def _engine(args, dry_run: bool = False) -> Engine:
 
 # ------------------------------------------------------------------ commands
 def cmd_devices(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
     from tui.devices import human_size, recommended_identifier
     from tui.errors import escape
 
@@ -389,35 +385,36 @@ def cmd_devices(args) -> int:
         return EXIT_FAILED
     for note in engine.facts.notes:
         say(f"note: devices: {note}")
-    listed = devices if args.all else [d for d in devices if d.usable]
     if args.json:
+        listed = devices if args.all else [d for d in devices if d.usable]
         print(json.dumps([d.to_json(devices) for d in listed], indent=2))
         return EXIT_OK
-    console = Console()
-    table = Table(title="Block devices that can hold the image" + ("" if not args.all else " (all)"))
-    for col in ("DEVICE", "TYPE", "SIZE", "FS", "LABEL", "UUID", "PARTLABEL", "MOUNTED", "MODEL", "USE AS SOURCE"):
-        table.add_column(col, overflow="fold")
-    for d in listed:
-        extra = " ".join(d.extra_args())
-        cells = [
-            d.path,
-            d.type,
-            human_size(d.size),
-            d.fstype or "",
-            d.label or "",
-            d.uuid or "",
-            d.partlabel or "",
-            ", ".join(d.mountpoints),
-            d.model or "",
-            (recommended_identifier(d, devices) + (f" {extra}" if extra else "")) if d.usable else "",
-        ]
-        # labels, models and mountpoints come from the devices: shown literally, never as markup
-        table.add_row(*(Text(escape(c)) for c in cells))
-    if not listed:
-        console.print("No block device with a filesystem found (use --all to list every device).")
+    # lsblk's shape: disks, then their partitions and volumes below them; every value whole on
+    # its line (never folded), so that an identifier can be copied as it is.
+    tree = [(d, depth) for d, depth in engine.device_tree() if args.all or d.usable or _has_usable_child(d, devices)]
+    if not any(d.usable for d, _ in tree):
+        print("No block device with a filesystem found (use --all to list every device).")
         return EXIT_OK
-    console.print(table)
+    header = ["NAME", "TYPE", "SIZE", "FSTYPE", "LABEL", "MOUNTPOINTS", "USE AS SOURCE (root=tmpfs:…)"]
+    rows = []
+    for d, depth in tree:
+        extra = " ".join(d.extra_args())
+        source = (recommended_identifier(d, devices) + (f" {extra}" if extra else "")) if d.usable else ""
+        name = ("  " * (depth - 1) + "└─" if depth else "") + d.path
+        rows.append([name, d.type, human_size(d.size), d.fstype or "", d.label or "", ",".join(d.mountpoints), source])
+    rows = [[escape(c) or "-" if i < 6 else escape(c) for i, c in enumerate(r)] for r in rows]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(
+        "\nUSE AS SOURCE is the recommended identifier (UUID=, else PARTUUID=, else a label only one "
+        "device has); `tmpfs-root devices --json` lists every identifier of each device."
+    )
     return EXIT_OK
+
+
+def _has_usable_child(dev, devices) -> bool:
+    return any(d.parent == dev.name and d.usable for d in devices)
 
 
 def _validate(engine: Engine) -> list:
@@ -503,6 +500,7 @@ def _print_preview(preview: Preview) -> None:
 def cmd_tui(args) -> int:
     from screens.app import run_app
 
+    _engine(args)  # --root must be a directory, as for every command
     return run_app(root=args.root, dry_run=args.dry_run)
 
 

@@ -256,6 +256,7 @@ class Engine:
         """The plan's problems (for *fields*, or all); without *probes*, only what the plan's
         own text and the facts decide (fast enough for every keystroke)."""
         ctx = validation.Context(
+            image_size=self.image_info.uncompressed if self.image_info else None,
             host=self.host,
             devices=self.facts.devices,
             ram=self.facts.ram,

@@ -134,6 +134,8 @@ class Context:
     #: look beyond the plan's own text: the image on a mounted source (its format, its size),
     #: grub-probe for --boot once. Off for checks on every keystroke.
     probes: bool = True
+    #: the image's uncompressed size when the caller read it already (the TUI's inspect)
+    image_size: int | None = None
 
     def __post_init__(self):
         if not self.ram:
@@ -151,6 +153,7 @@ def validate(plan: Plan, ctx: Context) -> list[Problem]:
     source, device = _check_source(plan, ctx, problems)
     _check_image_path(plan, problems)
     image_size = _check_image_on_source(plan, device, problems) if ctx.probes else None
+    image_size = image_size or ctx.image_size
     _check_size(plan, ctx, image_size, problems)
     _check_kernels(plan, ctx, problems)
     _check_text_fields(plan, problems)
