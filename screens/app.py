@@ -8,37 +8,39 @@ the UI never blocks. Nothing here decides anything the command line would not.
 
 from __future__ import annotations
 
+import importlib
+import os
+import threading
 from collections.abc import Iterable
 from functools import partial
+from typing import TYPE_CHECKING
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
 from screens.steps import STEP_NAMES, STEPS
-from tui.engine import Engine, Facts, ImageInfo, Plan
+
+if TYPE_CHECKING:
+    from tui.engine import Engine, Facts, ImageInfo, Plan
+
+
+#: Where each step's screen lives; only the module of the screen shown is imported (start-up).
+SCREEN_MODULES = {
+    "overview": ("screens.overview", "OverviewScreen"),
+    "source": ("screens.source", "SourceScreen"),
+    "image": ("screens.image", "ImageScreen"),
+    "size": ("screens.size", "SizeScreen"),
+    "boot": ("screens.boot", "BootScreen"),
+    "review": ("screens.review", "ReviewScreen"),
+    "apply": ("screens.apply", "ApplyScreen"),
+}
 
 
 def step_screen(name: str) -> Screen:
     """A new screen for the step *name*."""
-    from screens.apply import ApplyScreen
-    from screens.boot import BootScreen
-    from screens.image import ImageScreen
-    from screens.overview import OverviewScreen
-    from screens.review import ReviewScreen
-    from screens.size import SizeScreen
-    from screens.source import SourceScreen
-
-    screens: dict[str, type[Screen]] = {
-        "overview": OverviewScreen,
-        "source": SourceScreen,
-        "image": ImageScreen,
-        "size": SizeScreen,
-        "boot": BootScreen,
-        "review": ReviewScreen,
-        "apply": ApplyScreen,
-    }
-    return screens[name]()
+    module, cls = SCREEN_MODULES[name]
+    return getattr(importlib.import_module(module), cls)()
 
 
 class TmpfsRootApp(App):
@@ -59,18 +61,35 @@ class TmpfsRootApp(App):
     .row { height: auto; }
     Input { width: 1fr; }
     DataTable { height: auto; max-height: 12; }
-    #log { height: 1fr; min-height: 5; border: round $panel; }
+    #log { height: 8; border: round $panel; }
+    #body { height: 1fr; }
+    /* lists without a frame: at 80×24 every line counts; focus shows as a background */
+    SelectionList, RadioSet, #files { border: none; padding: 0 1; }
+    SelectionList:focus, RadioSet:focus, #files:focus { background: $boost; }
+    Input > .input--placeholder { color: $text-disabled; text-style: italic; }
     """
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
 
     def __init__(self, root: str = "/", dry_run: bool = False, facts: Facts | None = None, plan: Plan | None = None):
         super().__init__()
-        self.engine = Engine(root, dry_run=dry_run, facts=facts, plan=plan)
+        self._engine_args = (root, dry_run, facts, plan)
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
         self.dry_run = dry_run
-        self.sub_title = (
-            f"{'DRY RUN · ' if dry_run else ''}"
-            f"{'this system' if self.engine.is_live else 'target ' + str(self.engine.root)}"
-        )
+        where = os.path.realpath(root)
+        self.sub_title = f"{'DRY RUN · ' if dry_run else ''}{'this system' if where == '/' else 'target ' + where}"
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, made on first use: the first screen is drawn while the Overview's
+        worker imports and builds it (bench/startup.py)."""
+        with self._engine_lock:
+            if self._engine is None:
+                from tui.engine import Engine
+
+                root, dry_run, facts, plan = self._engine_args
+                self._engine = Engine(root, dry_run=dry_run, facts=facts, plan=plan)
+            return self._engine
 
     # shortcuts for tests and screens: everything lives in the engine
     @property
@@ -86,8 +105,10 @@ class TmpfsRootApp(App):
         return self.engine.image_info
 
     # ----------------------------------------------------------- navigation
-    def on_mount(self) -> None:
-        self.push_screen(step_screen("overview"))
+    def get_default_screen(self) -> Screen:
+        """The Overview is the app's first screen (not pushed over an empty one: one screen
+        fewer to build before anything shows)."""
+        return step_screen("overview")
 
     def next_step(self, current: str) -> None:
         index = STEP_NAMES.index(current)
@@ -115,7 +136,7 @@ class TmpfsRootApp(App):
         walks back through them. A failed preflight stops it as it stops Next."""
         if self.blocked_by_preflight():
             return
-        while len(self.screen_stack) > 2:
+        while len(self.screen_stack) > 1:
             self.pop_screen()
         for step in STEP_NAMES[1 : STEP_NAMES.index(name) + 1]:
             self.push_screen(step_screen(step))

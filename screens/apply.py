@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, DataTable, Footer, Header, ProgressBar, RichLog, Static
+from textual.widgets import Button, Footer, Header, ProgressBar, RichLog, Static
 
 from screens.base import StepScreen
 from screens.steps import title
@@ -57,26 +59,37 @@ class ApplyScreen(StepScreen):
         yield Header()
         heading = title("apply") if self.mode == "apply" else "Remove tmpfs-root"
         yield Static(heading + (" (dry run: nothing is written)" if self.engine.dry_run else ""), classes="title")
-        yield DataTable(id="steps", cursor_type="none")
-        yield ProgressBar(id="progress", show_eta=False)
-        yield Static(id="elapsed", classes="help")
-        yield RichLog(id="log", wrap=True, markup=False, max_lines=5000)
-        yield Static(id="result")
-        yield Button("Quit", id="quit", variant="primary")
+        # One scrolling body (PageDown reaches the end of any summary) and the Quit button in
+        # the bottom bar, where it is always on screen.
+        with VerticalScroll(id="body"):
+            yield Static(id="steps")
+            yield ProgressBar(id="progress", show_eta=False)
+            yield Static(id="elapsed", classes="help")
+            yield RichLog(id="log", wrap=True, markup=False, max_lines=5000)
+            yield Static(id="result")
+        with Horizontal(classes="buttons"):
+            yield Button("Quit", id="quit", variant="primary")
         yield Footer()
 
     def on_mount(self) -> None:
         self.names = self.engine.step_names(self.mode)
-        table = self.query_one("#steps", DataTable)
-        table.add_columns("", "step", "note")
-        for i, name in enumerate(self.names):
-            table.add_row(MARK["pending"], name, "", key=str(i))
+        self.marks = [MARK["pending"]] * len(self.names)
+        self.notes = [""] * len(self.names)
+        self.show_steps()
         self.query_one("#progress", ProgressBar).update(total=len(self.names), progress=0)
         self.query_one("#quit", Button).display = False
         self.started = time.monotonic()
         self.timer = self.set_interval(0.5, self.tick)
         self.running = True
         self.run_transaction()
+
+    def show_steps(self) -> None:
+        """The steps as a table whose note column wraps (a note is never cut at 80 columns)."""
+        table = Table("", "step", "note", box=None, padding=(0, 1), expand=True)
+        table.columns[0].no_wrap = True
+        for mark, name, note in zip(self.marks, self.names, self.notes, strict=True):
+            table.add_row(Text.from_markup(mark), name, Text(note))  # notes come from commands: literal
+        self.query_one("#steps", Static).update(table)
 
     def tick(self) -> None:
         self.query_one("#elapsed", Static).update(f"elapsed {time.monotonic() - self.started:.0f} s")
@@ -103,12 +116,12 @@ class ApplyScreen(StepScreen):
             log.write(event.text)
             return
         i, name = event.index, event.text
-        table = self.query_one("#steps", DataTable)
         if i >= len(self.names) or self.names[i] != name:  # the real run found another list
             return
-        table.update_cell(str(i), table.ordered_columns[0].key, MARK[event.state])
+        self.marks[i] = MARK[event.state]
         if event.note and event.state != "failed":
-            table.update_cell(str(i), table.ordered_columns[2].key, event.note)
+            self.notes[i] = event.note
+        self.show_steps()
         if event.state == "done":
             self.query_one("#progress", ProgressBar).advance(1)
             log.write(f"— {name}: {event.note or 'done'}")
@@ -125,10 +138,10 @@ class ApplyScreen(StepScreen):
     def failed(self, e: TmpfsRootError) -> None:
         restored = getattr(e, "restored", [])
         step = getattr(e, "step", "")
-        table = self.query_one("#steps", DataTable)
         for i, name in enumerate(self.names):
             if name == step:
-                table.update_cell(str(i), table.ordered_columns[0].key, MARK["failed"])
+                self.marks[i] = MARK["failed"]
+        self.show_steps()
         for line in getattr(e, "tail", [])[-15:]:
             self.query_one("#log", RichLog).write(line.rstrip())
         text = Text(f"✘ {e}\n", style="red")
@@ -163,6 +176,9 @@ class ApplyScreen(StepScreen):
         self.tick()
         self.call_after_refresh(self.query_one("#log", RichLog).scroll_end, animate=False)
         self.query_one("#quit", Button).display = True
+        body = self.query_one("#body", VerticalScroll)
+        body.focus()  # PageDown / arrows read the summary
+        self.call_after_refresh(body.scroll_to_widget, self.query_one("#result"), top=True, animate=False)
 
     # ----------------------------------------------------------- keys, buttons
     def action_back(self) -> None:

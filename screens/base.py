@@ -12,10 +12,10 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
 from screens.steps import title
-from tui.engine import Engine, Problem
 
 if TYPE_CHECKING:
     from screens.app import TmpfsRootApp
+    from tui.engine import Engine, Problem
 
 
 class EngineView:

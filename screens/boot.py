@@ -9,11 +9,18 @@ from textual.widgets import Input, Label, RadioButton, RadioSet, SelectionList, 
 
 from screens.base import StepScreen, problem_slot
 
+#: The boot modes: a short label for the choice, and what it does, shown whole below it.
 MODES = {
-    "once": "once (recommended): boots the entry on the next reboot only; if that boot fails it "
-    "reboots into your normal entry (rd.shell=0 rd.emergency=reboot panic=10)",
-    "menu": "menu: only adds the entry; choose it in the GRUB menu",
-    "default": "default: every boot uses it until you change it or remove tmpfs-root (asks to confirm)",
+    "once": (
+        "once (recommended)",
+        "once: boots the entry on the next reboot only; if that boot fails it reboots into your "
+        "normal entry (rd.shell=0 rd.emergency=reboot panic=10).",
+    ),
+    "menu": ("menu", "menu: only adds the entry; choose it in the GRUB menu."),
+    "default": (
+        "default",
+        "default: every boot uses it until you change it or remove tmpfs-root (asks to confirm).",
+    ),
 }
 
 
@@ -29,11 +36,17 @@ class BootScreen(StepScreen):
         yield problem_slot("kernels")
         with Horizontal(classes="field"):
             yield Label("Entry title")
-            yield Input(compact=True, value=engine.plan.title or "", placeholder=engine.default_title(), id="title")
+            yield Input(
+                compact=True,
+                value=engine.plan.title or "",
+                placeholder=f"default: {engine.default_title()}",
+                id="title",
+            )
         yield problem_slot("title")
         with RadioSet(id="boot"):
-            for mode, text in MODES.items():
-                yield RadioButton(text, value=engine.plan.boot == mode, id=f"mode-{mode}")
+            for mode, (label, _) in MODES.items():
+                yield RadioButton(label, value=engine.plan.boot == mode, id=f"mode-{mode}")
+        yield Static(MODES[engine.plan.boot][1], id="mode-help", classes="help")
         yield problem_slot("boot")
         yield problem_slot("bootloader")
         with Horizontal(classes="field"):
@@ -61,7 +74,9 @@ class BootScreen(StepScreen):
         self.show_problems()
 
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
-        self.engine.edit(boot=(event.pressed.id or "mode-once").removeprefix("mode-"))
+        mode = (event.pressed.id or "mode-once").removeprefix("mode-")
+        self.engine.edit(boot=mode)
+        self.query_one("#mode-help", Static).update(MODES[mode][1])
         self.show_problems()
 
     def action_next(self) -> None:

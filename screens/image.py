@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, DataTable, Input, Label, ProgressBar, Static
+from textual.widgets import Button, Checkbox, DataTable, Input, Label, ProgressBar, Select, Static
 
 from screens.base import EngineView, StepScreen, problem_slot
 from tui.engine import ImageInfo, TmpfsRootError, escape, human_size
@@ -59,7 +59,7 @@ class ImageScreen(StepScreen):
             yield Input(
                 compact=True,
                 value=self.engine.plan.image,
-                placeholder="images/rootfs.tar.zst (on the source volume)",
+                placeholder="e.g. images/rootfs.tar.zst (on the source volume)",
                 id="image-path",
             )
         yield problem_slot("image")
@@ -203,6 +203,16 @@ class Packed(Message):
     path: str
 
 
+#: The formats image create writes, as the dialog offers them.
+CREATE_FORMATS = {
+    "zst": "zstd (recommended: fast to unpack, small)",
+    "gz": "gzip",
+    "xz": "xz (smallest, slowest to unpack)",
+    "lz4": "lz4 (fastest, largest)",
+    "tar": "tar, uncompressed",
+}
+
+
 class CreateImageModal(EngineView, ModalScreen[str | None]):
     """tmpfs-root image create, with its progress; Escape cancels (tar and the compressor are
     stopped, nothing is left at the output)."""
@@ -210,6 +220,7 @@ class CreateImageModal(EngineView, ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
     DEFAULT_CSS = """
     CreateImageModal { align: center middle; }
+    CreateImageModal .field { margin-bottom: 0; }
     CreateImageModal > Vertical { width: 90%; height: auto; border: thick $primary; background: $surface;
                                   padding: 1 2; }
     """
@@ -227,7 +238,27 @@ class CreateImageModal(EngineView, ModalScreen[str | None]):
                 yield Input(compact=True, value="/", id="from")
             with Horizontal(classes="field"):
                 yield Label("Into")
-                yield Input(compact=True, value=self.output, placeholder="/srv/images/rootfs.tar.zst", id="output")
+                yield Input(compact=True, value=self.output, placeholder="e.g. /srv/images/rootfs.tar.zst", id="output")
+            with Horizontal(classes="field"):
+                yield Label("Format")
+                yield Select(
+                    [(label, fmt) for fmt, label in CREATE_FORMATS.items()],
+                    compact=True,
+                    value="zst",
+                    allow_blank=False,
+                    id="format",
+                )
+            with Horizontal(classes="field"):
+                yield Label("Leave out")
+                yield Input(compact=True, placeholder="e.g. /var/cache/apt/archives/*.deb /srv/big", id="exclude")
+            with Horizontal(classes="field"):
+                yield Label("Also pack")
+                yield Input(compact=True, placeholder="e.g. /home", id="with")
+            yield Static(
+                "Patterns and mounts separated by spaces. Always left out: the contents of /proc, /sys, "
+                "/dev, /run and /tmp, swap files and the output itself.",
+                classes="help",
+            )
             yield Static(id="message", classes="error", markup=False)
             yield ProgressBar(id="bar", show_eta=True)
             with Horizontal(classes="row"):
@@ -237,7 +268,13 @@ class CreateImageModal(EngineView, ModalScreen[str | None]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "go" and not self.running:
             self.running = True
-            self.create(self.query_one("#from", Input).value, self.query_one("#output", Input).value)
+            self.create(
+                self.query_one("#from", Input).value,
+                self.query_one("#output", Input).value,
+                str(self.query_one("#format", Select).value),
+                self.query_one("#exclude", Input).value.split(),
+                self.query_one("#with", Input).value.split(),
+            )
         elif event.button.id == "cancel":
             self.action_cancel()
 
@@ -247,9 +284,9 @@ class CreateImageModal(EngineView, ModalScreen[str | None]):
         self.dismiss(None)
 
     @work(thread=True, exclusive=True, group="create")
-    def create(self, source: str, output: str) -> None:
+    def create(self, source: str, output: str, fmt: str, excludes: list[str], with_mounts: list[str]) -> None:
         try:
-            plan = self.engine.plan_image(source, output)
+            plan = self.engine.plan_image(source, output, fmt, excludes=excludes, with_mounts=with_mounts)
             made = self.engine.create_image(
                 plan, progress=lambda done, total, files, ftotal: self.post_message(PackProgress(done, total))
             )

@@ -4,14 +4,14 @@ tmpfs-root setup is shown with Modify / Remove / Status."""
 from __future__ import annotations
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Static
+from textual.widgets import Button, Static
 
 from screens.base import StepScreen
-from tui.engine import TmpfsRootError, escape
 
 MARKS = {"pass": "[green]✔ pass[/]", "warn": "[yellow]! warn[/]", "fail": "[red]✘ fail[/]"}
 
@@ -20,43 +20,70 @@ class OverviewScreen(StepScreen):
     NAME = "overview"
     BINDINGS = [Binding("escape", "quit", "Quit"), Binding("ctrl+n", "next", "Start"), Binding("f1", "help", "Help")]
 
+    installed = False
+
     def compose(self) -> ComposeResult:
         from textual.widgets import Footer, Header
 
-        self.installed = self.engine.is_installed()
         yield Header()
         yield Static("Step 1 of 7: Overview: boot this system with its root filesystem in RAM", classes="title")
         with VerticalScroll():
-            yield DataTable(id="checks", cursor_type="row", zebra_stripes=True)
+            yield Static("Checking the target…", id="checks", classes="help")
             yield Static(id="verdict")
             yield Static(id="setup")
-        with Horizontal(classes="buttons"):
-            if self.installed:
-                yield Button("Modify", id="modify", variant="primary")
-                yield Button("Status", id="status")
-                yield Button("Remove", id="remove", variant="error")
-            else:
-                yield Button("Start", id="next", variant="primary")
+        with Horizontal(classes="buttons", id="overview-buttons"):
+            yield Button("Start", id="next", variant="primary")
             yield Button("Quit", id="quit")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.checks = self.engine.preflight()
-        table = self.query_one("#checks", DataTable)
-        table.add_columns("check", "result", "detail")
+        self.call_after_refresh(self.check_target)  # drawn first, then checked
+
+    # The checks run in a worker: the screen is up at once, and fills in when they are done
+    # (device discovery, the bootloader and the state of an installed setup take a moment).
+    @work(thread=True, exclusive=True, group="preflight")
+    def check_target(self) -> None:
+        installed = self.engine.is_installed()
+        checks = self.engine.preflight()
+        report = self.engine.status() if installed else None
+        self.app.call_from_thread(self.show_checks, installed, checks, report)
+
+    def show_checks(self, installed: bool, checks: list, report: dict | None) -> None:
+        if not self.is_mounted:
+            return
+        self.installed, self.checks = installed, checks
+        if installed:  # an existing setup: Modify / Status / Remove instead of Start
+            bar = self.query_one("#overview-buttons", Horizontal)
+            self.query_one("#next", Button).remove()
+            bar.mount_all(
+                [
+                    Button("Modify", id="modify", variant="primary"),
+                    Button("Status", id="status"),
+                    Button("Remove", id="remove", variant="error"),
+                ],
+                before=self.query_one("#quit", Button),
+            )
+        from rich.table import Table
+
+        # A Rich table in a Static, not a DataTable: its detail column wraps at 80 columns
+        # instead of being cut, and there is nothing to select in it.
+        table = Table("check", "result", "detail", box=None, padding=(0, 1), expand=True)
+        table.columns[0].no_wrap = table.columns[1].no_wrap = True
         for check in self.checks:
-            table.add_row(check.name, MARKS[check.result], Text(check.detail))  # literally, not markup
+            table.add_row(check.name, Text.from_markup(MARKS[check.result]), Text(check.detail))  # literally
+        checks_widget = self.query_one("#checks", Static)
+        checks_widget.update(table)
+        checks_widget.remove_class("help")
         failed = [c.name for c in self.checks if c.result == "fail"]
         verdict = self.query_one("#verdict", Static)
         if failed:
             verdict.update(f"[red]Cannot convert: fix {', '.join(failed)} first.[/]")
         else:
             verdict.update("[green]Ready.[/] Next: pick the volume that holds the root image.")
-        if self.installed:
-            self._show_setup()
+        if report is not None:
+            self._show_setup(report)
 
-    def _show_setup(self) -> None:
-        report = self.engine.status()
+    def _show_setup(self, report: dict) -> None:
         text = Text()
         if report["damaged"]:
             text.append("tmpfs-root's records in this target are damaged", "bold red")
@@ -118,6 +145,8 @@ class OverviewScreen(StepScreen):
         self.app.push_screen(ConfirmModal("Quit tmpfs-root?", "Nothing has been changed.", "Quit"), answered)
 
     def _load_installed_plan(self) -> None:
+        from tui.engine import TmpfsRootError, escape  # not at the top: the first screen does not wait for it
+
         try:
             self.engine.load_installed_plan()
         except TmpfsRootError as e:

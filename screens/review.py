@@ -5,11 +5,12 @@ confirmation. What is shown comes from running apply's own steps on a recording
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Static
+from textual.widgets import Button, Input, OptionList, Static
 
 from screens.base import EngineView, StepScreen
 from screens.overview import TextModal
@@ -27,7 +28,9 @@ class ReviewScreen(StepScreen):
             yield Static(id="cmdline", classes="cmdline", markup=False)
             yield Static(id="summary", classes="help", markup=False)
             yield Static("Files (Enter shows the content):", classes="title")
-            yield DataTable(id="files", cursor_type="row", zebra_stripes=True)
+            # An option list, not a table: a long path wraps onto the next line instead of
+            # being cut at 80 columns, and Enter still opens the file.
+            yield OptionList(id="files")
             yield Static("Commands:", classes="title")
             yield Static(id="commands", markup=False)
 
@@ -37,7 +40,6 @@ class ReviewScreen(StepScreen):
         yield Button("Apply…", id="next", variant="error")
 
     def on_mount(self) -> None:
-        self.query_one("#files", DataTable).add_columns("action", "path", "size")
         problems = self.engine.problems()
         errors = [p for p in problems if p.severity == "error"]
         warnings = [p for p in problems if p.severity == "warning"]
@@ -55,16 +57,17 @@ class ReviewScreen(StepScreen):
             f"Entry “{resolved.title}” for {', '.join(resolved.kernels)}, boot mode {self.engine.plan.boot}; "
             f"target {preview.root}" + (" (dry run: Apply only shows what it would do)" if self.engine.dry_run else "")
         )
-        table = self.query_one("#files", DataTable)
-        for a in self.actions:
-            table.add_row(a.kind, a.path, f"{len(a.content)} B" if a.content is not None else "built")
-        chroot = "" if preview.is_live else f"(in {preview.root}, with chroot) "
+        self.query_one("#files", OptionList).add_options(
+            Text(f"{a.kind} {a.path} · {f'{len(a.content)} B' if a.content is not None else 'built'}")
+            for a in self.actions  # literally: a path is never markup
+        )
+        chroot = "" if preview.is_live else f"run in {preview.root} (chroot):\n"
         self.query_one("#commands", Static).update(
             chroot + "\n".join("  " + c.describe() for c in preview.commands) if preview.commands else "none"
         )
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        action = self.actions[event.cursor_row]
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        action = self.actions[event.option_index]
         text = (
             action.content.decode("utf-8", "replace")
             if action.content is not None

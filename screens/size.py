@@ -48,7 +48,7 @@ class SizeScreen(StepScreen):
             yield Input(
                 compact=True,
                 value=self.engine.plan.size or "",
-                placeholder="2G, 1536m, 50% — empty: decided at boot",
+                placeholder="e.g. 2G, 1536m, 50% (empty: decided at boot)",
                 id="size",
             )
         yield problem_slot("size")

@@ -15,6 +15,20 @@ from screens.base import StepScreen, problem_slot
 from tui.engine import BlockDevice, human_size
 
 
+def device_detail(device: BlockDevice) -> str:
+    """One line on the highlighted device: what the table leaves out."""
+    facts = [device.type]
+    if device.mountpoints:
+        facts.append("mounted at " + ", ".join(device.mountpoints))
+    else:
+        facts.append("not mounted")
+    if device.partuuid:
+        facts.append(f"PARTUUID {device.partuuid}")
+    if device.model:
+        facts.append(f"model {device.model}")
+    return f"{device.path}: " + "; ".join(facts)
+
+
 class SourceScreen(StepScreen):
     NAME = "source"
     FIELDS = ("source", "network")
@@ -23,16 +37,17 @@ class SourceScreen(StepScreen):
         with TabbedContent(id="tabs"):
             with TabPane("Block devices", id="block"):
                 yield DataTable(id="devices", cursor_type="row", zebra_stripes=True)
+                yield Static(id="device-detail", classes="help", markup=False)
                 with Horizontal(classes="field"):
                     yield Label("Identify it by")
                     yield Select([], compact=True, id="identifier", prompt="pick a device above")
             with TabPane("NFS", id="nfs"):
                 with Vertical():
                     for fid, label, placeholder in (
-                        ("server", "Server", "10.0.0.11 or nfs.example.org"),
-                        ("export", "Export", "/srv/images"),
-                        ("options", "Options", "vers=4.2 (optional; comma separated)"),
-                        ("ip", "Network (ip=)", "dhcp (default) or client:server:gw:netmask:host:iface:none"),
+                        ("server", "Server", "e.g. 10.0.0.11 or nfs.example.org"),
+                        ("export", "Export", "e.g. /srv/images"),
+                        ("options", "Options", "optional, comma separated, e.g. vers=4.2"),
+                        ("ip", "Network (ip=)", "empty: dhcp; or client:server:gw:netmask:host:iface:none"),
                     ):
                         with Horizontal(classes="field"):
                             yield Label(label)
@@ -52,7 +67,9 @@ class SourceScreen(StepScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#devices", DataTable)
-        table.add_columns("device", "type", "size", "fs", "label", "UUID", "mounted", "model")
+        # What fits 80 columns whole; the type, mountpoints, model and PARTUUID of the
+        # highlighted device are on the line below the table.
+        table.add_columns("device", "size", "fs", "label", "UUID")
         self.fill_devices()
         if not self.engine.plan.source:  # start on the first device that can hold an image
             usable = [i for i, (d, _) in enumerate(self.rows) if d.usable]
@@ -75,13 +92,10 @@ class SourceScreen(StepScreen):
                     Text(c)
                     for c in (
                         shown,
-                        d.type,
                         human_size(d.size),
                         d.fstype or "",
                         d.label or "",
                         d.uuid or "",
-                        ", ".join(d.mountpoints),
-                        d.model or "",
                     )
                 ),
                 key=d.path,
@@ -112,6 +126,7 @@ class SourceScreen(StepScreen):
         if event.data_table.id != "devices" or not self.rows or event.cursor_row >= len(self.rows):
             return
         device = self.rows[event.cursor_row][0]
+        self.query_one("#device-detail", Static).update(device_detail(device))
         current = self.engine.source_device()
         self.offer_identifiers(device, keep=self.engine.plan.source if current is device else None)
 

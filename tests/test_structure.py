@@ -51,3 +51,22 @@ def test_screens_use_the_engine_only_through_its_facade():
     for path in SCREENS:
         engine_modules = {m for m in imported(path) if m == "tui" or m.startswith("tui.")}
         assert engine_modules <= {"tui.engine"}, f"{path.name} imports {sorted(engine_modules)}"
+
+
+def test_every_step_has_its_screen_and_the_first_screen_waits_for_no_engine_module():
+    """The step names are the keys of the lazy screen table, each gives the screen of that
+    name; importing the first screen's modules imports no engine module but the errors (the
+    engine comes in the Overview's worker, after the first frame)."""
+    code = (
+        "import sys\n"
+        "from screens.app import step_screen\n"
+        "from screens.steps import STEP_NAMES\n"
+        "import screens.overview\n"
+        "print(sorted(m for m in sys.modules if m.startswith('tui.')))\n"
+        "print(all(step_screen(n).NAME == n for n in STEP_NAMES))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    loaded, names_match = r.stdout.splitlines()
+    assert names_match == "True"
+    assert "tui.engine" not in loaded and "tui.transaction" not in loaded, loaded

@@ -6,11 +6,16 @@ The snapshot tests pass the app fixed Facts (devices, RAM, free space) instead o
 the machine's: a screenshot must not change with the machine it is taken on. The
 flow test uses the machine's real devices."""
 
+import io
+import os
 import shutil
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from screens.app import TmpfsRootApp
 from tests.infra import FAKE_KVER, Part, loop_device, make_disk_image, make_fake_target, run_cli, sh, tree_digest, udevd
@@ -131,7 +136,9 @@ SNAP_ROOT = Path("/tmp/tmpfs-root-tui-snapshots")
 @pytest.fixture
 def fixed(request, tmp_path):
     """A target and a mounted volume, and fixed facts."""
-    root = SNAP_ROOT if "snap_compare" in request.fixturenames else tmp_path / "fixed"
+    # A short path of its own otherwise: paths show on screen, and pytest's own are longer
+    # than any real mountpoint (the 80×24 test would find them cut).
+    root = SNAP_ROOT if "snap_compare" in request.fixturenames else Path(tempfile.mkdtemp(prefix="tr-tui-"))
     shutil.rmtree(root, ignore_errors=True)
     target = make_fake_target(root / "target")
     vol = make_volume_content(root / "vol")
@@ -210,28 +217,99 @@ STOPS = {
 @pytest.mark.parametrize("step", STOPS, ids=list(STOPS))
 def test_snapshot_of_every_screen(fixed, snap_compare, step, size):
     async def run_before(pilot):
-        await pilot.pause()
-        stop = STOPS[step]
-        if stop is None:
-            return
-        if stop == "image":
-            await pick_image(pilot)
-            return
-        if stop == "apply":
-            await open_confirmation(pilot)
-            await pilot.press("tab", "enter")  # keys, not a click: a mouse left hovering shows
-            await settle(pilot)
-            await pilot.pause()
+        await walk_to_stop(pilot, step)
+        if STOPS[step] == "apply":
             pilot.app.screen.query_one("#elapsed").update("elapsed 0 s")  # differs run to run
             await pilot.pause()
             await pilot.wait_for_scheduled_animations()
             await pilot.pause()
-            return
-        if stop != "SourceScreen":
-            await pick_image(pilot)
-        await walk_to(pilot, stop)
 
     assert snap_compare(app_for(fixed), terminal_size=SIZES[size], run_before=run_before)
+
+
+async def walk_to_stop(pilot, step: str) -> None:
+    """From the start to the screen of *step* (a key of STOPS), as the snapshots do."""
+    await settle(pilot)  # the Overview's checks
+    await pilot.pause()
+    stop = STOPS[step]
+    if stop is None:
+        return
+    if stop == "image":
+        await pick_image(pilot)
+        return
+    if stop == "apply":
+        await open_confirmation(pilot)
+        await pilot.press("tab", "enter")  # keys, not a click: a mouse left hovering shows
+        await settle(pilot)
+        await pilot.pause()
+        return
+    if stop != "SourceScreen":
+        await pick_image(pilot)
+    await walk_to(pilot, stop)
+
+
+def screen_text(app) -> str:
+    """The screen as plain text, exactly as the terminal shows it (what a screenshot holds)."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+def words(text: str) -> set[str]:
+    """The words of *text* that carry meaning: two letters or digits at least, punctuation
+    around them dropped (a number alone changes with time, e.g. the elapsed seconds)."""
+    found = set()
+    for token in text.split():
+        token = token.strip("\"'“”‘’()[]{}<>,.;:!?…·─━│╭╮╰╯▔▁▊▎▐▌▇▆▅▄▃▂")
+        if sum(c.isalnum() for c in token) >= 2 and not token.isdigit():
+            found.add(token)
+    return found
+
+
+async def reachable_words(pilot) -> set[str]:
+    """Every word on the screen, and every word reached by scrolling a scrollable part of it
+    up and down (PageDown, the wheel); never by scrolling sideways: a word whose end is off
+    to the right is cut."""
+    app = pilot.app
+    app.clear_notifications()
+    await pilot.pause()
+    seen = words(screen_text(app))
+    for widget in list(app.screen.query("*")):
+        if not widget.display or widget.max_scroll_y <= 0:
+            continue
+        widget.scroll_visible(animate=False)
+        step = max(1, widget.scrollable_content_region.height - 1)
+        for y in range(0, int(widget.max_scroll_y) + step, step):
+            widget.scroll_to(y=y, animate=False, immediate=True)
+            await pilot.pause()
+            seen |= words(screen_text(app))
+    return seen
+
+
+CUT_CASES = [pytest.param(step, False, id=step) for step in STOPS] + [
+    pytest.param(step, True, id=f"{step}-no-dracut")
+    for step in STOPS
+    if step != "apply"  # Apply refuses there
+]
+
+
+@pytest.mark.parametrize(("step", "failed_preflight"), CUT_CASES)
+async def test_nothing_is_cut_at_80x24(fixed, step, failed_preflight):
+    """Every word a screen shows on a wide terminal is shown whole at 80×24 too (scrolling
+    down allowed). A cell cut by a column ("install the dracut pa"), a line cut with "…",
+    a summary below the screen that nothing scrolls to: each leaves a word missing."""
+    target, _ = fixed
+    if failed_preflight:
+        (target / "usr/bin/dracut").unlink()
+    seen = {}
+    for size in ((240, 70), (80, 24)):
+        app = app_for(fixed)
+        async with app.run_test(size=size) as pilot:
+            await walk_to_stop(pilot, step)
+            seen[size] = await reachable_words(pilot)
+    missing = seen[(240, 70)] - seen[(80, 24)]
+    assert not missing, f"cut or unreachable at 80×24: {sorted(missing)}"
 
 
 # ------------------------------------------------------------- behaviour
@@ -339,83 +417,111 @@ async def test_command_palette_offers_the_steps(fixed):
 
 
 # ------------------------------------------------------------- tmux
+class Tmux:
+    """The real program in a real terminal (tmux): keys in, screen text out."""
+
+    def __init__(self, name: str, command: str, size: tuple[int, int]):
+        self.session = f"tmpfs-root-test-{name}"
+        repo = Path(__file__).resolve().parent.parent
+        width, height = size
+        sh("tmux", "new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height),
+           f"cd {repo} && {command}; sleep 60")  # fmt: skip
+
+    def screen(self) -> str:
+        return sh("tmux", "capture-pane", "-p", "-t", self.session).stdout
+
+    def keys(self, *keys: str) -> None:
+        for key in keys:  # one key per call: Escape must go alone, or it arrives as Alt+key
+            sh("tmux", "send-keys", "-t", self.session, key)
+            time.sleep(0.4)
+
+    def type(self, text: str) -> None:
+        sh("tmux", "send-keys", "-t", self.session, "-l", text)
+        time.sleep(0.4)
+
+    def wait_for(self, text: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = self.screen()
+            if text in shown:
+                return shown
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} never appeared:\n{self.screen()}")
+
+    def nfs_source(self) -> None:
+        """On the Source step: over to the NFS tab, type a server and an export."""
+        self.keys("BTab", "Right")  # the tab bar: over to NFS
+        self.wait_for("Server")
+        self.keys("Tab")
+        self.type("10.0.0.11")
+        self.keys("Tab")
+        self.type("/srv/images")
+        self.wait_for("root=tmpfs:NFS=nfs4:10.0.0.11:/srv/images")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
+
+
 @pytest.mark.needs("tmux")
 @pytest.mark.slow
 def test_a_user_in_tmux_converts_a_target_in_a_dry_run(tmp_path):
     """The real program in a real terminal: keys in, screen text out (NFS source, typed)."""
     target = make_fake_target(tmp_path / "target")
-    session = f"tmpfs-root-test-{tmp_path.name}"
-    repo = Path(__file__).resolve().parent.parent
-    sh(
-        "tmux",
-        "new-session",
-        "-d",
-        "-s",
-        session,
-        "-x",
-        "120",
-        "-y",
-        "40",
-        f"cd {repo} && python3 -m tui --root {target} --dry-run; sleep 60",
-    )
-
-    def screen() -> str:
-        return sh("tmux", "capture-pane", "-p", "-t", session).stdout
-
-    def keys(*k: str) -> None:
-        import time
-
-        for key in k:  # one key per call: Escape must go alone, or it arrives as Alt+key
-            sh("tmux", "send-keys", "-t", session, key)
-            time.sleep(0.4)
-
-    def type_(text: str) -> None:
-        import time
-
-        sh("tmux", "send-keys", "-t", session, "-l", text)
-        time.sleep(0.4)
-
-    def wait_for(text: str, timeout: float = 20) -> str:
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            shown = screen()
-            if text in shown:
-                return shown
-            time.sleep(0.3)
-        raise AssertionError(f"{text!r} never appeared:\n{screen()}")
-
+    tmux = Tmux(tmp_path.name, f"python3 -m tui --root {target} --dry-run", (120, 40))
     try:
-        wait_for("Step 1 of 7")
-        keys("C-n")
-        wait_for("Step 2 of 7")
-        keys("BTab", "Right")  # the tab bar: over to NFS
-        wait_for("Server")
-        keys("Tab")
-        type_("10.0.0.11")
-        keys("Tab")
-        type_("/srv/images")
-        wait_for("root=tmpfs:NFS=nfs4:10.0.0.11:/srv/images")
-        keys("C-n")
-        wait_for("Step 3 of 7")
-        type_("rootfs.tar.zst")
-        keys("C-n")
-        wait_for("Step 4 of 7")
-        keys("C-n")
-        wait_for("Step 5 of 7")
-        keys("C-n")
-        shown = wait_for("Step 6 of 7")
+        tmux.wait_for("Step 1 of 7")
+        tmux.keys("C-n")
+        tmux.wait_for("Step 2 of 7")
+        tmux.nfs_source()
+        tmux.keys("C-n")
+        tmux.wait_for("Step 3 of 7")
+        tmux.type("rootfs.tar.zst")
+        tmux.keys("C-n")
+        tmux.wait_for("Step 4 of 7")
+        tmux.keys("C-n")
+        tmux.wait_for("Step 5 of 7")
+        tmux.keys("C-n")
+        shown = tmux.wait_for("Step 6 of 7")
         assert "rd.neednet=1" in shown and "ip=dhcp" in shown
-        keys("C-n")
-        wait_for("Apply to")
-        keys("Tab", "Enter")  # from Cancel over to Apply
-        shown = wait_for("Dry run complete")
-        keys("Escape")
-        wait_for("Step 6 of 7")  # back to the review after the apply
+        tmux.keys("C-n")
+        tmux.wait_for("Apply to")
+        tmux.keys("Tab", "Enter")  # from Cancel over to Apply
+        tmux.wait_for("Dry run complete")
+        tmux.keys("Escape")
+        tmux.wait_for("Step 6 of 7")  # back to the review after the apply
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        tmux.close()
     assert tree_digest(target) == tree_digest(make_fake_target(tmp_path / "pristine"))
+
+
+@pytest.mark.needs("tmux")
+@pytest.mark.slow
+def test_a_dry_run_in_tmux_walks_past_a_failed_preflight_to_the_review(tmp_path):
+    """No dracut in the target, 80×24: the Overview shows the failure whole, the dry run
+    walks on to the Review, which names the problem; only Apply refuses."""
+    target = make_fake_target(tmp_path / "target")
+    (target / "usr/bin/dracut").unlink()
+    before = tree_digest(target)
+    tmux = Tmux(tmp_path.name, f"python3 -m tui --root {target} --dry-run", (80, 24))
+    try:
+        shown = tmux.wait_for("Cannot convert")
+        assert "✘ fail" in shown and "install the" in shown and "dracut package" in shown  # whole, wrapped
+        tmux.keys("C-n")
+        shown = tmux.wait_for("Step 2 of 7")
+        tmux.nfs_source()
+        tmux.keys("C-n")
+        tmux.wait_for("Step 3 of 7")
+        tmux.type("rootfs.tar.zst")
+        for step in (4, 5, 6):
+            tmux.keys("C-n")
+            shown = tmux.wait_for(f"Step {step} of 7")
+        assert "dracut" in shown and "not installed" in shown  # the Review names the problem
+        tmux.keys("C-n")
+        shown = tmux.wait_for("The plan has errors")
+        assert "Apply to" not in shown
+    finally:
+        tmux.close()
+    assert tree_digest(target) == before
 
 
 @pytest.mark.chroot  # the target's dracut runs under chroot
@@ -489,6 +595,61 @@ async def test_create_an_image_from_the_tui(fixed, tmp_path):
         assert app.image_info is not None and app.image_info.format == "zstd"
     listing = sh("tar", "-tf", fixed[0].parent / "vol/images/new.tar.zst").stdout
     assert "./etc/hostname" in listing
+
+
+async def fill_create_dialog(pilot, tree: Path, output: Path, fmt: str, exclude: str = ""):
+    """From the start: the Image step's create dialog, filled in and started."""
+    await walk_to(pilot, "ImageScreen")
+    pilot.app.screen.query_one("#create").press()
+    await pilot.pause()
+    dialog = pilot.app.screen
+    dialog.query_one("#from").value = str(tree)
+    dialog.query_one("#output").value = str(output)
+    dialog.query_one("#format").value = fmt
+    dialog.query_one("#exclude").value = exclude
+    dialog.query_one("#go").press()
+    return dialog
+
+
+async def test_the_create_dialog_passes_format_and_exclusions_and_escape_stops_it(fixed, tmp_path):
+    """The dialog offers what the CLI has (format, --exclude; --with-mount is passed the same
+    way, not exercised: no second filesystem here); Escape while packing stops tar and the
+    compressor and leaves nothing at the output."""
+    tree = tmp_path / "root"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/hostname").write_text("made-by-the-tui\n")
+    (tree / "srv/cache").mkdir(parents=True)
+    (tree / "srv/cache/big.bin").write_bytes(b"x" * 4096)
+    vol = fixed[0].parent / "vol"
+    app = app_for(fixed)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await fill_create_dialog(pilot, tree, vol / "images/new.tar.gz", "gz", exclude="/srv/cache")
+        await settle(pilot)
+        await pilot.pause()
+        await settle(pilot)
+        assert app.plan.image == "images/new.tar.gz"
+        assert app.image_info is not None and app.image_info.format == "gzip"
+    listing = sh("tar", "-tzf", vol / "images/new.tar.gz").stdout
+    assert "./etc/hostname" in listing and "big.bin" not in listing
+
+    # Slow to pack (xz of 48 MB of noise takes over ten seconds here): Escape stops it.
+    (tree / "srv/cache/big.bin").write_bytes(os.urandom(48 << 20))
+    app = app_for(fixed)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await fill_create_dialog(pilot, tree, vol / "images/slow.tar.xz", "xz")
+        await pilot.pause(1.0)
+        assert dialog.running
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ImageScreen"
+    assert sorted(p.name for p in (vol / "images").iterdir()) == [
+        "new.tar.gz",
+        "new.tar.gz.sha256",
+        "notes.txt",
+        "rootfs.tar.zst",
+    ]
+    assert subprocess.run(["pgrep", "-f", "slow.tar.xz"], capture_output=True).returncode == 1  # nothing left running
 
 
 @pytest.mark.parametrize("damage", ["not-json", "link", "markup"])
@@ -601,6 +762,32 @@ async def test_nothing_is_called_required_before_next(fixed):
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert "is required" in str(app.screen.query_one("#problem-image").render())
+
+
+async def test_placeholders_do_not_look_like_values(fixed):
+    """An empty field's hint says it is one ("e.g.", "default:", "empty", "optional") and is
+    shown dim and italic, unlike anything typed."""
+    from textual.widgets import Input
+
+    app = app_for(fixed)
+    checked = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        for screen in ("SourceScreen", "ImageScreen", "SizeScreen", "BootScreen"):
+            await walk_to(pilot, screen)
+            if screen == "SizeScreen":
+                app.screen.query_one("#size").value = ""  # prefilled; its hint shows when emptied
+                await pilot.pause()
+            for field in app.screen.query(Input):
+                if field.placeholder and not field.value:
+                    assert field.placeholder.startswith(("e.g.", "default:", "empty", "optional")), field.placeholder
+                    style = field.get_component_rich_style("input--placeholder")
+                    assert style.italic, field.id
+                    checked.append(field.id)
+            if screen == "ImageScreen":
+                app.screen.query_one("#archives").focus()
+                await pilot.press("enter")
+                await settle(pilot)
+    assert {"nfs-server", "nfs-export", "nfs-options", "nfs-ip", "size", "title", "append"} <= set(checked)
 
 
 async def test_f1_explains_every_step(fixed):

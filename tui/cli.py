@@ -362,15 +362,18 @@ def _merge_globals(args) -> None:
     args.dry_run = args.dry_run_global or getattr(args, "dry_run_cmd", False)
 
 
+def _check_root(args) -> None:
+    if not os.path.isdir(args.root):
+        raise UsageError(
+            f"--root {shown(args.root)}: is not a directory; accepted: a directory holding a system, or / for this one"
+        )
+
+
 def _engine(args, dry_run: bool = False) -> Engine:
     from tui.engine import Engine
 
-    root = args.root
-    if not os.path.isdir(root):
-        raise UsageError(
-            f"--root {shown(root)}: is not a directory; accepted: a directory holding a system, or / for this one"
-        )
-    return Engine(root, dry_run=dry_run)
+    _check_root(args)
+    return Engine(args.root, dry_run=dry_run)
 
 
 # ------------------------------------------------------------------ commands
@@ -500,7 +503,7 @@ def _print_preview(preview: Preview) -> None:
 def cmd_tui(args) -> int:
     from screens.app import run_app
 
-    _engine(args)  # --root must be a directory, as for every command
+    _check_root(args)  # as for every command (the engine itself is made once the screen is up)
     return run_app(root=args.root, dry_run=args.dry_run)
 
 

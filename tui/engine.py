@@ -16,18 +16,24 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tui import bootloader, images, transaction, validation
+from tui import images, validation
 from tui import plan as plan_mod
-from tui.bootloader import Bootloader
 from tui.cancel import CancelToken
 from tui.devices import BlockDevice, human_size
 from tui.errors import BadInput, Cancelled, TmpfsRootError, escape, shown
 from tui.host import Action, Host, make_host
 from tui.images import ImageInfo
 from tui.plan import Plan, Resolved
-from tui.txlog import TransactionLog
 from tui.validation import Problem
+
+if TYPE_CHECKING:
+    from tui import transaction
+    from tui.bootloader import Bootloader
+
+# The bootloader, transaction and log modules are imported where they are used:
+# the TUI's first screen must not wait for them (bench/startup.py).
 
 __all__ = [
     "BlockDevice",
@@ -165,6 +171,8 @@ class Engine:
 
     @property
     def bootloader(self) -> Bootloader:
+        from tui import bootloader
+
         if self._bootloader is None:
             self._bootloader = bootloader.detect(self.host)
         return self._bootloader
@@ -240,6 +248,7 @@ class Engine:
 
     def load_installed_plan(self) -> None:
         """The plan apply recorded in the target (/etc/tmpfs-root/plan.toml)."""
+        from tui import transaction
         from tui.safefile import SMALL_LIMIT
 
         try:
@@ -401,6 +410,8 @@ class Engine:
     # -------------------------------------------------------- transactions
     def preview(self, mode: str = "apply") -> Preview:
         """What apply (or remove) would do: its steps run on a recording host."""
+        from tui import transaction
+
         recorder = make_host(self.root, dry_run=True)
         resolved = None
         if mode == "apply":
@@ -411,6 +422,8 @@ class Engine:
         return Preview(resolved, recorder.root, recorder.is_live, recorder.written_files(), recorder.commands())
 
     def step_names(self, mode: str = "apply") -> list[str]:
+        from tui import transaction
+
         recorder = make_host(self.root, dry_run=True)
         if mode == "apply":
             return [s.name for s in transaction.apply_steps(self.plan, recorder, self.facts.devices)[1]]
@@ -427,6 +440,9 @@ class Engine:
         return self._run("remove", on_event)
 
     def _run(self, mode: str, on_event: EventCallback | None) -> transaction.Outcome:
+        from tui import transaction
+        from tui.txlog import TransactionLog
+
         self.cancel_token = CancelToken()
         log = None if self.dry_run else TransactionLog(f"tmpfs-root {mode}", self.root)
         if log and mode == "apply":
@@ -470,9 +486,13 @@ class Engine:
 
     # ------------------------------------------------------------- status
     def is_installed(self) -> bool:
+        from tui import transaction
+
         return transaction.is_installed(self.host)
 
     def status(self) -> dict:
+        from tui import transaction
+
         return transaction.status(self.host)
 
     def status_lines(self, report: dict | None = None) -> list[str]:
