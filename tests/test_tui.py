@@ -828,3 +828,52 @@ async def test_typed_text_is_shown_literally_never_as_markup(fixed):
 def test_the_tui_refuses_a_root_that_is_not_a_directory(tmp_path):
     result = run_cli("--root", tmp_path / "absent")
     assert result.returncode == 2 and "--root" in result.stderr and "not a directory" in result.stderr
+
+
+async def test_an_installed_setup_shows_status_as_text_and_a_dry_run_remove_writes_nothing(tmp_path, monkeypatch):
+    """A target with tmpfs-root applied (busybox and fake dracut/GRUB tools under chroot):
+    the Overview offers Modify/Status/Remove; Status is lines to read, not JSON; Remove in a
+    dry run ends with "Dry run complete", never "removed", and the target is unchanged."""
+    from tests.infra import make_tool_target
+    from tui.host import Host
+    from tui.plan import Plan
+    from tui.transaction import apply
+
+    monkeypatch.setenv("TMPFS_ROOT_LOCK_DIR", str(tmp_path / "lock"))
+    target = make_tool_target(tmp_path / "target")
+    apply(Plan(source="nfs:10.0.0.11:/srv/images", image="images/rootfs.tar.zst"), Host(target))
+    applied = tree_digest(target)
+    app = TmpfsRootApp(str(target), dry_run=True, facts=Facts([], 8 << 30, 0, 900 << 20, watch=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.pause()
+        assert [b.id for b in app.screen.query("Button")] == ["modify", "status", "remove", "quit"]
+        app.screen.query_one("#status").press()
+        await pilot.pause()
+        shown = screen_text(app)
+        assert "Status" in shown and "{" not in shown and "nfs:10.0.0.11" in shown
+        await pilot.press("escape")
+        await pilot.pause()
+        app.screen.query_one("#remove").press()
+        await pilot.pause()
+        await pilot.press("tab", "enter")  # from Cancel over to Remove
+        await settle(pilot)
+        await pilot.pause()
+        result = str(app.screen.query_one("#result").render())
+        assert "Dry run complete" in result and "removed" not in result.split("What")[0]
+    assert tree_digest(target) == applied
+
+
+async def test_saving_the_plan_onto_a_directory_says_so_and_keeps_the_dialog(fixed, tmp_path):
+    app = app_for(fixed)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pick_image(pilot)
+        await walk_to(pilot, "ReviewScreen")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        app.screen.query_one("#path").value = str(tmp_path)
+        app.screen.query_one("#save").press()
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SavePlanModal"
+        assert "is a directory" in str(app.screen.query_one("#message").render())
+    assert app.return_code in (None, 0)
