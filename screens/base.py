@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -71,24 +72,34 @@ class StepScreen(EngineView, Screen):
 
     def action_next(self) -> None:
         self.tried_next = True
-        errors = self.show_problems(probes=True)
+        self.probe_then_next()
+
+    # Next checks everything, probes included (grub-probe, the image's decompressor): in a
+    # worker, so a slow disk never freezes the screen; the engine caches what they find.
+    @work(thread=True, exclusive=True, group="probes")
+    def probe_then_next(self) -> None:
+        problems = self.engine.problems(*self.FIELDS, probes=True)
+        self.app.call_from_thread(self.after_probes, problems)
+
+    def after_probes(self, problems: list[Problem]) -> None:
+        if not self.is_current:  # left meanwhile (Escape)
+            return
+        errors = self.show_problems(found=problems)
         if errors:
             where = ", ".join(sorted({p.option for p in errors}))
             self.notify(f"Fix the errors shown in red first ({where}).", severity="error", markup=False)
             return
         self.tmpfs_app.next_step(self.NAME)
 
-    def show_problems(self, probes: bool = False) -> list[Problem]:
+    def show_problems(self, found: list[Problem] | None = None) -> list[Problem]:
         """Put the engine's problems for this step's fields beside them; returns the errors.
 
         As the user types, only what the plan's text decides is checked (no grub-probe, no
-        decompressor); Next checks everything. A field nobody has filled in yet is not called
-        "required" before Next is pressed."""
-        problems = [
-            p
-            for p in self.engine.problems(*self.FIELDS, probes=probes)
-            if self.tried_next or not (p.value == "" and "is required" in p.message)
-        ]
+        decompressor); Next checks everything (*found*, from the probing worker). A field
+        nobody has filled in yet is not called "required" before Next is pressed."""
+        if found is None:
+            found = self.engine.problems(*self.FIELDS, probes=False)
+        problems = [p for p in found if self.tried_next or not (p.value == "" and "is required" in p.message)]
         for f in self.FIELDS:
             for widget in self.query(f"#problem-{f}").results(Static):
                 mine = [p for p in problems if p.field == f]

@@ -877,3 +877,39 @@ async def test_saving_the_plan_onto_a_directory_says_so_and_keeps_the_dialog(fix
         assert type(app.screen).__name__ == "SavePlanModal"
         assert "is a directory" in str(app.screen.query_one("#message").render())
     assert app.return_code in (None, 0)
+
+
+async def test_typing_checks_the_text_only_and_next_probes_in_a_worker(fixed, monkeypatch):
+    """Each keystroke validates without probes (no grub-probe, no decompressor); Next runs
+    them, off the UI thread."""
+    import threading
+
+    from tui import validation
+
+    calls: list[tuple[bool, bool]] = []  # (probes, on the UI thread)
+    real = validation.validate
+
+    def spy(plan, ctx):
+        calls.append((ctx.probes, threading.current_thread() is threading.main_thread()))
+        return real(plan, ctx)
+
+    monkeypatch.setattr(validation, "validate", spy)
+    app = app_for(fixed)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pick_image(pilot)
+        await walk_to(pilot, "SizeScreen")
+        size = app.screen.query_one("#size")
+        size.value = ""
+        size.focus()
+        calls.clear()
+        await pilot.press(*"512M")
+        await pilot.pause()
+        typed = list(calls)
+        calls.clear()
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        await pilot.pause()
+        assert type(app.screen).__name__ == "BootScreen"
+    assert len(typed) >= 4 and all(not probes for probes, _ in typed)
+    assert (True, False) in calls  # probed, in a worker thread
+    assert not [c for c in calls if c == (True, True)]  # never probed on the UI thread
