@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+from functools import partial
 from typing import TYPE_CHECKING
 
 from tui import __version__
@@ -156,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dry_run(p, "show what apply would do and write nothing")
     p.add_argument("--verbose", "-v", action="store_true", help="print the full output of dracut and grub-mkconfig")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object at the end ("changed", "dry_run", "files", "commands"; '
+        "what a configuration tool such as Ansible reads); the rest goes to stderr",
+    )
 
     p = sub.add_parser(
         "status",
@@ -702,12 +709,33 @@ def cmd_apply(args) -> int:
     if interrupted:
         say("note: an earlier apply or remove was interrupted; its changes are rolled back first")
     preview = engine.preview()
+    # With --json, stdout carries the one JSON object only; what people read goes to stderr.
+    out = partial(print, file=sys.stderr) if args.json else print
+
+    def report(changed: bool) -> None:
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "changed": changed,
+                        "dry_run": args.dry_run,
+                        "root": str(engine.root),
+                        "files": [a.to_json() for a in preview.files],
+                        "commands": [a.to_json() for a in preview.commands],
+                    },
+                    indent=2,
+                )
+            )
+
     if not preview.files and not preview.commands and not interrupted:
-        print(f"tmpfs-root: already applied to {one_line(str(engine.root))}; nothing to change")
+        out(f"tmpfs-root: already applied to {one_line(str(engine.root))}; nothing to change")
+        report(False)
         return EXIT_OK
-    _print_preview(preview)
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        _print_preview(preview)
     if args.dry_run:
-        print("(dry run: nothing was written)")
+        out("(dry run: nothing was written)")
+        report(True)  # what a real apply would change
         return EXIT_OK
     _confirm(f"Apply these changes to {engine.root}?", args.yes, "apply")
     if engine.plan.boot == "default":
@@ -722,8 +750,9 @@ def cmd_apply(args) -> int:
         print(f"tmpfs-root: rolled back {len(outcome.recovered)} change(s) left by an interrupted run")
     assert preview.resolved is not None
     kver = max(preview.resolved.kernels, key=version_key)
-    print(one_line(f"Applied to {engine.root}: entry 'tmpfs-root-{kver}' ({preview.resolved.title})."))
-    print(engine.next_steps())
+    out(one_line(f"Applied to {engine.root}: entry 'tmpfs-root-{kver}' ({preview.resolved.title})."))
+    out(engine.next_steps())
+    report(outcome.changed)
     return EXIT_OK
 
 
