@@ -1,7 +1,8 @@
 """The Ansible role (ansible/roles/tmpfs_root) run by a real ansible-playbook, connection
 local, against a target directory with busybox and stand-ins for dracut and the GRUB tools
-(the transaction is the real one; the role is what is tested): check mode changes nothing
-and reports a change, apply reports a change, a second apply none, check mode then none."""
+(the transaction is the real one; the role is what is tested): it installs tmpfs-root from
+this checkout into a virtual environment and runs that; check mode changes nothing and
+reports a change, apply reports a change, a second apply none, check mode then none."""
 
 import json
 import re
@@ -23,10 +24,9 @@ PLAYBOOK = """
       vars:
         tmpfs_root_plan: {plan}
         tmpfs_root_target: {target}
-        tmpfs_root_install: false
-        tmpfs_root_command: {command}
+        tmpfs_root_pip_name: {repo}
+        tmpfs_root_virtualenv: {venv}
         tmpfs_root_environment:
-          PYTHONPATH: {repo}
           TMPFS_ROOT_LOCK_DIR: {lock}
           TMPFS_ROOT_LOG_DIR: {log}
 """
@@ -69,8 +69,8 @@ def test_the_role_applies_once_reports_changes_truthfully_and_supports_check_mod
         PLAYBOOK.format(
             plan=plan,
             target=target,
-            command=json.dumps([sys.executable, "-m", "tui"]),
             repo=REPO,
+            venv=tmp_path / "venv",
             lock=tmp_path / "lock",
             log=tmp_path / "log",
         )
@@ -78,10 +78,12 @@ def test_the_role_applies_once_reports_changes_truthfully_and_supports_check_mod
     before = tree_digest(target)
 
     changed, _ = playbook(tmp_path, "--check")
-    assert changed == 1 and tree_digest(target) == before  # would change; wrote nothing
+    assert changed == 1 and tree_digest(target) == before  # would install; wrote nothing
+    assert not (tmp_path / "venv").exists()
 
     changed, _ = playbook(tmp_path)
-    assert changed == 1
+    assert changed == 2  # installed (pip, into the virtual environment), applied
+    assert (tmp_path / "venv/bin/tmpfs-root").exists()
     status = run_cli("status", "--root", target, "--json")
     assert json.loads(status.stdout)["installed"]
     applied = tree_digest(target)
@@ -90,6 +92,14 @@ def test_the_role_applies_once_reports_changes_truthfully_and_supports_check_mod
     assert changed == 0 and tree_digest(target) == applied
     changed, _ = playbook(tmp_path, "--check")
     assert changed == 0
+
+    # A changed plan: check mode says so (apply --dry-run) and writes nothing; apply changes.
+    resaved = run_cli("plan", "--plan", plan, "--root", target, "--title", "RAM root", "--save", plan)
+    assert resaved.returncode == 0, resaved.stderr
+    changed, _ = playbook(tmp_path, "--check")
+    assert changed == 1 and tree_digest(target) == applied
+    changed, _ = playbook(tmp_path)
+    assert changed == 1 and tree_digest(target) != applied
 
 
 def test_apply_json_is_one_object_on_stdout_and_says_whether_anything_changed(tmp_path):
