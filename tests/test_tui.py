@@ -303,10 +303,12 @@ async def test_nothing_is_cut_at_80x24(fixed, step, failed_preflight):
     if failed_preflight:
         (target / "usr/bin/dracut").unlink()
     seen = {}
-    for size in ((240, 70), (80, 24)):
-        app = app_for(fixed)
-        async with app.run_test(size=size) as pilot:
-            await walk_to_stop(pilot, step)
+    app = app_for(fixed)
+    async with app.run_test(size=(240, 70)) as pilot:
+        await walk_to_stop(pilot, step)
+        for size in ((240, 70), (80, 24)):  # one walk, the terminal resized under it
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
             seen[size] = await reachable_words(pilot)
     missing = seen[(240, 70)] - seen[(80, 24)]
     assert not missing, f"cut or unreachable at 80×24: {sorted(missing)}"
