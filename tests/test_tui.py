@@ -315,15 +315,20 @@ async def test_nothing_is_cut_at_80x24(fixed, step, failed_preflight):
 
 
 # ------------------------------------------------------------- behaviour
+async def empty_size_field(pilot) -> None:
+    """From the start to the Size step, its (prefilled) field emptied and focused for typing."""
+    await pick_image(pilot)
+    await walk_to(pilot, "SizeScreen")
+    size = pilot.app.screen.query_one("#size")
+    size.value = ""
+    size.focus()
+
+
 async def test_errors_show_beside_the_field_in_the_clis_words(fixed):
     target, _ = fixed
     app = app_for(fixed)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pick_image(pilot)
-        await walk_to(pilot, "SizeScreen")
-        size = app.screen.query_one("#size")
-        size.value = ""
-        size.focus()
+        await empty_size_field(pilot)
         await pilot.press(*"3Q")
         await pilot.pause()
         shown = str(app.screen.query_one("#problem-size").render())
@@ -900,11 +905,7 @@ async def test_typing_checks_the_text_only_and_next_probes_in_a_worker(fixed, mo
     monkeypatch.setattr(validation, "validate", spy)
     app = app_for(fixed)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pick_image(pilot)
-        await walk_to(pilot, "SizeScreen")
-        size = app.screen.query_one("#size")
-        size.value = ""
-        size.focus()
+        await empty_size_field(pilot)
         calls.clear()
         await pilot.press(*"512M")
         await pilot.pause()
