@@ -64,8 +64,12 @@ CASES = {
         "root=tmpfs:/dev/mapper/tvg-images rd.lvm.lv=tvg/images rd.tmpfs.imgfile=images/root.tar.lz4 rd.tmpfs.size=64M",
         "ok",
     ),
-    # images made by `tmpfs-root image create`, which records their size for the boot
-    "fat-uuid-created-zst": (f"root=tmpfs:UUID={FAT_UUID} rd.tmpfs.imgfile=images/created.tar.zst", "ok"),
+    # images made by `tmpfs-root image create`, which records their size for the boot; its
+    # default zst image is sharded (unpacked in parallel), here with its sha256 pinned
+    "fat-uuid-created-zst": (
+        f"root=tmpfs:UUID={FAT_UUID} rd.tmpfs.imgfile=images/created.tar.zst rd.tmpfs.sha256={{sha_created}}",
+        "ok",
+    ),
     "escaped-label-created-gz": (f"root=tmpfs:LABEL={ESCAPED_LABEL} rd.tmpfs.imgfile=images/created.tar.gz", "ok"),
     "fault-missing": (
         "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/absent.tar.zst",
@@ -78,6 +82,10 @@ CASES = {
     "fault-sha256": (
         "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar.gz rd.tmpfs.size=64M rd.tmpfs.sha256=" + "0" * 64,
         ("sha256 of the image is", "rd.tmpfs.sha256"),
+    ),
+    "fault-tampered-shard": (
+        "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/tampered.tar.zst rd.tmpfs.sha256={sha_tampered}",
+        ("shard 2 of 3: its sha256 is not the one in the image's index", "rd.tmpfs.sha256"),
     ),
     "fault-too-small": (
         "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=1M",
@@ -137,8 +145,12 @@ class World:
             pack(big, content / "images/big.tar.gz", "gz")
             zst = (content / "images/root.tar.zst").read_bytes()
             (content / "images/corrupt.tar.zst").write_bytes(zst[:64] + bytes(len(zst) - 64))
+            sha_tampered = tampered_shard(rootfs, tmp, content / "images/tampered.tar.zst")
             # Values the cases' kernel arguments are formatted with.
-            self.params = {"sha_xz": hashlib.sha256((content / "images/root.tar.xz").read_bytes()).hexdigest()}
+            self.params = {
+                "sha_xz": hashlib.sha256((content / "images/root.tar.xz").read_bytes()).hexdigest(),
+                "sha_tampered": sha_tampered,
+            }
             self.disk = tmp / "disk.img"
             make_disk_image(
                 self.disk,
@@ -151,10 +163,12 @@ class World:
             self.lvm_disk = tmp / "lvm.img"
             make_lvm_disk(self.lvm_disk, lvm_content, "LVMIMG", tmp)
             self.names_disk = tmp / "names.img"
+            created = created_images(rootfs, tmp, "zst")
+            self.params["sha_created"] = (created / "images/created.tar.zst.sha256").read_text().split()[0]
             make_disk_image(
                 self.names_disk,
                 [
-                    Part(32, "vfat", label="FATIMG", uuid=FAT_UUID, content=created_images(rootfs, tmp, "zst")),
+                    Part(32, "vfat", label="FATIMG", uuid=FAT_UUID, content=created),
                     Part(32, "ext4", label=ESCAPED_LABEL, content=created_images(rootfs, tmp, "gz")),
                 ],
                 tmp,
@@ -197,6 +211,26 @@ def created_images(rootfs: Path, tmp: Path, fmt: str) -> Path:
     return content
 
 
+def tampered_shard(rootfs: Path, tmp: Path, out: Path) -> str:
+    """A sharded image of three shards with one byte of the second changed; returns the
+    sha256 to pin (its index's, which the change leaves as it was)."""
+    import os
+
+    from tui import image_index
+    from tui.image_create import create, make_plan
+
+    made = create(make_plan(str(rootfs), str(tmp / "sharded.tar.zst"), "zst", shards=3))
+    data = bytearray(Path(made.path).read_bytes())
+    fd = os.open(made.path, os.O_RDONLY)
+    try:
+        second = image_index.read(fd).parts[1]
+    finally:
+        os.close(fd)
+    data[second.offset + second.length // 2] ^= 0x10
+    out.write_bytes(bytes(data))
+    return made.sha256
+
+
 def _wanted(request, fixture: str) -> list[tuple[str, str]]:
     """The (flavour, case) boots the collected tests of this module ask *fixture* for."""
     return [
@@ -234,6 +268,9 @@ def test_boots_into_tmpfs(world, flavour, case):
     assert "tmpfs-root: root filesystem ready in RAM" in boot.log
     if case == "uuid-xz-sha256":
         assert "tmpfs-root: sha256 verified" in boot.log
+    if case == "fat-uuid-created-zst":  # sharded, pinned: the index and every shard checked
+        assert boot.lines("tmpfs-root: unpacked") and "(sharded: " in boot.lines("tmpfs-root: unpacked")[0]
+        assert "tmpfs-root: sha256 verified: the index and every shard" in boot.log
     if case in ("partuuid-zstd-nosize", "fat-uuid-created-zst", "escaped-label-created-gz"):
         # the image's real size is known at boot: from the zstd frame, or recorded by image create
         chosen = boot.lines("tmpfs-root: tmpfs of")

@@ -123,18 +123,35 @@ def create_cli(source, output, *args, timeout=300):
     return run_cli("image", "create", f"--from={source}", f"--output={output}", *args, timeout=timeout)
 
 
-def test_round_trip_through_the_module_unpack_into_a_tmpfs_loses_nothing(tmp_path, tmpfs):
+@pytest.mark.parametrize(
+    "shards,fmt",
+    [([], "sharded"), (["--shards=1"], "zstd"), (["--shards=9"], "sharded")],
+    ids=["default-sharded", "one-stream", "nine-shards"],
+)
+def test_round_trip_through_the_module_unpack_into_a_tmpfs_loses_nothing(tmp_path, tmpfs, shards, fmt):
+    """Everything kept, in every layout: the default, one stream, and nine shards for a tree
+    of a few dozen members (so that most members sit at a shard boundary, and the hard-link
+    pair must be kept in one shard)."""
     tree = make_hard_tree(tmp_path / "tree")
+    for n in range(24):  # enough members for nine shards
+        (tree / f"usr/share/f{n:02}").parent.mkdir(parents=True, exist_ok=True)
+        (tree / f"usr/share/f{n:02}").write_bytes(os.urandom(1000 * n))
     out = tmp_path / "out"
     out.mkdir()
-    made = create_cli(tree, out / "root.tar.zst")
+    made = create_cli(tree, out / "root.tar.zst", *shards)
     assert made.returncode == 0, made.stderr
     assert "socket" not in made.stderr  # a socket is runtime state: silently not packed
     dest = tmpfs("newroot", "256m")
     run = tmp_path / "run"
     run.mkdir()
-    r = run_sh(["dash"], f'tr_unpack "{out}/root.tar.zst" zstd "{dest}" ""; echo rc=$?', {"TR_RUN": str(run)})
-    assert "rc=0" in r.stdout, r.stderr
+    image = out / "root.tar.zst"
+    pin = (out / "root.tar.zst.sha256").read_text().split()[0]
+    r = run_sh(
+        ["dash"],
+        f'f=$(tr_format "{image}"); echo fmt=$f; tr_unpack "{image}" "$f" "{dest}" "{pin}"; echo rc=$?',
+        {"TR_RUN": str(run)},
+    )
+    assert f"fmt={fmt}" in r.stdout and "rc=0" in r.stdout, r.stderr
     skip = ("srv/sock/control", "etc/fstab", "dev/console")
     before = tree_metadata(tree, skip=skip)
     after = tree_metadata(dest, skip=skip)
@@ -147,7 +164,14 @@ def test_round_trip_through_the_module_unpack_into_a_tmpfs_loses_nothing(tmp_pat
     assert after[b"var/lib/sparse.img"]["sparse"]
     assert after[b"home/user/data"]["hardlinks"] == [b"home/user/data", b"home/user/data.hardlink"]
     assert stat.S_ISBLK(after[b"srv/nodes/loop9"]["mode"]) and after[b"srv/nodes/loop9"]["rdev"] == os.makedev(7, 9)
-    sha = hashlib.sha256((out / "root.tar.zst").read_bytes()).hexdigest()
+    data = image.read_bytes()
+    if fmt == "sharded":  # the pin is the index frame's sha256: the index lists every shard's
+        frame = 8 + int.from_bytes(data[4:8], "little")
+        sha = hashlib.sha256(data[:frame]).hexdigest()
+        count = sum(line.startswith("part files") for line in data[8:frame].decode().splitlines())
+        assert count == (9 if shards else 2)  # --shards auto: at least two
+    else:
+        sha = hashlib.sha256(data).hexdigest()
     assert (out / "root.tar.zst.sha256").read_text() == f"{sha}  root.tar.zst\n"
 
 
@@ -158,12 +182,16 @@ def test_fstab_is_rewritten_in_the_image_only(tmp_path, tmpfs):
     images.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(images)], check=True)
     try:
-        made = create_cli(tree, images / "root.tar")
+        made = create_cli(tree, images / "root.tar.zst")
         assert made.returncode == 0, made.stderr
-        listing = subprocess.run(["tar", "-tf", str(images / "root.tar")], capture_output=True, text=True).stdout
+        # The default, sharded image read by standard tools: one zstd stream of tar archives.
+        stream = subprocess.run(["zstd", "-dc", str(images / "root.tar.zst")], capture_output=True, check=True).stdout
+        listing = subprocess.run(
+            ["tar", "-t", "--ignore-zeros"], input=stream, capture_output=True, check=True
+        ).stdout.decode()
         fstab = subprocess.run(
-            ["tar", "-xOf", str(images / "root.tar"), "etc/fstab"], capture_output=True, text=True
-        ).stdout
+            ["tar", "-xO", "--ignore-zeros", "etc/fstab"], input=stream, capture_output=True, check=True
+        ).stdout.decode()
     finally:
         subprocess.run(["umount", str(images)], check=True)
     assert (tree / "etc/fstab").read_text() == host_fstab  # the tree is never changed
@@ -172,7 +200,7 @@ def test_fstab_is_rewritten_in_the_image_only(tmp_path, tmpfs):
     assert "#UUID=2222 /srv/images ext4 ro 0 2" in lines
     assert "tmpfs /tmp tmpfs defaults 0 0" in lines
     assert sum(line.startswith("# tmpfs-root: commented out") for line in lines) == 2
-    assert "./srv/images/root.tar" not in listing  # the output and its folder are not packed
+    assert "./srv/images/root.tar.zst" not in listing  # the output and its folder are not packed
     assert listing.count("etc/fstab") == 1
 
 

@@ -59,6 +59,17 @@ async def settle(pilot) -> None:
         await pilot.app.workers.wait_for_complete(work)
 
 
+async def settle_until(pilot, done, timeout: float = 60.0) -> None:
+    """Settle until *done()* holds: work that starts when other work ends (an inspection
+    after a create) is not among the workers of the first wait."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not done() and time.monotonic() < end:
+        await settle(pilot)
+        await pilot.pause(0.05)
+
+
 async def walk_to(pilot, screen_name: str) -> None:
     """Press Next (ctrl+n) until *screen_name*, waiting for workers on the way."""
     for _ in range(8):
@@ -595,9 +606,7 @@ async def test_create_an_image_from_the_tui(fixed, tmp_path):
         app.screen.query_one("#from").value = str(tree)
         app.screen.query_one("#output").value = str(vol / "images/new.tar.zst")
         await pilot.click("#go")
-        await settle(pilot)
-        await pilot.pause()
-        await settle(pilot)
+        await settle_until(pilot, lambda: app.image_info is not None and app.image_info.path.endswith("new.tar.zst"))
         assert type(app.screen).__name__ == "ImageScreen"
         assert app.plan.image == "images/new.tar.zst"
         assert "images/new.tar.zst" in [a[0] for a in app.screen.archives]
@@ -633,9 +642,7 @@ async def test_the_create_dialog_passes_format_and_exclusions_and_escape_stops_i
     app = app_for(fixed)
     async with app.run_test(size=(80, 24)) as pilot:
         await fill_create_dialog(pilot, tree, vol / "images/new.tar.gz", "gz", exclude="/srv/cache")
-        await settle(pilot)
-        await pilot.pause()
-        await settle(pilot)
+        await settle_until(pilot, lambda: app.image_info is not None and app.image_info.path.endswith("new.tar.gz"))
         assert app.plan.image == "images/new.tar.gz"
         assert app.image_info is not None and app.image_info.format == "gzip"
     listing = sh("tar", "-tzf", vol / "images/new.tar.gz").stdout

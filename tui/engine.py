@@ -386,12 +386,19 @@ class Engine:
         level: int | None = None,
         excludes: list[str] | None = None,
         with_mounts: list[str] | None = None,
+        shards: int | str | None = "auto",
     ):
         """What image create would pack (BadInput naming the option at fault)."""
         from tui import image_create
 
         return image_create.make_plan(
-            source, output, fmt or image_create.DEFAULT_FORMAT, level, excludes or [], with_mounts or []
+            source,
+            output,
+            fmt or image_create.DEFAULT_FORMAT,
+            level,
+            excludes or [],
+            with_mounts or [],
+            shards=shards,
         )
 
     def image_size(self, image_plan) -> tuple[int, int]:

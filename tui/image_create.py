@@ -14,11 +14,12 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,28 +69,36 @@ class CreatePlan:
     skipped_mounts: list[str] = field(default_factory=list)  # separate mounts left out
     left_out: list[str] = field(default_factory=list)  # folders not packed because the output is in them
     fstab: str | None = None  # the image's rewritten /etc/fstab
+    shards: int | None = None  # zst: shards of the sharded format (None: by size; 1: one stream)
 
-    def tar_argv(self, staging: Path) -> list[str]:
-        argv = [
-            "tar",
-            "--create",
-            "--file=-",
-            "--numeric-owner",
-            "--sparse",
-            "--one-file-system",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "--verbose",
-        ]
+    def sharded(self) -> bool:
+        return self.format == "zst" and self.shards != 1
+
+    def _tar_common(self) -> list[str]:
+        argv = ["tar", "--create", "--file=-", "--numeric-owner", "--sparse", "--xattrs", "--xattrs-include=*"]
+        argv += ["--acls", "--verbose"]
         if _tar_supports("--selinux"):
             argv.append("--selinux")
-        argv += ["-C", str(self.source), "--anchored", "--wildcards"]
+        return argv
+
+    def tar_argv(self, staging: Path) -> list[str]:
+        """One stream: tar walks the tree itself."""
+        argv = self._tar_common() + ["--one-file-system", "-C", str(self.source), "--anchored", "--wildcards"]
         argv += [f"--exclude={p}" for p in self.excludes if p.startswith("./")]
         argv += ["--no-anchored"] + [f"--exclude={p}" for p in self.excludes if not p.startswith("./")]
         argv += ["--anchored", "."] + [f"./{m}" for m in self.mounts]
         if self.fstab is not None:
             argv += ["-C", str(staging), "etc/fstab"]
+        return argv
+
+    def part_tar_argv(self, listing: Path, staging: Path | None) -> list[str]:
+        """One part of a sharded image: exactly the members named in *listing* (NUL-separated,
+        as walk() found them; one that vanished since is a warning), then the image's fstab
+        from *staging* when given."""
+        argv = self._tar_common() + ["--ignore-failed-read", "--no-recursion", "-C", str(self.source)]
+        argv += ["--null", "--verbatim-files-from", "-T", str(listing)]
+        if staging is not None:
+            argv += ["-C", str(staging.resolve()), "etc/fstab"]  # named as one stream names it
         return argv
 
     def compressor_argv(self) -> list[str] | None:
@@ -117,6 +126,7 @@ def make_plan(
     excludes: list[str] | None = None,
     with_mounts: list[str] | None = None,
     mountinfo: str | None = None,
+    shards: int | str | None = "auto",
 ) -> CreatePlan:
     """Decide what to pack; raises CreateError naming the option at fault."""
     src = Path(os.path.abspath(source))
@@ -138,7 +148,7 @@ def make_plan(
             check_output(path)
         except FileRefused as e:
             raise CreateError(f"--output {shown(output)}: {shown(str(path))} {e.strerror}") from None
-    plan = CreatePlan(src, out, fmt, level)
+    plan = CreatePlan(src, out, fmt, level, shards=_shard_count(shards, fmt))
     plan.excludes += [f"./{d}/*" for d in VOLATILE] + ["./etc/fstab"]
     for pattern in excludes or []:
         if not pattern or any(c in pattern for c in "\n\0"):
@@ -186,6 +196,24 @@ def make_plan(
             fstab.read_text(errors="replace"), _images_mountpoint(src, out, below), images_volume_ids(out, mountinfo)
         )
     return plan
+
+
+def _shard_count(shards: int | str | None, fmt: str) -> int | None:
+    """--shards: "auto" (None: decided by the tree's size), or 1 (one stream) to MAX_SHARDS;
+    more than one only for zst."""
+    from tui.image_shards import MAX_SHARDS
+
+    if shards in (None, "auto"):
+        return None if fmt == "zst" else 1
+    try:
+        count = int(str(shards), 10)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_SHARDS:
+        raise CreateError(f"--shards {shown(str(shards))}: accepted: auto, or 1 (one stream) to {MAX_SHARDS}")
+    if count > 1 and fmt != "zst":
+        raise CreateError(f"--shards {count}: accepted only with --format zst (or --shards 1)")
+    return count
 
 
 def _swap_files(src: Path) -> list[str]:
@@ -276,38 +304,74 @@ def rewrite_fstab(text: str, images_mountpoint: str | None, images_ids: set[str]
     return "\n".join(out) + "\n"
 
 
-def scan(plan: CreatePlan) -> tuple[int, int]:
-    """Bytes and entries that will be packed (the root itself aside), for progress, the
-    room check and the refusal of an empty image."""
-    total_bytes = total_files = 0
-    roots = [plan.source] + [plan.source / m for m in plan.mounts]
+@dataclass(frozen=True)
+class Entry:
+    """One member to pack: its name as tar stores it (./etc/passwd), whether it is a
+    directory, its weight (bytes it stores plus a header), and for a file with other hard
+    links the (device, inode) that groups them."""
+
+    name: str
+    is_dir: bool
+    weight: int
+    link: tuple[int, int] | None = None
+
+
+def walk(plan: CreatePlan) -> Iterator[Entry]:
+    """The members tar packs for *plan* (the root itself first), in a stable order: what
+    --exclude, the volatile trees and other filesystems leave out is not there; sockets,
+    which tar ignores, neither."""
     anchored = [e[2:] for e in plan.excludes if e.startswith("./")]
     floating = [e for e in plan.excludes if not e.startswith("./")]
-    for root in roots:
+    yield Entry(".", True, 512)
+    for root in [plan.source] + [plan.source / m for m in plan.mounts]:
         dev = root.lstat().st_dev
+        if root != plan.source:
+            yield Entry("./" + os.path.relpath(root, plan.source), True, 512)
         for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
             rel_dir = os.path.relpath(dirpath, plan.source)
             keep = []
             for d in dirnames:
                 p = os.path.join(dirpath, d)
                 rel = os.path.normpath(os.path.join(rel_dir, d))
-                if _excluded(rel, anchored, floating):
+                if _excluded(rel, anchored, floating) or rel in plan.mounts:
+                    continue  # a packed mount's own directory comes with its walk
+                if os.path.islink(p):  # os.walk lists a link to a directory among them
+                    yield Entry("./" + rel, False, 512)
                     continue
-                total_files += 1
+                yield Entry("./" + rel, True, 512)
                 if os.path.ismount(p) or os.lstat(p).st_dev != dev:
                     continue
                 keep.append(d)
             dirnames[:] = keep
-            for name in filenames:
+            for name in sorted(filenames):
                 rel = os.path.normpath(os.path.join(rel_dir, name))
                 if _excluded(rel, anchored, floating):
                     continue
-                total_files += 1
                 try:
                     st = os.lstat(os.path.join(dirpath, name))
                 except OSError:
                     continue
-                total_bytes += min(st.st_size, st.st_blocks * 512) + 512
+                if stat.S_ISSOCK(st.st_mode):
+                    continue
+                link = (st.st_dev, st.st_ino) if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else None
+                yield Entry("./" + rel, False, min(st.st_size, st.st_blocks * 512) + 512, link)
+
+
+def scan(plan: CreatePlan) -> tuple[int, int]:
+    """Bytes and entries that will be packed (the root itself aside), for progress, the
+    room check and the refusal of an empty image."""
+    return scan_totals(walk(plan))
+
+
+def scan_totals(entries) -> tuple[int, int]:
+    total_bytes = total_files = 0
+    for e in entries:
+        if e.name == ".":
+            continue
+        total_files += 1
+        if not e.is_dir:
+            total_bytes += e.weight
     return total_bytes, total_files
 
 
@@ -338,7 +402,8 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
     The archive is written to a new file beside the output, created exclusively under an
     unpredictable name (``.NAME.XXXXXXXXXXXX.partial``), then renamed. *cancel* stops tar
     and the compressor at once (CreateCancelled)."""
-    total_bytes, total_files = scan(plan)
+    entries = list(walk(plan))
+    total_bytes, total_files = scan_totals(entries)
     if total_files == 0:
         raise CreateError(
             f"--from {shown(str(plan.source))}: nothing to pack (everything is left out "
@@ -360,7 +425,15 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
                     (Path(staging) / "etc").mkdir()
                     (Path(staging) / "etc/fstab").write_text(plan.fstab)
                 with os.fdopen(fd, "wb") as out:
-                    files, warnings = _pack(plan, Path(staging), out, total_bytes, total_files, progress, cancel)
+                    if plan.sharded():
+                        from tui import image_shards
+
+                        count = plan.shards or image_shards.auto_shards(total_bytes)
+                        files, warnings, sha = image_shards.pack(
+                            plan, Path(staging), out, entries, count, progress, cancel
+                        )
+                    else:
+                        files, warnings = _pack(plan, Path(staging), out, total_bytes, total_files, progress, cancel)
                     out.flush()
                     os.fsync(out.fileno())
             if files - (2 if plan.fstab is not None else 1) <= 0:
@@ -368,16 +441,17 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
                     f"--from {shown(str(plan.source))}: the image would hold no files "
                     "(everything is left out by --exclude); accepted: a root tree"
                 )
-            digest = hashlib.sha256()
-            with open(os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd), "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
+            if not plan.sharded():
+                digest = hashlib.sha256()
+                with open(os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd), "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(chunk)
+                sha = digest.hexdigest()
             os.rename(tmp, plan.output.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             os.fsync(dir_fd)
         except BaseException:
             unlink_quietly(tmp, dir_fd=dir_fd)
             raise
-        sha = digest.hexdigest()
         write_atomic(plan.output.name + ".sha256", f"{sha}  {plan.output.name}\n".encode(), dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
@@ -397,11 +471,50 @@ def _pack(
     progress: Progress | None,
     cancel: CancelToken | None,
 ) -> tuple[int, list[str]]:
-    compressor = plan.compressor_argv()
-    # Both die with tmpfs-root, even when it is killed outright: no compressor runs on alone.
-    tar = subprocess.Popen(
-        plan.tar_argv(staging), stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent
+    """One tar stream of the whole tree through one compressor, then the size trailer."""
+    streamed = stream(
+        plan, plan.tar_argv(staging), plan.compressor_argv(), out, cancel, _counting(progress, total_bytes, total_files)
     )
+    trailer = size_trailer(plan.format, streamed.bytes)
+    if trailer:  # after what the compressor wrote through the same file
+        out.flush()
+        os.lseek(out.fileno(), 0, os.SEEK_END)
+        os.write(out.fileno(), trailer)
+    return streamed.files, streamed.warnings
+
+
+@dataclass
+class Streamed:
+    bytes: int  # uncompressed: the tar stream's length
+    files: int  # members tar named
+    warnings: list[str]
+
+
+def _counting(progress: Progress | None, total_bytes: int, total_files: int, base: list[int] | None = None):
+    """A stream progress callback (bytes, files of this stream) that reports totals over
+    the streams before it (*base*: bytes and files done so far)."""
+    base = base if base is not None else [0, 0]
+
+    def report(done: int, files: int) -> None:
+        if progress:
+            b, f = base[0] + done, base[1] + files
+            progress(b, max(total_bytes, b), f, max(total_files, f))
+
+    return report
+
+
+def stream(
+    plan: CreatePlan,
+    tar_argv: list[str],
+    compressor: list[str] | None,
+    out,
+    cancel: CancelToken | None,
+    report: Callable[[int, int], None],
+) -> Streamed:
+    """Run tar into the compressor into *out* (at its end); raise CreateFailed or
+    CreateCancelled. tar's stream passes through here, to count it."""
+    # Both die with tmpfs-root, even when it is killed outright: no compressor runs on alone.
+    tar = subprocess.Popen(tar_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent)
     comp = (
         subprocess.Popen(
             compressor, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE, preexec_fn=die_with_parent
@@ -432,8 +545,7 @@ def _pack(
         for chunk in iter(lambda: tar_out.read(1 << 20), b""):
             sink.write(chunk)
             done += len(chunk)
-            if progress:
-                progress(done, max(total_bytes, done), files[0], max(total_files, files[0]))
+            report(done, files[0])
         if comp and comp.stdin:
             comp.stdin.close()
     except BaseException as e:
@@ -461,12 +573,7 @@ def _pack(
         raise CreateFailed(
             f"--from {shown(str(plan.source))}: tar failed ({shown(messages[-1] if messages else rc_tar, 120)})"
         )
-    trailer = size_trailer(plan.format, done)
-    if trailer:  # after what the compressor wrote through the same file
-        out.flush()
-        os.lseek(out.fileno(), 0, os.SEEK_END)
-        os.write(out.fileno(), trailer)
-    return files[0], [m for m in messages if not re.search(r"socket ignored$", m)]
+    return Streamed(done, files[0], [m for m in messages if not re.search(r"socket ignored$", m)])
 
 
 #: The mark of the size trailer, in the boot's words (tr_recorded_size in tmpfs-root-lib.sh).

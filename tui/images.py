@@ -11,6 +11,7 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
+from tui import image_index
 from tui.errors import BadInput, shown
 from tui.runner import die_with_parent
 from tui.safefile import open_regular
@@ -24,9 +25,18 @@ MAGICS: list[tuple[str, int, bytes]] = [
     ("lz4", 0, b"\x04\x22\x4d\x18"),
     ("tar", 257, b"ustar"),
 ]
-FORMATS = [m[0] for m in MAGICS]
+#: "sharded": `image create`'s default, zstd shards behind an index (tui/image_index.py).
+FORMATS = ["sharded"] + [m[0] for m in MAGICS]
 #: Decompressor each format needs at boot (besides tar itself).
-DECOMPRESSORS = {"gzip": "gzip", "xz": "xz", "zstd": "zstd", "bzip2": "bzip2", "lz4": "lz4", "tar": None}
+DECOMPRESSORS = {
+    "sharded": "zstd",
+    "gzip": "gzip",
+    "xz": "xz",
+    "zstd": "zstd",
+    "bzip2": "bzip2",
+    "lz4": "lz4",
+    "tar": None,
+}
 
 
 def detect_format(path: str | os.PathLike) -> str | None:
@@ -41,6 +51,8 @@ def detect_format(path: str | os.PathLike) -> str | None:
 
 
 def detect_format_bytes(head: bytes) -> str | None:
+    if image_index.is_sharded(head):
+        return "sharded"
     for name, offset, magic in MAGICS:
         if head[offset : offset + len(magic)] == magic:
             return name
@@ -70,6 +82,9 @@ def cheap_uncompressed_size(path: str | os.PathLike, fmt: str | None = None) -> 
     """The uncompressed size when the image or its format records it (no pass over the data)."""
     compressed = os.path.getsize(path)
     fmt = fmt or detect_format(path)
+    if fmt == "sharded":
+        index = read_index(path)
+        return SizeInfo(compressed, index.total, True)
     recorded = recorded_size(path) if fmt in ("gzip", "zstd", "lz4") else None
     if recorded is not None:
         return SizeInfo(compressed, recorded, True)
@@ -88,6 +103,17 @@ def cheap_uncompressed_size(path: str | os.PathLike, fmt: str | None = None) -> 
             isize = int.from_bytes(f.read(4), "little")
         return SizeInfo(compressed, isize, False)
     return SizeInfo(compressed, None, False)
+
+
+def read_index(path: str | os.PathLike) -> image_index.Index:
+    """The checked index of a sharded image; ImageError (one line) when it is damaged."""
+    fd = open_regular(path)
+    try:
+        return image_index.read(fd)
+    except image_index.DamagedIndex as e:
+        raise ImageError(f"{shown(os.fspath(path))}: {e}") from None
+    finally:
+        os.close(fd)
 
 
 def _xz_list_size(path) -> int | None:
@@ -135,6 +161,7 @@ class ImageInfo:
     sha256: str | None
     recommended_size: str  # for rd.tmpfs.size / --size
     warnings: list[str] = field(default_factory=list)  # members the boot's tar changes
+    shards: list[dict] | None = None  # sharded images: every part, as the index records it
 
     def to_json(self) -> dict:
         from dataclasses import asdict
@@ -147,6 +174,7 @@ _STREAM = {
     "gzip": ["gzip", "-dc"],
     "xz": ["xz", "-dc"],
     "zstd": ["zstd", "-dcq"],
+    "sharded": ["zstd", "-dcq"],
     "bzip2": ["bzip2", "-dc"],
     "lz4": ["lz4", "-dcq"],
     "tar": ["cat"],
@@ -169,11 +197,11 @@ def size_arg(n: int) -> str:
 def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0, progress=None) -> ImageInfo:
     """Format, sizes and file count of an image in one streaming pass (no temporary files).
 
-    *progress*, if given, is called with (compressed bytes read, compressed total).
+    *progress*, if given, is called with (compressed bytes read, compressed total). A sharded
+    image is checked as the boot checks it: its index, then every part against the sha256
+    and the size the index records (its sha256 is the index's: what the boot pins).
     """
     import hashlib
-    import tarfile
-    import threading
 
     path = os.fspath(path)
     try:
@@ -187,32 +215,129 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
             f"{shown(path)}: not an archive (by its first bytes); accepted: tar, or tar "
             "compressed with gzip, xz, zstd, bzip2 or lz4"
         )
-    compressed = os.fstat(src_fd).st_size
-    digest = hashlib.sha256() if with_sha256 else None
+    members = MemberCheck()
+    with open(src_fd, "rb") as f:
+        compressed = os.fstat(f.fileno()).st_size
+        if fmt == "sharded":
+            uncompressed, files, sha, shards = _inspect_sharded(path, f, members, progress)
+        else:
+            digest = hashlib.sha256() if with_sha256 else None
+            uncompressed, files = _tar_through(path, fmt, _chunks(f, 0, compressed, digest, progress), members)
+            sha, shards = (digest.hexdigest() if digest else None), None
+    if files == 0:
+        raise ImageError(f"{shown(path)}: the archive holds no files")
+    if members.refused:
+        name, why = members.refused[0]
+        raise ImageError(
+            f"{shown(path)}: {len(members.refused)} member(s) the boot's tar refuses, "
+            f"e.g. {shown(name)} ({why}); accepted: an archive of a root tree, as "
+            "`tmpfs-root image create` makes"
+        )
+    return ImageInfo(
+        path=path,
+        format=fmt,
+        compressed=compressed,
+        uncompressed=uncompressed,
+        files=files,
+        sha256=sha if with_sha256 or fmt == "sharded" else None,
+        recommended_size=size_arg(recommended_size(uncompressed, ram)),
+        warnings=members.warnings(),
+        shards=shards,
+    )
+
+
+def _inspect_sharded(path: str, f, members: MemberCheck, progress):
+    """Every part of a sharded image through zstd and tar: (uncompressed, members, the
+    index's sha256, the parts as dicts); ImageError naming the part at fault."""
+    import hashlib
+
+    try:
+        index = image_index.read(f.fileno())
+    except image_index.DamagedIndex as e:
+        raise ImageError(f"{shown(path)}: {e}") from None
+    total_files = 0
+    shards = []
+    reported = [index.frame]
+
+    def report(done, _total):
+        if progress:
+            progress(reported[0] + done, index.size)
+
+    for n, part in enumerate(index.parts, 1):
+        name = image_index.part_name(n, len(index.parts))
+        digest = hashlib.sha256()
+        changed = f"{shown(path)}: {name}: its sha256 is not the one in the index (the image was changed)"
+        try:
+            count, files = _tar_through(path, "zstd", _chunks(f, part.offset, part.length, digest, report), members)
+        except ImageError as e:  # the hash says why first: zstd stopped before the end
+            whole = hashlib.sha256()
+            for _ in _chunks(f, part.offset, part.length, whole, None):
+                pass
+            if whole.hexdigest() != part.sha256:
+                raise ImageError(changed) from None
+            raise ImageError(str(e).replace(f"{shown(path)}: ", f"{shown(path)}: {name}: ", 1)) from None
+        reported[0] += part.length
+        if digest.hexdigest() != part.sha256:
+            raise ImageError(changed)
+        if count != part.uncompressed:
+            raise ImageError(
+                f"{shown(path)}: {name} holds {count} bytes of tar, "
+                f"its index says {part.uncompressed} (a damaged index)"
+            )
+        total_files += files
+        shards.append(
+            {
+                "kind": part.kind,
+                "offset": part.offset,
+                "compressed": part.length,
+                "uncompressed": part.uncompressed,
+                "entries": part.entries,
+                "sha256": part.sha256,
+            }
+        )
+    return index.total, total_files, index.digest, shards
+
+
+def _chunks(f, start: int, length: int, digest, progress):
+    """Bytes [start, start + length) of open file *f* in 1 MiB chunks, hashed into *digest*
+    and reported to *progress* (bytes of this range done, *length*) on the way."""
+    done = 0
+    while done < length:
+        chunk = os.pread(f.fileno(), min(1 << 20, length - done), start + done)
+        if not chunk:
+            break
+        if digest:
+            digest.update(chunk)
+        done += len(chunk)
+        if progress:
+            progress(done, length)
+        yield chunk
+
+
+def _tar_through(path: str, fmt: str, chunks, members: MemberCheck) -> tuple[int, int]:
+    """Stream *chunks* through *fmt*'s decompressor and read the tar in it: (uncompressed
+    bytes, members). ImageError when the decompressor or tar fails."""
+    import tarfile
+    import threading
+
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
             _STREAM[fmt], stdin=read_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent
         )
     except FileNotFoundError:
-        for fd in (read_fd, write_fd, src_fd):
+        for fd in (read_fd, write_fd):
             os.close(fd)
         raise ImageError(f"{shown(path)}: {_STREAM[fmt][0]} is not installed, needed to read a {fmt} image") from None
     os.close(read_fd)
-    fed = [0]
 
     def feed():  # read the file once: to the decompressor, and to the hash
-        with open(src_fd, "rb") as f, os.fdopen(write_fd, "wb") as out:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                if digest:
-                    digest.update(chunk)
+        with os.fdopen(write_fd, "wb") as out:
+            for chunk in chunks:
                 try:
                     out.write(chunk)
                 except BrokenPipeError:
                     return
-                fed[0] += len(chunk)
-                if progress:
-                    progress(fed[0], compressed)
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
@@ -220,7 +345,6 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
     counter = _CountingReader(proc.stdout)
     files = 0
     tar_error = None
-    members = MemberCheck()
     try:
         with tarfile.open(fileobj=counter, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
@@ -240,25 +364,7 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
         # The decompressor's own words say most (when it was not we who stopped it).
         why = err.splitlines()[-1] if err and rc not in (0, -9) else tar_error or f"exit status {rc}"
         raise ImageError(f"{shown(path)}: truncated or corrupt {fmt} archive ({shown(why, 120)})")
-    if files == 0:
-        raise ImageError(f"{shown(path)}: the archive holds no files")
-    if members.refused:
-        name, why = members.refused[0]
-        raise ImageError(
-            f"{shown(path)}: {len(members.refused)} member(s) the boot's tar refuses, "
-            f"e.g. {shown(name)} ({why}); accepted: an archive of a root tree, as "
-            "`tmpfs-root image create` makes"
-        )
-    return ImageInfo(
-        path=path,
-        format=fmt,
-        compressed=compressed,
-        uncompressed=counter.count,
-        files=files,
-        sha256=digest.hexdigest() if digest else None,
-        recommended_size=size_arg(recommended_size(counter.count, ram)),
-        warnings=members.warnings(),
-    )
+    return counter.count, files
 
 
 class MemberCheck:

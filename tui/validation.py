@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from tui.devices import BlockDevice, human_size, match_source
 from tui.errors import shown
-from tui.images import cheap_uncompressed_size, detect_format
+from tui.images import ImageError, cheap_uncompressed_size, detect_format
 from tui.owned import KERNEL_TEMPLATE, KVER_RE
 
 if TYPE_CHECKING:
@@ -293,7 +293,11 @@ def _check_image_on_source(plan: Plan, device: BlockDevice | None, problems: lis
             )
         )
         return None
-    info = cheap_uncompressed_size(path, fmt)
+    try:
+        info = cheap_uncompressed_size(path, fmt)
+    except ImageError as e:  # a sharded image whose index is damaged
+        problems.append(Problem("image", plan.image, f"{str(e).split(': ', 1)[-1]}; accepted: an image as made"))
+        return None
     return info.uncompressed if info.exact else None
 
 

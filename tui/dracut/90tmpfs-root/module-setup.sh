@@ -31,6 +31,8 @@ install() {
     inst_hook pre-pivot 90 "$moddir/tmpfs-root-selinux.sh"
     inst_hook emergency 50 "$moddir/tmpfs-root-emergency.sh"
     inst_multiple tar cat tee dd od tr sed awk wc cut sha256sum mkfifo df sleep head tail grep
+    # nproc: one worker per core for sharded images (the boot counts /proc/cpuinfo without it).
+    inst_multiple -o nproc
     # Every decompressor the build host has, so any archive format can be unpacked.
     inst_multiple -o gzip pigz xz zstd bzip2 lbzip2 pbzip2 lz4
     if dracut_module_included "systemd"; then

@@ -67,13 +67,15 @@ tr_source_dev() {
     esac
 }
 
-# The archive format of a file from its first bytes: tar gzip xz zstd bzip2 lz4, or unknown.
+# The archive format of a file from its first bytes: sharded (`tmpfs-root image create`'s
+# index in a zstd skippable frame, then zstd shards), tar gzip xz zstd bzip2 lz4, or unknown.
 tr_format() {
     local magic
-    magic=$(dd if="$1" bs=6 count=1 2> /dev/null | od -An -tx1 | tr -d ' \n')
+    magic=$(dd if="$1" bs=26 count=1 2> /dev/null | od -An -tx1 | tr -d ' \n')
     case "$magic" in
+        5e2a4d18????????746d7066732d726f6f742d696e6465782031) echo sharded ;;
         1f8b*) echo gzip ;;
-        fd377a585a00) echo xz ;;
+        fd377a585a00*) echo xz ;;
         28b52ffd*) echo zstd ;;
         425a68*) echo bzip2 ;;
         04224d18*) echo lz4 ;;
@@ -98,7 +100,7 @@ tr_decompressor() {
             # Multi-threaded where the xz has it (not busybox's).
             if xz -T0 --version > /dev/null 2>&1; then echo "xz -dc -T0"; else echo "xz -dc"; fi
             ;;
-        zstd) echo "zstd -dc" ;;
+        zstd | sharded) echo "zstd -dc" ;;
         bzip2)
             if command -v lbzip2 > /dev/null; then
                 echo "lbzip2 -dc"
@@ -116,6 +118,10 @@ tr_decompressor() {
 # The uncompressed size in bytes when the format records it cheaply; nothing otherwise.
 tr_uncompressed_size() {
     local recorded
+    if [ "$2" = sharded ]; then
+        tr_index "$1" | sed -n 's/^total //p'
+        return 0
+    fi
     recorded=$(tr_recorded_size "$1")
     if [ -n "$recorded" ]; then
         echo "$recorded"
@@ -265,11 +271,10 @@ tr_unpack() {
         echo "no ${decomp%% *} in the initramfs for this $fmt image" > "$TR_RUN/why"
         return 1
     }
-    taropts="-x -p --numeric-owner"
-    if tar --help 2> /dev/null | grep -q -- '--xattrs'; then
-        taropts="$taropts --xattrs --xattrs-include=*"
-        tar --help 2> /dev/null | grep -q -- '--acls' && taropts="$taropts --acls"
-        tar --help 2> /dev/null | grep -q -- '--selinux' && taropts="$taropts --selinux"
+    taropts=$(_tr_taropts)
+    if [ "$fmt" = sharded ]; then
+        _tr_unpack_sharded "$file" "$dest" "$sha" "$taropts"
+        return
     fi
     rm -f "$TR_RUN/data" "$TR_RUN/hash" "$TR_RUN"/st.*
     mkfifo "$TR_RUN/data" || return 1
@@ -317,6 +322,265 @@ tr_unpack() {
         fi
         tr_say "sha256 verified"
     fi
+    return 0
+}
+
+# tar's options to extract exactly what was packed, as far as this tar can.
+_tr_taropts() {
+    local opts
+    opts="-x -p --numeric-owner"
+    if tar --help 2> /dev/null | grep -q -- '--xattrs'; then
+        opts="$opts --xattrs --xattrs-include=*"
+        tar --help 2> /dev/null | grep -q -- '--acls' && opts="$opts --acls"
+        tar --help 2> /dev/null | grep -q -- '--selinux' && opts="$opts --selinux"
+    fi
+    echo "$opts"
+}
+
+# ------------------------------------------------------------- sharded images
+# Layout (tui/image_index.py describes it whole): a zstd skippable frame holding a text
+# index, then N zstd shards of files and one zstd part of directories, back to back. The
+# pinned sha256 is the index frame's; the index holds every part's sha256.
+
+# Check the index of sharded image $1 against the file. Prints "total N" (uncompressed
+# bytes), "frame N" (the index frame's length), then one line per part: "kind offset length
+# uncompressed entries sha256", the directory part last. On damage: "ERR <reason>", fails.
+tr_index() {
+    local size len
+    size=$(wc -c < "$1" | tr -d ' ')
+    len=$(od -An -tu1 -j4 -N4 "$1" | awk 'NF == 4 { printf "%.0f\n", $1 + $2 * 256 + $3 * 65536 + $4 * 16777216 }')
+    if [ -z "$len" ] || [ "$len" -gt 1048576 ] || [ $((8 + len)) -gt "$size" ]; then
+        echo "ERR damaged index (it claims ${len:-no} bytes, the file has $size)"
+        return 1
+    fi
+    head -c $((8 + len)) "$1" | tail -c +9 | awk -v size="$size" -v start=$((8 + len)) '
+        function num(s) { return s ~ /^[0-9]+$/ && length(s) <= 15 }
+        NR == 1 { if ($0 != "tmpfs-root-index 1") err = "damaged index (no tmpfs-root-index 1 header)"; next }
+        /^$/ || err != "" { next }
+        $1 == "size" && NF == 2 && num($2) && !hs { hs = 1; fsize = $2 + 0; next }
+        $1 == "total" && NF == 2 && num($2) && !ht { ht = 1; total = $2 + 0; next }
+        $1 == "part" && NF == 7 && ($2 == "files" || $2 == "dirs") && num($3) && num($4) && num($5) && num($6) \
+            && $7 ~ /^[0-9a-f]+$/ && length($7) == 64 {
+            n++; kind[n] = $2; off[n] = $3 + 0; len[n] = $4 + 0; us[n] = $5 + 0; ent[n] = $6 + 0; sha[n] = $7
+            next
+        }
+        { err = "damaged index (line \"" substr($0, 1, 40) "\")" }
+        END {
+            bad = "damaged index (it must list 1 to 1023 shards, then the directory part)"
+            if (NR == 0) err = "damaged index (empty)"
+            if (err == "" && (!hs || !ht)) err = "damaged index (no size or total line)"
+            if (err == "" && fsize != size) err = sprintf("truncated or extended: %.0f bytes, the index says %.0f", size, fsize)
+            if (err == "" && (n < 2 || n > 1024 || kind[n] != "dirs")) err = bad
+            at = start
+            for (i = 1; err == "" && i <= n; i++) {
+                name = i == n ? "the directory part" : "shard " i " of " n - 1
+                if (i < n && kind[i] != "files") err = bad
+                else if (off[i] != at) err = sprintf("%s starts at %.0f, expected %.0f (overlapping or misplaced parts)", name, off[i], at)
+                else if (len[i] == 0 || off[i] + len[i] > size)
+                    err = sprintf("%s points past the end of the file (%.0f+%.0f > %.0f)", name, off[i], len[i], size)
+                at = off[i] + len[i]
+                sum += us[i]
+            }
+            if (err == "" && at != size) err = sprintf("the parts end at %.0f, the file at %.0f", at, size)
+            if (err == "" && sum != total) err = "damaged index (the sizes of the parts do not add up to its total)"
+            if (err != "") { print "ERR " err; exit 1 }
+            printf "total %.0f\nframe %.0f\n", total, start
+            for (i = 1; i <= n; i++) printf "%s %.0f %.0f %.0f %.0f %s\n", kind[i], off[i], len[i], us[i], ent[i], sha[i]
+        }'
+}
+
+# How a message names part $1 of $2 parts.
+_tr_part_name() {
+    if [ "$1" -eq "$2" ]; then echo "the directory part"; else echo "shard $1 of $(($2 - 1))"; fi
+}
+
+# Workers for $1 shards: one per core this process may run on (nproc follows taskset), at
+# most one per shard and TR_JOBS_MAX (32); TR_JOBS overrides.
+_tr_jobs() {
+    local n
+    n=${TR_JOBS:-}
+    [ -n "$n" ] || n=$(nproc 2> /dev/null)
+    [ -n "$n" ] || n=$(grep -c '^processor' /proc/cpuinfo 2> /dev/null)
+    case "$n" in '' | *[!0-9]* | 0) n=1 ;; esac
+    [ "$n" -gt "${TR_JOBS_MAX:-32}" ] && n=${TR_JOBS_MAX:-32}
+    [ "$n" -gt "$1" ] && n=$1
+    echo "$n"
+}
+
+# Bytes [$2, $2 + $3) of file $1 on stdout: one GNU dd (the initramfs has coreutils'), or
+# tail and head where dd lacks byte offsets (busybox).
+_tr_read_range() {
+    if [ -z "${_tr_gnu_dd:-}" ]; then
+        _tr_gnu_dd=no
+        dd --version 2> /dev/null | grep -q coreutils && _tr_gnu_dd=yes
+    fi
+    if [ "$_tr_gnu_dd" = yes ]; then
+        dd if="$1" bs=1048576 iflag=skip_bytes,count_bytes skip="$2" count="$3" status=none
+    else
+        tail -c +$(($2 + 1)) "$1" | head -c "$3"
+    fi
+}
+
+# Unpack part $5 of sharded image $1 into $2: dd reads exactly its bytes, zstd decompresses,
+# tar extracts; with a pinned sha256 ($3) the bytes are hashed on the way (tee) and must
+# match the index (what a tar leaves after its end-of-archive is drained, so that the hash
+# always sees every byte). $4: tar's options. Fails with "<rc> <reason>" in $TR_RUN/shard/<n>.why.
+_tr_unpack_part() {
+    local file dest sha taropts n count st got read name
+    file=$1
+    dest=$2
+    sha=$3
+    taropts=$4
+    n=$5
+    count=$(grep -c '' "$TR_RUN/parts")
+    # kind offset length uncompressed entries sha256
+    # shellcheck disable=SC2046
+    set -- $(sed -n "${n}p" "$TR_RUN/parts")
+    st=$TR_RUN/shard/$n
+    name=$(_tr_part_name "$n" "$count")
+    if [ -n "$sha" ]; then
+        rm -f "$st.fifo"
+        mkfifo "$st.fifo" || return 1
+        sha256sum < "$st.fifo" > "$st.sha" &
+        # shellcheck disable=SC2086
+        { _tr_read_range "$file" "$2" "$3" 2> "$st.dd"; echo $? > "$st.read"; } \
+            | tee "$st.fifo" \
+            | { zstd -dcq; echo $? > "$st.decomp"; } \
+            | { tar -C "$dest" $taropts -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
+        wait $!
+        got=$(cut -d' ' -f1 "$st.sha")
+        if [ "$got" != "$6" ]; then
+            echo "3 $name: its sha256 is not the one in the image's index (the image was changed)" > "$st.why"
+            return 3
+        fi
+    else
+        # shellcheck disable=SC2086
+        { _tr_read_range "$file" "$2" "$3" 2> "$st.dd"; echo $? > "$st.read"; } \
+            | { zstd -dcq; echo $? > "$st.decomp"; } \
+            | { tar -C "$dest" $taropts -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
+    fi
+    if [ "$(cat "$st.tar")" != 0 ] && grep -q "No space left" "$st.tar.err"; then
+        echo "1 the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$dest")")" > "$st.why"
+        return 1
+    fi
+    if [ "$(cat "$st.read")" != 0 ]; then
+        echo "1 $name cannot be read: $(tail -n 1 "$st.dd")" > "$st.why"
+        return 1
+    fi
+    if [ "$(cat "$st.decomp")" != 0 ]; then
+        echo "1 $name of ${file##*/} is damaged (zstd failed)" > "$st.why"
+        return 1
+    fi
+    if [ "$(cat "$st.tar")" != 0 ]; then
+        echo "1 $name: tar failed: $(grep -v -e '^$' -e '^Total bytes read' "$st.tar.err" | tail -n 1)" > "$st.why"
+        return 1
+    fi
+    # GNU tar counts what it read (--totals); the index must say the same.
+    read=$(sed -n 's/^Total bytes read: \([0-9]*\).*/\1/p' "$st.tar.err")
+    if [ -n "$read" ] && [ "$read" != "$4" ]; then
+        echo "1 $name holds ${read:-no} bytes of tar, its index says $4 (a damaged index)" > "$st.why"
+        return 1
+    fi
+    : > "$st.done"
+}
+
+# One worker: claim the next shard nobody has taken (mkdir is atomic) and unpack it; stop
+# at the first failure anywhere.
+_tr_shard_worker() {
+    local i last
+    last=$(($(grep -c '' "$TR_RUN/parts") - 1))
+    i=1
+    while [ "$i" -le "$last" ]; do
+        [ -e "$TR_RUN/shard/abort" ] && return 0
+        if mkdir "$TR_RUN/shard/$i.claim" 2> /dev/null; then
+            _tr_unpack_part "$@" "$i" || : > "$TR_RUN/shard/abort"
+        fi
+        i=$((i + 1))
+    done
+}
+
+# Progress every few seconds, over all shards: bytes in the tmpfs $1 of $2, shards done of $3.
+_tr_progress_shards() {
+    local dest total count every t0 used t finished
+    dest=$1
+    total=$2
+    count=$3
+    every=${TR_PROGRESS_EVERY:-3}
+    t0=$(cut -d. -f1 /proc/uptime)
+    while :; do
+        sleep "$every" > /dev/null 2>&1 &
+        wait $!
+        used=$(_tr_fs_used "$dest")
+        used=${used:-0}
+        t=$(($(cut -d. -f1 /proc/uptime) - t0))
+        [ "$t" -gt 0 ] || t=1
+        set -- "$TR_RUN"/shard/*.done
+        finished=$#
+        [ -e "$1" ] || finished=0
+        tr_say "unpacking: $(tr_human "$used") of $(tr_human "$total") written ($((used * 100 / (total + 1)))%)," \
+            "$((used / t / 1048576)) MB/s, $finished of $count shards in"
+    done
+}
+
+# Unpack sharded image $1 into $2 (sha256 $3 pinned, or empty), with tar options $4: the
+# index is checked (and, when pinned, hashed) before anything is written; the shards go in
+# parallel, then the directory part. Fails with the reason in $TR_RUN/why (3: a hash).
+_tr_unpack_sharded() {
+    local file dest sha taropts count jobs total frame got w pids progress n why
+    file=$1
+    dest=$2
+    sha=$(printf '%s' "$3" | tr '[:upper:]' '[:lower:]')
+    taropts=$4
+    tar --help 2> /dev/null | grep -q -- '--totals' && taropts="$taropts --totals"
+    if ! tr_index "$file" > "$TR_RUN/index"; then
+        echo "${file##*/}: $(sed -n 's/^ERR //p' "$TR_RUN/index")" > "$TR_RUN/why"
+        return 1
+    fi
+    total=$(sed -n 's/^total //p' "$TR_RUN/index")
+    frame=$(sed -n 's/^frame //p' "$TR_RUN/index")
+    grep -e '^files ' -e '^dirs ' "$TR_RUN/index" > "$TR_RUN/parts"
+    count=$(grep -c '' "$TR_RUN/parts")
+    if [ -n "$sha" ]; then
+        got=$(head -c "$frame" "$file" | sha256sum | cut -d' ' -f1)
+        if [ "$got" != "$sha" ]; then
+            echo "sha256 of the image (its index) is $got, not the expected one" > "$TR_RUN/why"
+            return 3
+        fi
+    fi
+    rm -rf "$TR_RUN/shard"
+    mkdir -p "$TR_RUN/shard" || return 1
+    jobs=$(_tr_jobs $((count - 1)))
+    _tr_progress_shards "$dest" "$total" $((count - 1)) &
+    progress=$!
+    pids=
+    w=0
+    while [ "$w" -lt "$jobs" ]; do
+        _tr_shard_worker "$file" "$dest" "$sha" "$taropts" &
+        pids="$pids $!"
+        w=$((w + 1))
+    done
+    # shellcheck disable=SC2086
+    wait $pids
+    # The directories last: their owners, modes, times and xattrs are the final word.
+    [ -e "$TR_RUN/shard/abort" ] || _tr_unpack_part "$file" "$dest" "$sha" "$taropts" "$count"
+    kill "$progress" 2> /dev/null
+    wait "$progress" 2> /dev/null
+    n=1
+    while [ "$n" -le "$count" ]; do
+        if [ -e "$TR_RUN/shard/$n.why" ]; then
+            why=$(cat "$TR_RUN/shard/$n.why")
+            echo "${why#* }" > "$TR_RUN/why"
+            return "${why%% *}"
+        fi
+        n=$((n + 1))
+    done
+    if [ ! -e "$TR_RUN/shard/$count.done" ]; then
+        echo "unpacking ${file##*/} failed" > "$TR_RUN/why"
+        return 1
+    fi
+    tr_say "unpacked $(tr_human "$(wc -c < "$file")") (sharded: $((count - 1)) shards, $jobs workers)" \
+        "into $(tr_human "$(_tr_fs_used "$dest")")"
+    [ -n "$sha" ] && tr_say "sha256 verified: the index and every shard"
     return 0
 }
 

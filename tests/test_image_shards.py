@@ -1,0 +1,290 @@
+"""The sharded image format: how `image create` splits a tree, and how the boot's unpack
+(tr_unpack in tmpfs-root-lib.sh, under dash and busybox sh) and `image inspect` read it —
+the same damage refused the same way by both, with one line naming the part at fault."""
+
+import dataclasses
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.infra import run_cli
+from tests.test_module_shell import SHELLS, run_sh
+from tui import image_index
+from tui.image_create import Entry, create, make_plan
+from tui.image_shards import auto_shards, partition
+from tui.images import ImageError, inspect
+
+
+def small_tree(root: Path, files: int = 40) -> Path:
+    """Files of growing sizes in a few directories, a hard-link pair far apart in walk
+    order, a symbolic link to a directory, an empty directory."""
+    for n in range(files):
+        f = root / f"d{n % 4}/sub/f{n:02}"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(os.urandom(2000 * (n + 1)))
+    os.link(root / "d0/sub/f00", root / "d3/sub/zz-link")
+    os.symlink("../d1", root / "d2/to-d1")
+    (root / "empty").mkdir()
+    (root / "d1").chmod(0o750)
+    os.utime(root / "d1", (1_000_000_000, 1_000_000_000))
+    return root
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("shards")
+    tree = small_tree(tmp / "tree")
+    out = tmp / "root.tar.zst"
+    create(make_plan(str(tree), str(out), "zst", shards=5))
+    return out
+
+
+def index_of(path: Path) -> image_index.Index:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return image_index.read(fd)
+    finally:
+        os.close(fd)
+
+
+def unpack(shell, image: Path, dest: Path, run: Path, sha: str = "") -> subprocess.CompletedProcess:
+    run.mkdir(exist_ok=True)
+    dest.mkdir(exist_ok=True)
+    return run_sh(
+        shell,
+        f'f=$(tr_format "{image}"); tr_unpack "{image}" "$f" "{dest}" "{sha}"; echo "rc=$?"; cat "{run}/why"',
+        {"TR_RUN": str(run), "TR_PROGRESS_EVERY": "0.05"},
+    )
+
+
+def snapshot(root: Path) -> dict:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            key = str(p.relative_to(root))
+            out[key] = (st.st_mode, st.st_uid, st.st_nlink, st.st_size, int(st.st_mtime) if p.is_dir() else None)
+            if p.is_file() and not p.is_symlink():
+                out[key] += (hashlib.sha256(p.read_bytes()).hexdigest(),)
+    return out
+
+
+# ------------------------------------------------------------------ splitting
+def test_partition_balances_bytes_and_keeps_hard_links_together():
+    entries = [Entry(f"./f{n}", False, 1000 + n) for n in range(100)]
+    entries[3] = Entry("./f3", False, 1003, link=(1, 7))
+    entries[97] = Entry("./f97", False, 1097, link=(1, 7))
+    entries.insert(0, Entry(".", True, 512))
+    shards, dirs = partition(entries, 4)
+    assert [e.name for e in dirs] == ["."]
+    assert len(shards) == 4
+    weights = [sum(e.weight for e in s) for s in shards]
+    assert max(weights) / min(weights) < 1.1
+    holder = [i for i, s in enumerate(shards) if any(e.name == "./f3" for e in s)]
+    assert holder and any(e.name == "./f97" for e in shards[holder[0]])
+    assert sorted(e.name for s in shards for e in s) == sorted(e.name for e in entries if not e.is_dir)
+
+
+def test_auto_shards_follows_the_tree_size():
+    assert auto_shards(1 << 20) == 2
+    assert auto_shards(800 << 20) == 25
+    assert auto_shards(1 << 40) == 64
+
+
+def test_the_index_records_every_part_and_standard_tools_read_the_file(image, tmp_path):
+    index = index_of(image)
+    assert len(index.shards) == 5 and index.parts[-1].kind == "dirs"
+    data = image.read_bytes()
+    assert index.digest == hashlib.sha256(data[: index.frame]).hexdigest()
+    assert (image.parent / "root.tar.zst.sha256").read_text().split()[0] == index.digest
+    for part in index.parts:
+        assert hashlib.sha256(data[part.offset : part.offset + part.length]).hexdigest() == part.sha256
+    dest = tmp_path / "std"
+    dest.mkdir()
+    subprocess.run(f'zstd -dc "{image}" | tar -x --ignore-zeros -C "{dest}"', shell=True, check=True)
+    assert snapshot(dest) == snapshot(image.parent / "tree")
+
+
+# ------------------------------------------------------------------ the boot's unpack
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+@pytest.mark.parametrize("pinned", [False, True], ids=["unpinned", "pinned"])
+def test_unpack_in_parallel_gives_the_tree(image, tmp_path, shell, pinned):
+    index = index_of(image)
+    r = unpack(shell, image, tmp_path / "dest", tmp_path / "run", index.digest if pinned else "")
+    assert "rc=0" in r.stdout, r.stdout + r.stderr
+    assert "sharded: 5 shards" in r.stderr
+    assert ("sha256 verified" in r.stderr) == pinned
+    tree = snapshot(image.parent / "tree")
+    got = snapshot(tmp_path / "dest")
+    if shell[0] == "busybox":  # busybox's own tar (in busybox sh) sets no directory times
+        tree = {k: v[:4] for k, v in tree.items()}
+        got = {k: v[:4] for k, v in got.items()}
+    assert got == tree
+    if pinned:  # hashed on the way: a tee and one hasher per shard
+        assert len(list((tmp_path / "run/shard").glob("*.sha"))) == 6
+
+
+def test_progress_adds_up_the_shards(tmp_path):
+    tree = small_tree(tmp_path / "tree", files=200)
+    image = tmp_path / "root.tar.zst"
+    create(make_plan(str(tree), str(image), "zst", shards=3))
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "dest").mkdir()
+    r = run_sh(
+        ["dash"],
+        # A slow tar, so that the progress loop reports mid-way.
+        f'tar() {{ sleep 0.3; command tar "$@"; }}; tr_unpack "{image}" sharded "{tmp_path}/dest" ""; echo rc=$?',
+        {"TR_RUN": str(run), "TR_PROGRESS_EVERY": "0.1", "TR_JOBS": "1"},
+    )
+    assert "rc=0" in r.stdout, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "unpacking:" in line]
+    assert lines and "of 3 shards in" in lines[-1], r.stderr
+    assert "sharded: 3 shards, 1 workers" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "cores,jobs,expect",
+    [("0,1", "", "2 workers"), ("0", "", "1 workers"), ("0,1", "1", "1 workers"), ("0", "64", "5 workers")],
+)
+def test_workers_follow_the_cores_and_the_shards(image, tmp_path, cores, jobs, expect):
+    """One worker per core the boot may use (taskset limits it as a cgroup or affinity
+    would), at most one per shard; TR_JOBS overrides."""
+    env = {"TR_RUN": str(tmp_path / "run")}
+    if jobs:
+        env["TR_JOBS"] = jobs
+    (tmp_path / "run").mkdir()
+    (tmp_path / "dest").mkdir()
+    prefix = ["taskset", "-c", cores]
+    r = subprocess.run(
+        [*prefix, "dash", "-c", f'. {run_sh.__globals__["LIB"]}; tr_unpack "{image}" sharded "{tmp_path}/dest" ""'],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env},
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert expect in r.stderr
+
+
+# ------------------------------------------------------------------ damage
+def rewrite_index(src: Path, dst: Path, change) -> None:
+    """Copy *src* to *dst* with its index rewritten by change(index) -> (size, parts)."""
+    index = index_of(src)
+    data = bytearray(src.read_bytes())
+    size, parts = change(index)
+    data[: index.frame] = image_index.render(index.frame, size, list(parts))
+    dst.write_bytes(bytes(data))
+
+
+def _shift(index):  # the second shard starts inside the first
+    p = list(index.parts)
+    p[1] = dataclasses.replace(p[1], offset=p[1].offset - 100, length=p[1].length + 100)
+    return index.size, p
+
+
+def _past_end(index):
+    p = list(index.parts)
+    p[-1] = dataclasses.replace(p[-1], length=p[-1].length + 4096)
+    return index.size, p
+
+
+def _lies(index):  # shard 2 claims 10 KiB more, shard 3 10 KiB less: the total still adds up
+    p = list(index.parts)
+    p[1] = dataclasses.replace(p[1], uncompressed=p[1].uncompressed + 10240)
+    p[2] = dataclasses.replace(p[2], uncompressed=p[2].uncompressed - 10240)
+    return index.size, p
+
+
+DAMAGE = {
+    # name: (how to damage the copy, what the boot and inspect say)
+    "truncated": (lambda src, dst: dst.write_bytes(src.read_bytes()[:-5000]), "truncated or extended"),
+    "index-garbage": (
+        lambda src, dst: dst.write_bytes(src.read_bytes().replace(b"\ntotal ", b"\ntotai ", 1)),
+        "damaged index (line",
+    ),
+    "index-length": (
+        lambda src, dst: dst.write_bytes(src.read_bytes()[:4] + b"\xff\xff\xff\x7f" + src.read_bytes()[8:]),
+        "damaged index (it claims",
+    ),
+    "overlap": (lambda src, dst: rewrite_index(src, dst, _shift), "shard 2 of 5 starts at"),
+    "past-end": (lambda src, dst: rewrite_index(src, dst, _past_end), "the directory part points past the end"),
+    "lying-sizes": (lambda src, dst: rewrite_index(src, dst, _lies), "shard 2 of 5 holds"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_damaged_images_fail_with_one_line(image, tmp_path, case, shell):
+    damage, says = DAMAGE[case]
+    bad = tmp_path / "bad.tar.zst"
+    damage(image, bad)
+    r = unpack(shell, bad, tmp_path / "dest", tmp_path / "run")
+    if case == "lying-sizes" and shell[0] == "busybox":
+        # busybox's tar counts nothing (no --totals): the boot's GNU tar does; inspect does.
+        pytest.skip("busybox tar has no --totals; the initramfs runs GNU tar")
+    assert "rc=0" not in r.stdout and "rc=" in r.stdout, r.stdout + r.stderr
+    why = r.stdout.split("rc=", 1)[1].splitlines()[1:]
+    assert len(why) == 1 and says in why[0], r.stdout
+    if case != "lying-sizes":  # refused before anything was written
+        assert list((tmp_path / "dest").iterdir()) == []
+    with pytest.raises(ImageError) as refused:
+        inspect(bad)
+    assert says in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_one_changed_byte_in_a_shard_names_the_shard(image, tmp_path, pinned):
+    index = index_of(image)
+    third = index.parts[2]
+    data = bytearray(image.read_bytes())
+    data[third.offset + third.length // 2] ^= 0x01
+    bad = tmp_path / "bad.tar.zst"
+    bad.write_bytes(bytes(data))
+    r = unpack(["dash"], bad, tmp_path / "dest", tmp_path / "run", index.digest if pinned else "")
+    assert "rc=3" in r.stdout if pinned else "rc=1" in r.stdout, r.stdout + r.stderr
+    why = r.stdout.split("rc=", 1)[1].splitlines()[1]
+    if pinned:
+        assert why == "shard 3 of 5: its sha256 is not the one in the image's index (the image was changed)"
+    else:  # zstd's own checksum
+        assert why == "shard 3 of 5 of bad.tar.zst is damaged (zstd failed)"
+    with pytest.raises(ImageError, match="shard 3 of 5: its sha256 is not the one in the index"):
+        inspect(bad)
+
+
+def test_a_pinned_sha256_covers_the_index(image, tmp_path):
+    r = unpack(["dash"], image, tmp_path / "dest", tmp_path / "run", "ab" * 32)
+    assert "rc=3" in r.stdout
+    assert f"sha256 of the image (its index) is {index_of(image).digest}, not the expected one" in r.stdout
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_the_boot_reads_the_size_from_the_index(image, tmp_path):
+    index = index_of(image)
+    r = run_sh(["dash"], f'tr_uncompressed_size "{image}" sharded', {"TR_RUN": str(tmp_path)})
+    assert r.stdout.strip() == str(index.total)
+    assert inspect(image).uncompressed == index.total
+
+
+def test_create_refuses_bad_shard_counts(tmp_path):
+    tree = small_tree(tmp_path / "tree", files=4)
+    for args, says in [
+        (["--shards=0"], "--shards '0': accepted: auto, or 1 (one stream) to 1023"),
+        (["--shards=many"], "--shards 'many': accepted: auto"),
+        (["--shards=4", "--format=gz"], "--shards 4: accepted only with --format zst"),
+    ]:
+        r = run_cli("image", "create", f"--from={tree}", f"--output={tmp_path}/o.tar.zst", *args)
+        assert r.returncode == 2 and says in r.stderr, r.stderr
+        assert not (tmp_path / "o.tar.zst").exists()
+
+
+def test_inspect_shows_the_shards(image):
+    r = run_cli("image", "inspect", str(image))
+    assert r.returncode == 0, r.stderr
+    assert "sharded archive" in r.stdout and "shards        5, the biggest" in r.stdout
+    assert r.stdout.count("    shard ") == 5 and "    dirs " in r.stdout
+    assert index_of(image).digest in r.stdout  # always: it is what the boot pins

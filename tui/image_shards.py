@@ -1,0 +1,116 @@
+"""Packing a tree as a sharded image (the layout is in image_index): N tar streams balanced by
+bytes, each compressed on its own, then one stream of every directory, behind an index.
+
+The boot unpacks the shards in parallel, one worker per core; the directory part comes last
+and sets the directories' owners, modes, times and xattrs once every file is in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from tui import image_index
+from tui.cancel import CancelToken
+
+#: `--shards auto`: one shard per this many bytes of the tree, within AUTO_RANGE. Small enough
+#: that the boot's workers finish together (the last shard bounds the time), big enough that
+#: compression loses little (see the README's benchmark).
+AUTO_SHARD_BYTES = 32 << 20
+AUTO_RANGE = (2, 64)
+#: What `--shards N` accepts (the index holds up to 1023 shards and the directory part).
+MAX_SHARDS = image_index.MAX_PARTS - 1
+#: A hard link or an empty file still costs a header and an inode at boot.
+MEMBER_COST = 512
+
+
+def auto_shards(total_bytes: int) -> int:
+    low, high = AUTO_RANGE
+    return max(low, min(high, -(-total_bytes // AUTO_SHARD_BYTES)))
+
+
+def partition(entries, count: int):
+    """Split *entries* (image_create.Entry, in walk order) into at most *count* shards of
+    non-directories, contiguous in walk order and balanced by weight, plus the directories.
+    Every name of a hard-link group goes into the shard of its first name, so that tar
+    stores the data once and the others as links to it."""
+    files = [e for e in entries if not e.is_dir]
+    dirs = [e for e in entries if e.is_dir]
+    total = sum(e.weight for e in files) or 1
+    shards: list[list] = [[] for _ in range(count)]
+    home: dict[tuple[int, int], int] = {}
+    done = 0
+    i = 0
+    for e in files:
+        if e.link in home:
+            shards[home[e.link]].append(e)
+            done += MEMBER_COST
+            continue
+        # The next shard once this entry would end more than half of it past the share.
+        while i < count - 1 and done + e.weight / 2 > total * (i + 1) / count:
+            i += 1
+        shards[i].append(e)
+        done += e.weight
+        if e.link:
+            home[e.link] = i
+    return [s for s in shards if s] or [[]], dirs
+
+
+def pack(plan, staging: Path, out, entries, count: int, progress, cancel: CancelToken | None):
+    """Write the sharded image of *entries* to *out* (a new, empty file); returns
+    (members packed, tar's warnings, the index's sha256)."""
+    from tui.image_create import _counting, scan_totals, stream
+
+    total_bytes, total_files = scan_totals(entries)
+    shards, dirs = partition(entries, count)
+    fd = out.fileno()
+    frame = image_index.reserved_frame(len(shards))
+    out.write(b"\n" * frame)
+    out.flush()
+    base = [0, 0]
+    parts = []
+    warnings: list[str] = []
+    for n, members in enumerate([*shards, dirs]):
+        listing = staging / f"part-{n}.list"
+        listing.write_bytes(b"".join(os.fsencode(e.name) + b"\0" for e in members))
+        fstab = plan.fstab is not None and n == 0
+        offset = os.lseek(fd, 0, os.SEEK_END)
+        streamed = stream(
+            plan,
+            plan.part_tar_argv(listing, staging if fstab else None),
+            plan.compressor_argv(),
+            out,
+            cancel,
+            _counting(progress, total_bytes, total_files, base),
+        )
+        end = os.lseek(fd, 0, os.SEEK_END)
+        base[0] += streamed.bytes
+        base[1] += streamed.files
+        warnings += streamed.warnings
+        kind = "dirs" if n == len(shards) else "files"
+        parts.append(
+            image_index.Part(
+                kind, offset, end - offset, streamed.bytes, len(members) + fstab, _range_sha256(fd, offset, end)
+            )
+        )
+    index = image_index.render(frame, end, parts)
+    os.pwrite(fd, index, 0)
+    return base[1], warnings, hashlib.sha256(index).hexdigest()
+
+
+def _range_sha256(fd: int, start: int, end: int) -> str:
+    """sha256 of bytes [start, end) of the file open (write-only) on *fd*, read back from the
+    page cache through a second descriptor of the same file."""
+    digest = hashlib.sha256()
+    rfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while start < end:
+            chunk = os.pread(rfd, min(1 << 20, end - start), start)
+            if not chunk:
+                break
+            digest.update(chunk)
+            start += len(chunk)
+    finally:
+        os.close(rfd)
+    return digest.hexdigest()
