@@ -140,11 +140,18 @@ class ImageScreen(StepScreen):
         if info.sha256:
             self.engine.edit(sha256=info.sha256)
         self.query_one("#info", Static).update(
-            f"{info.format}: {human_size(info.compressed)} packed, {human_size(info.uncompressed)} "
+            f"{info.format}{self.shard_note(info)}: {human_size(info.compressed)} packed, "
+            f"{human_size(info.uncompressed)} "
             f"unpacked, {info.files} files; tmpfs size {info.recommended_size} recommended"
             + (f"\nsha256 {info.sha256}" if info.sha256 else "")
         )
         self.show_problems()
+
+    @staticmethod
+    def shard_note(info) -> str:
+        if not info.shards:
+            return ""
+        return f" ({sum(p['kind'] == 'files' for p in info.shards)} shards, unpacked in parallel)"
 
     @on(WorkFailed)
     def show_failure(self, message: WorkFailed) -> None:
@@ -203,9 +210,10 @@ class Packed(Message):
     path: str
 
 
-#: The formats image create writes, as the dialog offers them.
+#: The formats image create writes, as the dialog offers them (zst-1: --shards 1).
 CREATE_FORMATS = {
-    "zst": "zstd (recommended: fast to unpack, small)",
+    "zst": "zstd, sharded (recommended: unpacked on every core)",
+    "zst-1": "zstd, one stream",
     "gz": "gzip",
     "xz": "xz (smallest, slowest to unpack)",
     "lz4": "lz4 (fastest, largest)",
@@ -286,7 +294,10 @@ class CreateImageModal(EngineView, ModalScreen[str | None]):
     @work(thread=True, exclusive=True, group="create")
     def create(self, source: str, output: str, fmt: str, excludes: list[str], with_mounts: list[str]) -> None:
         try:
-            plan = self.engine.plan_image(source, output, fmt, excludes=excludes, with_mounts=with_mounts)
+            fmt, shards = ("zst", 1) if fmt == "zst-1" else (fmt, "auto")
+            plan = self.engine.plan_image(
+                source, output, fmt, excludes=excludes, with_mounts=with_mounts, shards=shards
+            )
             made = self.engine.create_image(
                 plan, progress=lambda done, total, files, ftotal: self.post_message(PackProgress(done, total))
             )

@@ -421,82 +421,95 @@ _tr_read_range() {
     fi
 }
 
-# Unpack part $5 of sharded image $1 into $2: dd reads exactly its bytes, zstd decompresses,
-# tar extracts; with a pinned sha256 ($3) the bytes are hashed on the way (tee) and must
-# match the index (what a tar leaves after its end-of-archive is drained, so that the hash
-# always sees every byte). $4: tar's options. Fails with "<rc> <reason>" in $TR_RUN/shard/<n>.why.
+# Unpack one part of sharded image $1 into $2: dd reads exactly its bytes, zstd
+# decompresses, tar extracts; with a pinned sha256 ($3) the bytes are hashed on the way
+# (tee) and must match the index (what a tar leaves after its end-of-archive is drained, so
+# that the hash always sees every byte). $4: tar's options; $5: the part's number, $6: how
+# many parts there are; $7-$12: its index line (kind offset length uncompressed entries
+# sha256). Builtins wherever they do (a shard costs a few forks, not a few dozen). Fails
+# with "<rc> <reason>" in $TR_RUN/shard/<n>.why.
 _tr_unpack_part() {
-    local file dest sha taropts n count st got read name
-    file=$1
-    dest=$2
-    sha=$3
-    taropts=$4
-    n=$5
-    count=$(grep -c '' "$TR_RUN/parts")
-    # kind offset length uncompressed entries sha256
-    # shellcheck disable=SC2046
-    set -- $(sed -n "${n}p" "$TR_RUN/parts")
-    st=$TR_RUN/shard/$n
-    name=$(_tr_part_name "$n" "$count")
-    if [ -n "$sha" ]; then
-        rm -f "$st.fifo"
+    local st got rest line read tarst
+    st=$TR_RUN/shard/$5
+    if [ -n "$3" ]; then
         mkfifo "$st.fifo" || return 1
         sha256sum < "$st.fifo" > "$st.sha" &
         # shellcheck disable=SC2086
-        { _tr_read_range "$file" "$2" "$3" 2> "$st.dd"; echo $? > "$st.read"; } \
+        { _tr_read_range "$1" "$8" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
             | tee "$st.fifo" \
             | { zstd -dcq; echo $? > "$st.decomp"; } \
-            | { tar -C "$dest" $taropts -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
+            | { tar -C "$2" $4 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; _tr_drain; }
         wait $!
-        got=$(cut -d' ' -f1 "$st.sha")
-        if [ "$got" != "$6" ]; then
-            echo "3 $name: its sha256 is not the one in the image's index (the image was changed)" > "$st.why"
+        read -r got rest < "$st.sha"
+        if [ "$got" != "${12}" ]; then
+            echo "3 $(_tr_part_name "$5" "$6"): its sha256 is not the one in the image's index (the image was changed)" > "$st.why"
             return 3
         fi
     else
         # shellcheck disable=SC2086
-        { _tr_read_range "$file" "$2" "$3" 2> "$st.dd"; echo $? > "$st.read"; } \
+        { _tr_read_range "$1" "$8" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
             | { zstd -dcq; echo $? > "$st.decomp"; } \
-            | { tar -C "$dest" $taropts -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
+            | { tar -C "$2" $4 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; _tr_drain; }
     fi
-    if [ "$(cat "$st.tar")" != 0 ] && grep -q "No space left" "$st.tar.err"; then
-        echo "1 the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$dest")")" > "$st.why"
-        return 1
-    fi
-    if [ "$(cat "$st.read")" != 0 ]; then
-        echo "1 $name cannot be read: $(tail -n 1 "$st.dd")" > "$st.why"
-        return 1
-    fi
-    if [ "$(cat "$st.decomp")" != 0 ]; then
-        echo "1 $name of ${file##*/} is damaged (zstd failed)" > "$st.why"
-        return 1
-    fi
-    if [ "$(cat "$st.tar")" != 0 ]; then
-        echo "1 $name: tar failed: $(grep -v -e '^$' -e '^Total bytes read' "$st.tar.err" | tail -n 1)" > "$st.why"
-        return 1
-    fi
+    read -r tarst < "$st.tar"
     # GNU tar counts what it read (--totals); the index must say the same.
-    read=$(sed -n 's/^Total bytes read: \([0-9]*\).*/\1/p' "$st.tar.err")
-    if [ -n "$read" ] && [ "$read" != "$4" ]; then
-        echo "1 $name holds ${read:-no} bytes of tar, its index says $4 (a damaged index)" > "$st.why"
+    read=
+    while read -r line; do
+        case "$line" in
+            "Total bytes read: "*)
+                read=${line#Total bytes read: }
+                read=${read%% *}
+                ;;
+            *"No space left"*)
+                [ "$tarst" = 0 ] && continue
+                echo "1 the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$2")")" > "$st.why"
+                return 1
+                ;;
+        esac
+    done < "$st.tar.err"
+    read -r got < "$st.read"
+    if [ "$got" != 0 ]; then
+        echo "1 $(_tr_part_name "$5" "$6") cannot be read: $(tail -n 1 "$st.dd")" > "$st.why"
+        return 1
+    fi
+    read -r got < "$st.decomp"
+    if [ "$got" != 0 ]; then
+        echo "1 $(_tr_part_name "$5" "$6") of ${1##*/} is damaged (zstd failed)" > "$st.why"
+        return 1
+    fi
+    if [ "$tarst" != 0 ]; then
+        echo "1 $(_tr_part_name "$5" "$6"): tar failed: $(grep -v -e '^$' -e '^Total bytes read' "$st.tar.err" | tail -n 1)" > "$st.why"
+        return 1
+    fi
+    if [ -n "$read" ] && [ "$read" != "${10}" ]; then
+        echo "1 $(_tr_part_name "$5" "$6") holds $read bytes of tar, its index says ${10} (a damaged index)" > "$st.why"
         return 1
     fi
     : > "$st.done"
 }
 
-# One worker: claim the next shard nobody has taken (mkdir is atomic) and unpack it; stop
-# at the first failure anywhere.
+# Read stdin to its end with builtins (normally there is nothing left: no process to start).
+_tr_drain() {
+    # shellcheck disable=SC2034
+    while IFS= read -r _tr_line; do :; done
+}
+
+# One worker: go through the parts (the directory part, last, aside), claim each one nobody
+# has taken (a file created with noclobber: atomic) and unpack it; stop at the first failure
+# anywhere. $1-$4 as for _tr_unpack_part, $5: the number of parts.
 _tr_shard_worker() {
-    local i last
-    last=$(($(grep -c '' "$TR_RUN/parts") - 1))
-    i=1
-    while [ "$i" -le "$last" ]; do
-        [ -e "$TR_RUN/shard/abort" ] && return 0
-        if mkdir "$TR_RUN/shard/$i.claim" 2> /dev/null; then
-            _tr_unpack_part "$@" "$i" || : > "$TR_RUN/shard/abort"
-        fi
-        i=$((i + 1))
-    done
+    local n line
+    n=0
+    set -C
+    while read -r line; do
+        n=$((n + 1))
+        [ "$n" -lt "$5" ] || break
+        [ -e "$TR_RUN/shard/abort" ] && break
+        { : > "$TR_RUN/shard/$n.claim"; } 2> /dev/null || continue
+        # shellcheck disable=SC2086 # the line's six fields
+        _tr_unpack_part "$1" "$2" "$3" "$4" "$n" "$5" $line || { : > "$TR_RUN/shard/abort"; } 2> /dev/null
+    done < "$TR_RUN/parts"
+    set +C
 }
 
 # Progress every few seconds, over all shards: bytes in the tmpfs $1 of $2, shards done of $3.
@@ -555,14 +568,17 @@ _tr_unpack_sharded() {
     pids=
     w=0
     while [ "$w" -lt "$jobs" ]; do
-        _tr_shard_worker "$file" "$dest" "$sha" "$taropts" &
+        _tr_shard_worker "$file" "$dest" "$sha" "$taropts" "$count" &
         pids="$pids $!"
         w=$((w + 1))
     done
     # shellcheck disable=SC2086
     wait $pids
     # The directories last: their owners, modes, times and xattrs are the final word.
-    [ -e "$TR_RUN/shard/abort" ] || _tr_unpack_part "$file" "$dest" "$sha" "$taropts" "$count"
+    if [ ! -e "$TR_RUN/shard/abort" ]; then
+        # shellcheck disable=SC2046 # the last line's six fields
+        _tr_unpack_part "$file" "$dest" "$sha" "$taropts" "$count" "$count" $(tail -n 1 "$TR_RUN/parts")
+    fi
     kill "$progress" 2> /dev/null
     wait "$progress" 2> /dev/null
     n=1
