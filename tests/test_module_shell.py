@@ -24,7 +24,11 @@ getarg() {
     done
     return 1
 }
-getargbool() { return 0; }
+getargbool() {
+    _v=$(getarg "$2=") || { [ "$1" = 1 ]; return; }
+    case "$_v" in 0 | no | off) return 1 ;; esac
+    return 0
+}
 warn() { echo "warn: $*" >&2; }
 wait_for_dev() { echo "WAIT_FOR_DEV $*"; }
 emergency_shell() { echo "EMERGENCY $*"; }

@@ -6,11 +6,13 @@
 #
 # Kernel command line (compatible with the original dracut-tmpfs-root):
 #   root=tmpfs:<source>        /dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=,
-#                              NFS=nfs:server:/export[,opts], NFS=nfs4:...
+#                              NFS=nfs:server:/export[,opts], NFS=nfs4:...,
+#                              http://server[:port]/dir, https://...
 #   rd.tmpfs.imgfile=<path>    archive path relative to the source's root
 #   rd.tmpfs.size=<size>       tmpfs size= (N, N[kmgtpe], N%); optional
 #   rd.tmpfs.sha256=<hex>      optional: abort unless the image has this hash
 #   rd.tmpfs.opts=<opts>       optional: extra tmpfs options (mpol=, nr_inodes=, huge=)
+#   rd.tmpfs.insecure=1        optional: boot an unpinned image over plain http
 
 TR_RUN=${TR_RUN:-/run/tmpfs-root}
 TR_SRC_MNT=${TR_SRC_MNT:-$TR_RUN/source}
@@ -62,7 +64,7 @@ tr_source_dev() {
         UUID=*) echo "/dev/disk/by-uuid/${1#UUID=}" ;;
         PARTUUID=*) echo "/dev/disk/by-partuuid/${1#PARTUUID=}" ;;
         /dev/*) echo "$1" ;;
-        NFS=*) return 1 ;;
+        NFS=* | http://* | https://*) return 1 ;;
         *) return 2 ;;
     esac
 }
@@ -118,6 +120,14 @@ tr_decompressor() {
 # The uncompressed size in bytes when the format records it cheaply; nothing otherwise.
 tr_uncompressed_size() {
     local recorded
+    if _tr_is_url "$1"; then  # from what tr_http_probe fetched
+        case "$2" in
+            sharded) tr_index "$TR_RUN/http.bin" "$(_tr_size "$1")" | sed -n 's/^total //p' ;;
+            tar) _tr_size "$1" ;;
+            *) [ -s "$TR_RUN/http.tail" ] && tr_recorded_size "$TR_RUN/http.tail" ;;
+        esac
+        return 0
+    fi
     if [ "$2" = sharded ]; then
         tr_index "$1" | sed -n 's/^total //p'
         return 0
@@ -272,17 +282,29 @@ tr_unpack() {
         return 1
     }
     taropts=$(_tr_taropts)
+    if _tr_is_url "$file"; then
+        # The first bytes, the size and range support, in one small request.
+        tr_http_probe "$file" || return 1
+    fi
     if [ "$fmt" = sharded ]; then
         _tr_unpack_sharded "$file" "$dest" "$sha" "$taropts"
         return
     fi
     rm -f "$TR_RUN/data" "$TR_RUN/hash" "$TR_RUN"/st.*
     mkfifo "$TR_RUN/data" || return 1
-    # The reader has the image on its fd 0, so its position is the progress.
-    cat < "$file" > "$TR_RUN/data" &
-    reader=$!
-    tr_progress_loop "$reader" "$(wc -c < "$file")" &
-    progress=$!
+    if _tr_is_url "$file"; then
+        # Streamed: download, decompress and tar at once; nothing is stored on the way.
+        { _tr_curl "$file" > "$TR_RUN/data" 2> "$TR_RUN/curl.err"; echo $? > "$TR_RUN/st.fetch"; } &
+        reader=$!
+        _tr_progress_written "$dest" "$(_tr_size "$file")" "" &
+        progress=$!
+    else
+        # The reader has the image on its fd 0, so its position is the progress.
+        cat < "$file" > "$TR_RUN/data" &
+        reader=$!
+        tr_progress_loop "$reader" "$(wc -c < "$file")" &
+        progress=$!
+    fi
     if [ -n "$sha" ]; then
         mkfifo "$TR_RUN/hash" || return 1
         sha256sum < "$TR_RUN/hash" > "$TR_RUN/sha256" &
@@ -299,6 +321,11 @@ tr_unpack() {
     [ -n "$sha" ] && wait "$hasher"
     kill "$progress" 2> /dev/null
     wait "$progress" 2> /dev/null
+    # The server first: a transfer cut short leaves the decompressor a truncated stream.
+    if [ -e "$TR_RUN/st.fetch" ] && [ "$(cat "$TR_RUN/st.fetch")" != 0 ]; then
+        echo "cannot fetch $file: $(_tr_curl_why "$TR_RUN/curl.err")" > "$TR_RUN/why"
+        return 4
+    fi
     # A full tmpfs first: tar stops, and the decompressor then fails on the broken pipe
     # (SIGPIPE, or an error exit), which must not be blamed on the archive.
     if [ "$(cat "$TR_RUN/st.tar")" != 0 ] && grep -q "No space left" "$TR_RUN/tar.err"; then
@@ -313,7 +340,7 @@ tr_unpack() {
         echo "tar failed: $(grep -v '^$' "$TR_RUN/tar.err" | tail -n 1)" > "$TR_RUN/why"
         return 1
     fi
-    tr_say "unpacked $(tr_human "$(wc -c < "$file")") ($fmt) into $(tr_human "$(_tr_fs_used "$dest")")"
+    tr_say "unpacked $(tr_human "$(_tr_size "$file")") ($fmt) into $(tr_human "$(_tr_fs_used "$dest")")"
     if [ -n "$sha" ]; then
         got=$(cut -d' ' -f1 "$TR_RUN/sha256")
         if [ "$got" != "$(printf '%s' "$sha" | tr '[:upper:]' '[:lower:]')" ]; then
@@ -337,17 +364,96 @@ _tr_taropts() {
     echo "$opts"
 }
 
+# ------------------------------------------------------------- images over HTTP(S)
+# root=tmpfs:http://server[:port]/dir or https://...; rd.tmpfs.imgfile is relative to it.
+# curl (dracut's url-lib) streams the image into the unpack; nothing is stored whole.
+
+_tr_is_url() {
+    case "$1" in http://* | https://*) return 0 ;; esac
+    return 1
+}
+
+# curl with the retries and limits of the boot: transient failures (refused, timeouts, 5xx)
+# retried with backoff for at most rd.retry seconds (TR_HTTP_RETRY_MAX), a transfer slower
+# than 1 KB/s for TR_HTTP_SPEED_TIME (30) seconds abandoned; https checked against the CA
+# file TR_CAFILE (/etc/tmpfs-root/ca.pem when the initramfs has one) or curl's bundle.
+_tr_curl() {
+    local ca
+    ca=${TR_CAFILE:-/etc/tmpfs-root/ca.pem}
+    if [ -r "$ca" ]; then
+        set -- --cacert "$ca" "$@"
+    fi
+    curl -fsS --retry "${TR_HTTP_RETRIES:-8}" --retry-max-time "${TR_HTTP_RETRY_MAX:-180}" --retry-connrefused \
+        --connect-timeout "${TR_HTTP_CONNECT_TIMEOUT:-10}" --speed-limit 1024 \
+        --speed-time "${TR_HTTP_SPEED_TIME:-30}" "$@"
+}
+
+# curl's own words for its failure (the last "curl: (N) ..." line of $1), without the number.
+_tr_curl_why() {
+    local line why
+    why="curl failed"
+    while IFS= read -r line; do
+        case "$line" in "curl: ("*) why=${line#*) } ;; esac
+    done < "$1"
+    echo "$why"
+}
+
+# The size in bytes of image $1: a file's, or what the server said in tr_http_probe.
+_tr_size() {
+    if _tr_is_url "$1"; then cat "$TR_RUN/http.size"; else wc -c < "$1" | tr -d ' '; fi
+}
+
+# Ask the server for the first 64 KiB of $1: keeps them in $TR_RUN/http.bin (for the format
+# and a sharded image's index), the size in http.size, "yes" in http.ranges when it answers
+# range requests (206), and the last bytes in http.tail (the size trailer of image create).
+# Fails with the cause in $TR_RUN/why.
+tr_http_probe() {
+    local rc status total line
+    rm -f "$TR_RUN/http.bin" "$TR_RUN/http.head" "$TR_RUN/http.tail"
+    # head keeps 64 KiB even from a server that ignores the range and sends everything.
+    { _tr_curl -r 0-65535 -D "$TR_RUN/http.head" "$1" 2> "$TR_RUN/curl.err"; echo $? > "$TR_RUN/st.probe"; } \
+        | head -c 65536 > "$TR_RUN/http.bin"
+    rc=$(cat "$TR_RUN/st.probe")
+    status=
+    total=
+    while IFS= read -r line; do
+        line=$(printf '%s' "$line" | tr -d '\r')
+        case "$line" in
+            HTTP/*) status=${line#* } status=${status%% *} total= ;;
+            [Cc]ontent-[Rr]ange:*/*) total=${line##*/} ;;
+            [Cc]ontent-[Ll]ength:*) [ "$status" = 200 ] && total=${line#*: } ;;
+        esac
+    done < "$TR_RUN/http.head" 2> /dev/null
+    if [ ! -s "$TR_RUN/http.bin" ] && [ "$rc" != 0 ]; then
+        echo "cannot fetch $1: $(_tr_curl_why "$TR_RUN/curl.err")" > "$TR_RUN/why"
+        return 4
+    fi
+    case "$total" in
+        '' | *[!0-9]*)
+            echo "cannot fetch $1: the server did not say the image's size" > "$TR_RUN/why"
+            return 4
+            ;;
+    esac
+    echo "$total" > "$TR_RUN/http.size"
+    if [ "$status" = 206 ]; then echo yes; else echo no; fi > "$TR_RUN/http.ranges"
+    if [ "$status" = 206 ] && [ "$total" -gt 64 ]; then
+        _tr_curl -r "$((total - 64))-" "$1" > "$TR_RUN/http.tail" 2> /dev/null
+    fi
+    return 0
+}
+
 # ------------------------------------------------------------- sharded images
 # Layout (tui/image_index.py describes it whole): a zstd skippable frame holding a text
 # index, then N zstd shards of files and one zstd part of directories, back to back. The
 # pinned sha256 is the index frame's; the index holds every part's sha256.
 
-# Check the index of sharded image $1 against the file. Prints "total N" (uncompressed
+# Check the index of sharded image $1 against the file (of $2 bytes when $1 holds only its
+# first bytes, as fetched from a server). Prints "total N" (uncompressed
 # bytes), "frame N" (the index frame's length), then one line per part: "kind offset length
 # uncompressed entries sha256", the directory part last. On damage: "ERR <reason>", fails.
 tr_index() {
     local size len
-    size=$(wc -c < "$1" | tr -d ' ')
+    size=${2:-$(wc -c < "$1" | tr -d ' ')}
     len=$(od -An -tu1 -j4 -N4 "$1" | awk 'NF == 4 { printf "%.0f\n", $1 + $2 * 256 + $3 * 65536 + $4 * 16777216 }')
     if [ -z "$len" ] || [ "$len" -gt 1048576 ] || [ $((8 + len)) -gt "$size" ]; then
         echo "ERR damaged index (it claims ${len:-no} bytes, the file has $size)"
@@ -408,8 +514,12 @@ _tr_jobs() {
 }
 
 # Bytes [$2, $2 + $3) of file $1 on stdout: one GNU dd (the initramfs has coreutils'), or
-# tail and head where dd lacks byte offsets (busybox).
+# tail and head where dd lacks byte offsets (busybox); of a URL: one range request.
 _tr_read_range() {
+    if _tr_is_url "$1"; then
+        _tr_curl -r "$2-$(($2 + $3 - 1))" "$1"
+        return
+    fi
     if [ -z "${_tr_gnu_dd:-}" ]; then
         _tr_gnu_dd=no
         dd --version 2> /dev/null | grep -q coreutils && _tr_gnu_dd=yes
@@ -440,6 +550,7 @@ _tr_unpack_part() {
             | { zstd -dcq; echo $? > "$st.decomp"; } \
             | { tar -C "$2" $4 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; _tr_drain; }
         wait $!
+        _tr_part_read "$@" || return
         read -r got rest < "$st.sha"
         if [ "$got" != "${12}" ]; then
             echo "3 $(_tr_part_name "$5" "$6"): its sha256 is not the one in the image's index (the image was changed)" > "$st.why"
@@ -467,11 +578,7 @@ _tr_unpack_part() {
                 ;;
         esac
     done < "$st.tar.err"
-    read -r got < "$st.read"
-    if [ "$got" != 0 ]; then
-        echo "1 $(_tr_part_name "$5" "$6") cannot be read: $(tail -n 1 "$st.dd")" > "$st.why"
-        return 1
-    fi
+    _tr_part_read "$@" || return
     read -r got < "$st.decomp"
     if [ "$got" != 0 ]; then
         echo "1 $(_tr_part_name "$5" "$6") of ${1##*/} is damaged (zstd failed)" > "$st.why"
@@ -486,6 +593,21 @@ _tr_unpack_part() {
         return 1
     fi
     : > "$st.done"
+}
+
+# Whether the bytes of the part (arguments as _tr_unpack_part's) were read whole: a short
+# read, or a transfer cut short, is said as such before what follows from it (a hash that
+# differs, a truncated zstd frame).
+_tr_part_read() {
+    local got
+    read -r got < "$TR_RUN/shard/$5.read"
+    [ "$got" = 0 ] && return 0
+    if _tr_is_url "$1"; then
+        echo "4 cannot fetch $1 ($(_tr_part_name "$5" "$6")): $(_tr_curl_why "$TR_RUN/shard/$5.dd")" > "$TR_RUN/shard/$5.why"
+        return 4
+    fi
+    echo "1 $(_tr_part_name "$5" "$6") cannot be read: $(tail -n 1 "$TR_RUN/shard/$5.dd")" > "$TR_RUN/shard/$5.why"
+    return 1
 }
 
 # Read stdin to its end with builtins (normally there is nothing left: no process to start).
@@ -512,8 +634,9 @@ _tr_shard_worker() {
     set +C
 }
 
-# Progress every few seconds, over all shards: bytes in the tmpfs $1 of $2, shards done of $3.
-_tr_progress_shards() {
+# Progress every few seconds from what the tmpfs $1 holds: bytes of $2 written, and shards
+# done of $3 when it is given (a sharded image), or MB/s alone (a stream from a server).
+_tr_progress_written() {
     local dest total count every t0 used t finished
     dest=$1
     total=$2
@@ -527,11 +650,15 @@ _tr_progress_shards() {
         used=${used:-0}
         t=$(($(cut -d. -f1 /proc/uptime) - t0))
         [ "$t" -gt 0 ] || t=1
-        set -- "$TR_RUN"/shard/*.done
-        finished=$#
-        [ -e "$1" ] || finished=0
-        tr_say "unpacking: $(tr_human "$used") of $(tr_human "$total") written ($((used * 100 / (total + 1)))%)," \
-            "$((used / t / 1048576)) MB/s, $finished of $count shards in"
+        if [ -n "$count" ]; then
+            set -- "$TR_RUN"/shard/*.done
+            finished=$#
+            [ -e "$1" ] || finished=0
+            tr_say "unpacking: $(tr_human "$used") of $(tr_human "$total") written ($((used * 100 / (total + 1)))%)," \
+                "$((used / t / 1048576)) MB/s, $finished of $count shards in"
+        else
+            tr_say "unpacking: $(tr_human "$used") written, $((used / t / 1048576)) MB/s"
+        fi
     done
 }
 
@@ -539,13 +666,22 @@ _tr_progress_shards() {
 # index is checked (and, when pinned, hashed) before anything is written; the shards go in
 # parallel, then the directory part. Fails with the reason in $TR_RUN/why (3: a hash).
 _tr_unpack_sharded() {
-    local file dest sha taropts count jobs total frame got w pids progress n why
+    local file dest sha taropts count jobs total frame got w pids progress n why head
     file=$1
     dest=$2
     sha=$(printf '%s' "$3" | tr '[:upper:]' '[:lower:]')
     taropts=$4
     tar --help 2> /dev/null | grep -q -- '--totals' && taropts="$taropts --totals"
-    if ! tr_index "$file" > "$TR_RUN/index"; then
+    head=$file
+    if _tr_is_url "$file"; then
+        if [ "$(cat "$TR_RUN/http.ranges")" != yes ]; then
+            echo "$file: the server does not answer range requests, which a sharded image needs" \
+                "(serve it with one that does, or make the image with --shards 1)" > "$TR_RUN/why"
+            return 4
+        fi
+        head=$TR_RUN/http.bin
+    fi
+    if ! tr_index "$head" "$(_tr_size "$file")" > "$TR_RUN/index"; then
         echo "${file##*/}: $(sed -n 's/^ERR //p' "$TR_RUN/index")" > "$TR_RUN/why"
         return 1
     fi
@@ -554,7 +690,7 @@ _tr_unpack_sharded() {
     grep -e '^files ' -e '^dirs ' "$TR_RUN/index" > "$TR_RUN/parts"
     count=$(grep -c '' "$TR_RUN/parts")
     if [ -n "$sha" ]; then
-        got=$(head -c "$frame" "$file" | sha256sum | cut -d' ' -f1)
+        got=$(head -c "$frame" "$head" | sha256sum | cut -d' ' -f1)
         if [ "$got" != "$sha" ]; then
             echo "sha256 of the image (its index) is $got, not the expected one" > "$TR_RUN/why"
             return 3
@@ -563,7 +699,7 @@ _tr_unpack_sharded() {
     rm -rf "$TR_RUN/shard"
     mkdir -p "$TR_RUN/shard" || return 1
     jobs=$(_tr_jobs $((count - 1)))
-    _tr_progress_shards "$dest" "$total" $((count - 1)) &
+    _tr_progress_written "$dest" "$total" $((count - 1)) &
     progress=$!
     pids=
     w=0
@@ -594,7 +730,7 @@ _tr_unpack_sharded() {
         echo "unpacking ${file##*/} failed" > "$TR_RUN/why"
         return 1
     fi
-    tr_say "unpacked $(tr_human "$(wc -c < "$file")") (sharded: $((count - 1)) shards, $jobs workers)" \
+    tr_say "unpacked $(tr_human "$(_tr_size "$file")") (sharded: $((count - 1)) shards, $jobs workers)" \
         "into $(tr_human "$(_tr_fs_used "$dest")")"
     [ -n "$sha" ] && tr_say "sha256 verified: the index and every shard"
     return 0
@@ -633,13 +769,14 @@ tr_fail() {
 }
 
 tr_fill_root() {
-    local src img size sha opts nfslib netif did dev file fmt usize choice bytes avail rc why bad
+    local src img size sha opts nfslib netif did dev file fmt usize choice bytes avail rc why bad csize
     src=$(tr_source) || return 0
     img=$(getarg rd.tmpfs.imgfile=)
     size=$(getarg rd.tmpfs.size=)
     sha=$(getarg rd.tmpfs.sha256=)
     opts=$(getarg rd.tmpfs.opts=)
     mkdir -p "$TR_RUN" "$TR_SRC_MNT"
+    getarg rd.retry= > /dev/null && TR_HTTP_RETRY_MAX=$(getarg rd.retry=)
 
     [ -n "$img" ] || { tr_fail "no image given; accepted: a path on $src, e.g. images/rootfs.tar.zst" rd.tmpfs.imgfile; return 1; }
     case "/$img/" in
@@ -660,6 +797,18 @@ tr_fill_root() {
     fi
 
     case "$src" in
+        http://* | https://*)
+            file="${src%/}/$img"
+            if [ -z "$sha" ] && [ "${src%%:*}" = http ] && ! getargbool 0 rd.tmpfs.insecure; then
+                tr_fail "over plain http the image must be pinned: rd.tmpfs.sha256=<hex> (or rd.tmpfs.insecure=1 to boot whatever the network sends)" rd.tmpfs.sha256
+                return 1
+            fi
+            command -v curl > /dev/null || { tr_fail "no curl in this initramfs (add dracut's url-lib module)" root=; return 1; }
+            if ! tr_http_probe "$file"; then
+                tr_fail "$(cat "$TR_RUN/why")" root=
+                return 1
+            fi
+            ;;
         NFS=*)
             nfslib=${TR_NFS_LIB:-/lib/nfs-lib.sh}
             [ -e "$nfslib" ] || { tr_fail "no NFS support in this initramfs (add dracut's nfs module)" root=; return 1; }
@@ -696,12 +845,17 @@ tr_fill_root() {
             ;;
     esac
 
-    file="$TR_SRC_MNT/$img"
-    if [ ! -f "$file" ]; then
-        tr_fail "$img not found on $src" rd.tmpfs.imgfile
-        return 1
+    if _tr_is_url "$src"; then
+        fmt=$(tr_format "$TR_RUN/http.bin")
+    else
+        file="$TR_SRC_MNT/$img"
+        if [ ! -f "$file" ]; then
+            tr_fail "$img not found on $src" rd.tmpfs.imgfile
+            return 1
+        fi
+        fmt=$(tr_format "$file")
     fi
-    fmt=$(tr_format "$file")
+    csize=$(_tr_size "$file")
     if [ "$fmt" = unknown ]; then
         tr_fail "$img is not an archive (by its first bytes); accepted: tar, or tar with gzip, xz, zstd, bzip2, lz4" rd.tmpfs.imgfile
         return 1
@@ -723,7 +877,7 @@ tr_fill_root() {
     if [ "$bytes" -gt "$(tr_meminfo MemTotal)" ]; then
         tr_say "warning: tmpfs size $(tr_human "$bytes") is above RAM ($(tr_human "$(tr_meminfo MemTotal)")); the root can outgrow memory"
     fi
-    tr_say "tmpfs of $(tr_human "$bytes") for / (${choice#* }); image $img, $fmt, $(tr_human "$(wc -c < "$file")")"
+    tr_say "tmpfs of $(tr_human "$bytes") for / (${choice#* }); image $img, $fmt, $(tr_human "$csize")"
 
     if ! mount -t tmpfs -o "mode=0755,size=$bytes${opts:+,$opts}" tmpfs "$NEWROOT" 2> "$TR_RUN/mount.err"; then
         tr_fail "cannot mount the tmpfs: $(tail -n 1 "$TR_RUN/mount.err")" rd.tmpfs.opts
@@ -736,6 +890,7 @@ tr_fill_root() {
         why=$(cat "$TR_RUN/why" 2> /dev/null)
         case "$rc:$why" in
             3:*) tr_fail "${why:-sha256 mismatch}" rd.tmpfs.sha256 ;;
+            4:*) tr_fail "${why:-fetching $file failed}" root= ;;
             *"tmpfs is full"*) tr_fail "$why" rd.tmpfs.size ;;
             *) tr_fail "${why:-unpacking $img failed}" rd.tmpfs.imgfile ;;
         esac
@@ -744,7 +899,11 @@ tr_fill_root() {
     if [ ! -e "$NEWROOT/etc/os-release" ] && [ ! -e "$NEWROOT/usr/lib/os-release" ]; then
         tr_say "warning: the image has no /etc/os-release; systemd's switch-root needs one"
     fi
-    tr_say "root filesystem ready in RAM; $src unmounted"
+    if _tr_is_url "$src"; then
+        tr_say "root filesystem ready in RAM, from $file"
+    else
+        tr_say "root filesystem ready in RAM; $src unmounted"
+    fi
     return 0
 }
 
@@ -761,12 +920,15 @@ tr_claim_root() {
             # The network comes up through dracut's network modules (ip= rd.neednet=1).
             tr_say "root is a tmpfs filled from the NFS export ${src#NFS=}"
             ;;
+        http://* | https://*)
+            tr_say "root is a tmpfs filled from $src (over the network: ip= rd.neednet=1)"
+            ;;
         *)
             if dev=$(tr_source_dev "$src"); then
                 tr_say "root is a tmpfs filled from $src ($dev)"
                 wait_for_dev "$dev"
             else
-                warn "tmpfs-root: '$src' is not a source; accepted: /dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=, NFS=nfs:server:/export (root=)"
+                warn "tmpfs-root: '$src' is not a source; accepted: /dev/..., LABEL=, UUID=, PARTUUID=, PARTLABEL=, NFS=nfs:server:/export, http(s)://server/dir (root=)"
             fi
             ;;
     esac
