@@ -293,7 +293,8 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
         "--source",
         metavar="SRC",
         help="the volume holding the image: /dev/vda1, LABEL=IMGVOL, UUID=…, PARTUUID=…, "
-        "PARTLABEL=…, /dev/mapper/vg-lv, or nfs:server:/export[,opts] / nfs4:…",
+        "PARTLABEL=…, /dev/mapper/vg-lv, nfs:server:/export[,opts] / nfs4:…, or a web "
+        "server: http://server[:port]/dir (the image must be pinned with --sha256) or https://…",
     )
     g.add_argument(
         "--image", metavar="PATH", help="archive path relative to the source's root, e.g. images/rootfs.tar.zst"

@@ -55,12 +55,14 @@ def remove_module(host: Host) -> None:
 
 
 def extra_modules(plan: Plan, devices: list[BlockDevice] | None) -> list[str]:
-    """dracut modules the source needs besides ours (nfs, lvm, mdraid)."""
+    """dracut modules the source needs besides ours (nfs, url-lib, lvm, mdraid)."""
     source, device = source_device(plan, devices)
     if source is None:
         return []
     if source.is_nfs:
         return ["nfs"]
+    if source.is_http:
+        return ["url-lib"]  # curl, the CA bundle, and (its dependency) the network
     mods = []
     if source_lvm(source, device):
         mods.append("lvm")

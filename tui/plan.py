@@ -148,7 +148,7 @@ def _toml_string(s: str) -> str:
 class Source:
     """A parsed ``<source>``: a block device identifier or an NFS export."""
 
-    kind: str  # "path", "LABEL", "UUID", "PARTUUID", "PARTLABEL", "nfs"
+    kind: str  # "path", "LABEL", "UUID", "PARTUUID", "PARTLABEL", "nfs", "http"
     value: str  # the identifier as it goes after root=tmpfs:
     nfs_scheme: str = ""
     nfs_server: str = ""
@@ -159,9 +159,29 @@ class Source:
     def is_nfs(self) -> bool:
         return self.kind == "nfs"
 
+    @property
+    def is_http(self) -> bool:
+        return self.kind == "http"
+
+    @property
+    def is_network(self) -> bool:
+        """Reached over the network (ip= rd.neednet=1), not a block device."""
+        return self.kind in ("nfs", "http")
+
+    def image_url(self, image: str) -> str:
+        """The URL the boot fetches *image* from (an http source)."""
+        return self.value.rstrip("/") + "/" + image
+
 
 SOURCE_FORMS = (
-    "/dev/…, LABEL=…, UUID=…, PARTUUID=…, PARTLABEL=…, nfs:server:/export[,opts] or nfs4:server:/export[,opts]"
+    "/dev/…, LABEL=…, UUID=…, PARTUUID=…, PARTLABEL=…, nfs:server:/export[,opts], nfs4:server:/export[,opts], "
+    "http://server[:port]/dir or https://…"
+)
+#: What the boot fetches over HTTP(S): no credentials (the command line is readable by
+#: every user in /proc/cmdline), no query or fragment, characters the command line carries.
+_HTTP_RE = re.compile(
+    r"(?P<scheme>https?)://(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?"
+    r"(?P<path>/[A-Za-z0-9._~%+,=:/-]*)?"
 )
 _NFS_RE = re.compile(
     r"(?P<scheme>nfs4?):(?P<server>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):"
@@ -174,6 +194,8 @@ def parse_source(text: str) -> Source:
     text = text.strip()
     if text.startswith("tmpfs:"):
         text = text[len("tmpfs:") :]
+    if text.startswith(("http://", "https://")):
+        return _parse_http(text)
     if text.startswith("NFS="):
         text = text[len("NFS=") :]
     if text.startswith(("nfs:", "nfs4:")):
@@ -199,6 +221,16 @@ def parse_source(text: str) -> Source:
             )
         return Source("path", text)
     raise ValueError(f"not a source; accepted: {SOURCE_FORMS}")
+
+
+def _parse_http(text: str) -> Source:
+    accepted = "http://server[:port]/dir or https://…, e.g. http://10.0.0.11:8080/images"
+    if "@" in text.split("/", 3)[2]:
+        raise ValueError("carries credentials, which every user could read in /proc/cmdline; accepted: " + accepted)
+    m = _HTTP_RE.fullmatch(text)
+    if not m or (m["port"] and not 0 < int(m["port"]) < 65536):
+        raise ValueError(f"not a URL the boot can fetch (no query, fragment or spaces); accepted: {accepted}")
+    return Source("http", text)
 
 
 _DEV_PATH_RE = re.compile(r"/dev(/[A-Za-z0-9._+:@,=-]{1,255}){1,8}")
@@ -283,7 +315,7 @@ def source_device(plan: Plan, devices: list[BlockDevice] | None) -> tuple[Source
         source = parse_source(plan.source)
     except ValueError:
         return None, None
-    if source.is_nfs:
+    if source.is_network:
         return source, None
     matches = match_source(source.value, devices or [])
     return source, (matches[0] if len(matches) == 1 else None)
@@ -312,7 +344,7 @@ def kernel_cmdline(plan: Plan, devices: list[BlockDevice] | None = None) -> list
         args.append(f"rd.tmpfs.sha256={plan.sha256.lower()}")
     if plan.tmpfs_opts:
         args.append(f"rd.tmpfs.opts={plan.tmpfs_opts}")
-    if source.is_nfs:
+    if source.is_network:
         args += [f"ip={plan.network or 'dhcp'}", "rd.neednet=1"]
     elif device is not None:
         args += device.extra_args()

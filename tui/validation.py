@@ -153,6 +153,11 @@ def validate(plan: Plan, ctx: Context) -> list[Problem]:
     source, device = _check_source(plan, ctx, problems)
     _check_image_path(plan, problems)
     image_size = _check_image_on_source(plan, device, problems) if ctx.probes else None
+    if source is not None and source.is_http:
+        _check_http_pin(plan, problems)
+        _check_http_tools(ctx, problems)
+        if ctx.probes:
+            image_size = _check_image_over_http(plan, source, problems)
     image_size = image_size or ctx.image_size
     _check_size(plan, ctx, image_size, problems)
     _check_kernels(plan, ctx, problems)
@@ -199,7 +204,7 @@ def _check_source(plan: Plan, ctx: Context, problems: list[Problem]):
     except ValueError as e:
         problems.append(Problem("source", plan.source, str(e)))
         return None, None
-    if source.is_nfs or ctx.devices is None:
+    if source.is_network or ctx.devices is None:
         return source, None
     matches = match_source(source.value, ctx.devices)
     if len(matches) > 1:
@@ -258,6 +263,51 @@ def _check_image_path(plan: Plan, problems: list[Problem]) -> None:
                 f"contains {bad}, which the kernel command line cannot carry; accepted: {accepted}, of {ARG_ACCEPTED}",
             )
         )
+
+
+def _check_http_pin(plan: Plan, problems: list[Problem]) -> None:
+    """Over plain http anyone on the way can change the image: it must be pinned, unless the
+    admin said rd.tmpfs.insecure=1 in --append."""
+    if plan.sha256 or not plan.source.strip().removeprefix("tmpfs:").startswith("http:"):
+        return
+    if "rd.tmpfs.insecure=1" in plan.append.split():
+        return
+    problems.append(
+        Problem(
+            "sha256",
+            "",
+            "is required over plain http (anyone on the network could change the image); accepted: 64 hex "
+            "digits from `tmpfs-root image inspect FILE --sha256`, or https, or --append rd.tmpfs.insecure=1",
+        )
+    )
+
+
+def _check_http_tools(ctx: Context, problems: list[Problem]) -> None:
+    """dracut's url-lib puts the target's curl into the initramfs; without it the build fails."""
+    if not any(ctx.host.exists(p) for p in ("/usr/bin/curl", "/bin/curl")):
+        problems.append(
+            Problem("source", "", "an http(s) source needs curl in the target; accepted: install curl there", "warning")
+        )
+
+
+def _check_image_over_http(plan: Plan, source, problems: list[Problem]) -> int | None:
+    """Ask the server as the boot will (tui/http_source.py): a missing image, a file that is
+    not an archive, a sharded image without range requests are problems; a server that
+    cannot be reached from here is a warning (the booting host may reach it)."""
+    from tui import http_source
+
+    if not plan.image or any(p.field == "image" for p in problems):
+        return None
+    url = source.image_url(plan.image)
+    try:
+        found = http_source.probe(url)
+    except http_source.Unreachable as e:
+        problems.append(Problem("source", plan.source, f"{e}; the boot will try", "warning"))
+        return None
+    if found.problem:
+        problems.append(Problem("image", plan.image, f"at {url}: {found.problem}"))
+        return None
+    return found.uncompressed
 
 
 def _check_image_on_source(plan: Plan, device: BlockDevice | None, problems: list[Problem]) -> int | None:
@@ -405,10 +455,14 @@ def _check_text_fields(plan: Plan, problems: list[Problem]) -> None:
                 )
                 break
     if plan.network is not None:
-        is_nfs = plan.source.lstrip().startswith(("nfs", "NFS=", "tmpfs:NFS="))
-        if not is_nfs:
+        is_network = plan.source.lstrip().removeprefix("tmpfs:").startswith(("nfs", "NFS=", "http:", "https:"))
+        if not is_network:
             problems.append(
-                Problem("network", plan.network, "only applies to an NFS source; accepted: omit it for a block device")
+                Problem(
+                    "network",
+                    plan.network,
+                    "only applies to an NFS or http(s) source; accepted: omit it for a block device",
+                )
             )
         elif not ip_setting_ok(plan.network):
             problems.append(
@@ -462,7 +516,8 @@ def _check_append(plan: Plan, problems: list[Problem]) -> None:
         return
     for arg in plan.append.split():
         key, has_value, value = arg.partition("=")
-        if key == "root" or key.startswith("rd.tmpfs."):
+        # rd.tmpfs.insecure=1: the admin's own decision to boot an unpinned image over http
+        if key == "root" or (key.startswith("rd.tmpfs.") and arg != "rd.tmpfs.insecure=1"):
             problems.append(
                 Problem(
                     "append",

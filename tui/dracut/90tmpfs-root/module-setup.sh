@@ -33,6 +33,8 @@ install() {
     inst_multiple tar cat tee dd od tr sed awk wc cut sha256sum mkfifo df sleep head tail grep
     # nproc: one worker per core for sharded images (the boot counts /proc/cpuinfo without it).
     inst_multiple -o nproc
+    # An https source's own CA, when the admin put one there (url-lib brings curl's bundle).
+    [[ -r $dracutsysrootdir/etc/tmpfs-root/ca.pem ]] && inst_simple /etc/tmpfs-root/ca.pem
     # Every decompressor the build host has, so any archive format can be unpacked.
     inst_multiple -o gzip pigz xz zstd bzip2 lbzip2 pbzip2 lz4
     if dracut_module_included "systemd"; then
