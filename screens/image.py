@@ -68,6 +68,14 @@ class ImageScreen(StepScreen):
         yield Checkbox(
             "Pin its sha256: the boot refuses any other image", value=bool(self.engine.plan.sha256), id="pin"
         )
+        with Horizontal(classes="field", id="sha-row"):
+            yield Label("sha256")
+            yield Input(
+                compact=True,
+                value=self.engine.plan.sha256 or "",
+                placeholder="e.g. 9f86d0… (`tmpfs-root image inspect FILE --sha256` on the server)",
+                id="sha-text",
+            )
         yield problem_slot("sha256")
         yield Button("Create an image from this host…", id="create")
 
@@ -76,7 +84,19 @@ class ImageScreen(StepScreen):
         self.query_one("#progress", ProgressBar).display = False
         self.archives: list[tuple[str, str, int]] = []
         self.device = self.engine.source_device()
-        if self.device is None:
+        source = self.engine.source() if self.engine.plan.source else None
+        over_http = source is not None and source.is_http
+        # Served over HTTP(S), the image is not read here: its sha256 is typed (or pasted).
+        self.query_one("#sha-row").display = over_http
+        self.query_one("#pin", Checkbox).display = not over_http
+        if over_http:
+            assert source is not None
+            self.query_one("#where", Static).update(
+                Text(f"The boot fetches the image from {source.image_url('…')}: type its path there.")
+            )
+            self.query_one("#archives", DataTable).display = False
+            self.query_one("#image-path", Input).focus()
+        elif self.device is None:
             self.query_one("#where", Static).update(
                 "The source is not a block device here (NFS, or not present now): type the image's path on it."
             )
@@ -172,6 +192,9 @@ class ImageScreen(StepScreen):
         if event.input.id == "image-path":
             if event.value.strip() != self.engine.plan.image:
                 self.engine.edit(image=event.value.strip())
+            self.show_problems()
+        elif event.input.id == "sha-text":
+            self.engine.edit(sha256=event.value.strip() or None)
             self.show_problems()
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:

@@ -62,6 +62,20 @@ class SourceScreen(StepScreen):
                             id="nfs-scheme",
                         )
                     yield problem_slot("network")
+            with TabPane("HTTP(S)", id="http"):
+                with Vertical():
+                    for fid, label, placeholder in (
+                        ("url", "URL", "e.g. http://10.0.0.11:8080/images or https://images.example.org/"),
+                        ("ip", "Network (ip=)", "empty: dhcp; or client:server:gw:netmask:host:iface:none"),
+                    ):
+                        with Horizontal(classes="field"):
+                            yield Label(label)
+                            yield Input(compact=True, placeholder=placeholder, id=f"http-{fid}")
+                    yield Static(
+                        "The image is streamed into RAM at boot. Over plain http it must be pinned by its "
+                        "sha256 (next step); https checks the server's certificate.",
+                        classes="help",
+                    )
         yield Static(id="cmdline", classes="cmdline")
         yield problem_slot("source")
 
@@ -101,7 +115,7 @@ class SourceScreen(StepScreen):
                 key=d.path,
             )
         if not self.rows:
-            self.query_one("#cmdline", Static).update("No block device found; use the NFS tab.")
+            self.query_one("#cmdline", Static).update("No block device found; use the NFS or HTTP(S) tab.")
 
     def restore_choice(self) -> None:
         """Show what the plan already says (going back, or modifying an installed setup)."""
@@ -113,6 +127,10 @@ class SourceScreen(StepScreen):
             self.query_one("#nfs-export", Input).value = source.nfs_path
             self.query_one("#nfs-options", Input).value = source.nfs_options
             self.query_one("#nfs-ip", Input).value = self.engine.plan.network or ""
+        elif source and source.is_http:
+            self.query_one("#tabs", TabbedContent).active = "http"
+            self.query_one("#http-url", Input).value = source.value
+            self.query_one("#http-ip", Input).value = self.engine.plan.network or ""
         else:
             device = self.engine.source_device()
             if device is not None:
@@ -134,7 +152,9 @@ class SourceScreen(StepScreen):
         select = self.query_one("#identifier", Select)
         if not device.usable:  # a whole disk, a PV: nothing to name; Next says what is needed
             select.set_options([])
-            if self.engine.source_device() is not None or not self.engine.plan.source.startswith(("nfs", "NFS")):
+            if self.engine.source_device() is not None or not self.engine.plan.source.startswith(
+                ("nfs", "NFS", "http")
+            ):
                 self.engine.edit(source="")
             self.query_one("#cmdline", Static).update(
                 f"{device.path} holds no filesystem: pick a partition or volume that has one."
@@ -156,6 +176,9 @@ class SourceScreen(StepScreen):
         if event.input.id and event.input.id.startswith("nfs-"):
             self.compose_nfs()
             self.refresh_cmdline()
+        elif event.input.id and event.input.id.startswith("http-"):
+            self.compose_http()
+            self.refresh_cmdline()
 
     def compose_nfs(self) -> None:
         value = {f: self.query_one(f"#nfs-{f}", Input).value.strip() for f in ("server", "export", "options", "ip")}
@@ -168,11 +191,18 @@ class SourceScreen(StepScreen):
             network=value["ip"] or None,
         )
 
+    def compose_http(self) -> None:
+        url = self.query_one("#http-url", Input).value.strip()
+        if url:
+            self.engine.edit(source=url, network=self.query_one("#http-ip", Input).value.strip() or None)
+
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "nfs":
             self.compose_nfs()
+        elif event.pane.id == "http":
+            self.compose_http()
         else:
-            # Back to a block device: ip= belongs to NFS only, and the identifier chosen before
+            # Back to a block device: ip= belongs to the network only, and the identifier chosen before
             # (LABEL=, say) comes back rather than the recommended one.
             self.engine.edit(network=None)
             table = self.query_one("#devices", DataTable)

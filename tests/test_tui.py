@@ -745,6 +745,33 @@ async def test_the_nfs_tab_and_back_keep_the_chosen_label_and_leave_no_hidden_er
         assert not [p for p in app.engine.problems("network") if p.severity == "error"]
 
 
+async def test_the_http_tab_then_the_image_path_and_its_typed_sha256(fixed):
+    """An image on a web server: URL on the Source step, then its path and its sha256 typed
+    on the Image step (nothing to read here), and the command line the boot gets."""
+    app = app_for(fixed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        app.screen.query_one("#tabs").active = "http"
+        await pilot.pause()
+        app.screen.query_one("#http-url").value = "http://10.0.0.11:8080/images"
+        await pilot.pause()
+        assert app.plan.source == "http://10.0.0.11:8080/images"
+        assert "root=tmpfs:http://10.0.0.11:8080/images" in str(app.screen.query_one("#cmdline").render())
+        await walk_to(pilot, "ImageScreen")
+        assert app.screen.query_one("#sha-row").display and not app.screen.query_one("#pin").display
+        assert "http://10.0.0.11:8080/images/" in str(app.screen.query_one("#where").render())
+        app.screen.query_one("#image-path").value = "rootfs.tar.zst"
+        await pilot.pause()
+        assert [p.field for p in app.engine.problems("sha256")] == ["sha256"]  # plain http: required
+        app.screen.query_one("#sha-text").value = "ab" * 32
+        await pilot.pause()
+        assert not app.engine.problems("sha256")
+        args = app.engine.cmdline()
+    assert "rd.tmpfs.imgfile=rootfs.tar.zst" in args and f"rd.tmpfs.sha256={'ab' * 32}" in args
+    assert "ip=dhcp" in args and "rd.neednet=1" in args
+
+
 async def test_a_whole_disk_is_no_source_and_says_so(fixed):
     app = app_for(fixed)
     async with app.run_test(size=(120, 40)) as pilot:
