@@ -396,8 +396,11 @@ TARGET_PACKAGES = [
     "procps",
     "iproute2",
     "systemd-sysv",
+    # dracut's url-lib (images over HTTP(S)) takes curl and the CA bundle from the target
+    "curl",
+    "ca-certificates",
 ]
-TARGET_VERSION = "3"  # bump to rebuild cached targets when the recipe changes
+TARGET_VERSION = "4"  # bump to rebuild cached targets when the recipe changes
 #: Debian 13: dracut-ng 106, systemd 257, kernel versions with "+"; GRUB for UEFI (the
 #: UEFI full chain boots it). It debootstraps from the same mirror, with bookworm's keyring.
 TRIXIE_PACKAGES = [p for p in TARGET_PACKAGES if p not in ("grub-pc", "isc-dhcp-client")] + [
@@ -548,11 +551,11 @@ class Flavour:
 
 FLAVOURS = {
     # systemd in the initramfs (Debian's default when systemd is installed), generic (-N)
-    "systemd": Flavour(False, ["--add", "lvm nfs"]),
+    "systemd": Flavour(False, ["--add", "lvm nfs url-lib"]),
     # without systemd (dracut's shell init). Debian's dracut picks systemd-networkd as the
     # network handler whenever the system has systemd; naming network-legacy makes it the
     # handler, so NFS works without systemd too.
-    "nosystemd": Flavour(False, ["--omit", "systemd", "--add", "lvm nfs network-legacy"]),
+    "nosystemd": Flavour(False, ["--omit", "systemd", "--add", "lvm nfs url-lib network-legacy"]),
     # host-only, with the engine's default dracut arguments (--hostonly
     # --no-hostonly-cmdline). This machine's kernel has no loadable modules (no
     # /proc/modules), so dracut itself switches to non-hostonly mode here: what this

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.http_server import closed_port, http_server, make_ca
 from tests.infra import (
     FLAVOURS,
     FLAVOURS_TRIXIE,
@@ -60,6 +61,19 @@ CASES = {
         "rd.tmpfs.imgfile=images/root.tar.zst rd.tmpfs.size=64M",
         "ok",
     ),
+    # streamed from a web server on this machine (10.0.2.2 to the guest): a sharded image
+    # by range requests, pinned over plain http; one stream over https (the test CA is in
+    # the initramfs as /etc/tmpfs-root/ca.pem)
+    "http-sharded": (
+        "root=tmpfs:http://10.0.2.2:{http_port}/ ip=dhcp rd.neednet=1 "
+        "rd.tmpfs.imgfile=images/sharded.tar.zst rd.tmpfs.sha256={sha_sharded}",
+        "ok",
+    ),
+    "https-zstd": (
+        "root=tmpfs:https://10.0.2.2:{https_port}/ ip=dhcp rd.neednet=1 "
+        "rd.tmpfs.imgfile=images/root.tar.zst rd.tmpfs.size=64M",
+        "ok",
+    ),
     "lvm-lz4": (
         "root=tmpfs:/dev/mapper/tvg-images rd.lvm.lv=tvg/images rd.tmpfs.imgfile=images/root.tar.lz4 rd.tmpfs.size=64M",
         "ok",
@@ -87,6 +101,26 @@ CASES = {
         "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/tampered.tar.zst rd.tmpfs.sha256={sha_tampered}",
         ("shard 2 of 3: its sha256 is not the one in the image's index", "rd.tmpfs.sha256"),
     ),
+    "fault-http-tampered": (
+        "root=tmpfs:http://10.0.2.2:{http_port} ip=dhcp rd.neednet=1 "
+        "rd.tmpfs.imgfile=images/tampered.tar.zst rd.tmpfs.sha256={sha_tampered}",
+        ("shard 2 of 3: its sha256 is not the one in the image's index", "rd.tmpfs.sha256"),
+    ),
+    "fault-http-404": (
+        "root=tmpfs:http://10.0.2.2:{http_port} ip=dhcp rd.neednet=1 "
+        "rd.tmpfs.imgfile=images/absent.tar.zst rd.tmpfs.insecure=1",
+        ("/images/absent.tar.zst: The requested URL returned error: 404", "root="),
+    ),
+    "fault-http-down": (
+        "root=tmpfs:http://10.0.2.2:{down_port} ip=dhcp rd.neednet=1 rd.retry=10 "
+        "rd.tmpfs.imgfile=images/root.tar.zst rd.tmpfs.insecure=1",
+        ("Failed to connect to 10.0.2.2 port", "root="),
+    ),
+    "fault-http-died": (
+        "root=tmpfs:http://10.0.2.2:{http_port}/die ip=dhcp rd.neednet=1 "
+        "rd.tmpfs.imgfile=images/root.tar.zst rd.tmpfs.insecure=1",
+        ("transfer closed with", "root="),
+    ),
     "fault-too-small": (
         "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=1M",
         ("is too small for images/root.tar", "rd.tmpfs.size"),
@@ -108,8 +142,11 @@ SHELL_ARGS = "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/absent.tar.zst"
 #: for Enter first; dracut's shell init prompts with the name tr_fail gives it).
 SHELL_SHOWS = {"systemd": "Entering emergency mode. Exit the shell to continue.", "nosystemd": "tmpfs-root:/# "}
 
+#: A server's failures, on one initramfs flavour (the network and curl are the same in both;
+#: the good http and https boots run in both).
+HTTP_FAULTS = {c for c in CASES if c.startswith("fault-http")}
 #: Every case boots with the two generic flavours; the host-only build boots a few.
-MATRIX = [(f, c) for f in ("systemd", "nosystemd") for c in CASES] + [
+MATRIX = [(f, c) for f in ("systemd", "nosystemd") for c in CASES if f == "systemd" or c not in HTTP_FAULTS] + [
     ("hostonly", "label-gzip"),
     ("hostonly", "partuuid-zstd-nosize"),
     ("hostonly", "fault-missing"),
@@ -131,7 +168,15 @@ class World:
         self.kver = target_kernel(target)
         self.kernel = target / f"boot/vmlinuz-{self.kver}"
         install_test_module(target)
-        with ThreadPoolExecutor(2) as pool:
+        # The https boots trust a test CA: module-setup takes /etc/tmpfs-root/ca.pem into the
+        # initramfs; it is in the shared target only while these images are built.
+        self.tls = make_ca(tmp / "ca")
+        ca_in_target = target / "etc/tmpfs-root/ca.pem"
+        ca_in_target.parent.mkdir(exist_ok=True)
+        shutil.copy(self.tls[0], ca_in_target)
+        with contextlib.ExitStack() as cleanup, ThreadPoolExecutor(2) as pool:
+            cleanup.callback(ca_in_target.parent.rmdir)  # after the file below
+            cleanup.callback(ca_in_target.unlink)
             initrds = {f: pool.submit(build_test_initramfs, target, f, tmp, flavours) for f in flavours}
             rootfs = make_test_rootfs(tmp / "rootfs")
             content = tmp / "content"
@@ -146,10 +191,12 @@ class World:
             zst = (content / "images/root.tar.zst").read_bytes()
             (content / "images/corrupt.tar.zst").write_bytes(zst[:64] + bytes(len(zst) - 64))
             sha_tampered = tampered_shard(rootfs, tmp, content / "images/tampered.tar.zst")
+            shutil.copy(tmp / "sharded.tar.zst", content / "images/sharded.tar.zst")
             # Values the cases' kernel arguments are formatted with.
             self.params = {
                 "sha_xz": hashlib.sha256((content / "images/root.tar.xz").read_bytes()).hexdigest(),
                 "sha_tampered": sha_tampered,
+                "sha_sharded": sha_tampered,  # the tampered copy kept the index: the same pin
             }
             self.disk = tmp / "disk.img"
             make_disk_image(
@@ -186,9 +233,8 @@ class World:
         append = CASES[case][0].format(**self.params)
         extra = {"lvm": [self.lvm_disk], "fat": [self.names_disk], "escaped": [self.names_disk]}
         disks = [self.disk, *extra.get(case.split("-")[0], [])]
-        return qemu_boot(
-            self.kernel, self.initrd[flavour], f"{append} {ONCE}", disks, log, network=case.startswith("nfs")
-        )
+        network = case.startswith(("nfs", "http", "fault-http"))
+        return qemu_boot(self.kernel, self.initrd[flavour], f"{append} {ONCE}", disks, log, network=network)
 
     def boot_all(self, wanted):
         todo = [w for w in wanted if w not in self.results]
@@ -196,6 +242,11 @@ class World:
             if any(case.startswith("nfs") for _, case in todo):
                 # The same files as on the disk, exported by a userspace NFS server on loopback.
                 self.params["nfs_port"] = stack.enter_context(nfs_server(self.content, self.tmp / "nfs"))
+            if any("http" in case for _, case in todo):
+                # ... and served over HTTP and HTTPS, with range requests.
+                self.params["http_port"] = stack.enter_context(http_server(self.content)).port
+                self.params["https_port"] = stack.enter_context(http_server(self.content, tls=self.tls[1:])).port
+                self.params["down_port"] = closed_port()
             with ThreadPoolExecutor(2) as pool:  # one VM per core
                 for key, result in zip(todo, pool.map(lambda w: self.boot(*w), todo), strict=True):
                     self.results[key] = result
