@@ -13,6 +13,13 @@ check() {
 # called by dracut
 depends() {
     echo base
+    # A generic image (dracut -N) boots every source kind: the network sources' modules come
+    # along where the build root has their tools (a host-only image gets what its source
+    # needs from tmpfs-root itself: --add "tmpfs-root nfs" or "tmpfs-root url-lib").
+    if [[ ! $hostonly ]]; then
+        [[ -x $dracutsysrootdir/usr/bin/curl ]] && echo url-lib
+        [[ -x $dracutsysrootdir/sbin/mount.nfs || -x $dracutsysrootdir/usr/sbin/mount.nfs ]] && echo nfs
+    fi
     return 0
 }
 
