@@ -288,3 +288,34 @@ def test_inspect_shows_the_shards(image):
     assert "sharded archive" in r.stdout and "shards        5, the biggest" in r.stdout
     assert r.stdout.count("    shard ") == 5 and "    dirs " in r.stdout
     assert f"sha256        {index_of(image).digest} (of the index" in r.stdout  # what the boot pins
+
+
+def test_inspect_refuses_a_link_in_a_shard(tmp_path):
+    """Shards are unpacked side by side: a link made by one could lead another tar out of
+    the new root. image create puts links in the last part; a hand-made image that puts one
+    in a shard is refused (and at boot, where the image is the system to be run anyway, the
+    pinned sha256 is what vouches for it)."""
+    import io
+    import tarfile
+
+    def tar_of(*members) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            for m in members:
+                t.addfile(m)
+        return subprocess.run(["zstd", "-q", "-c"], input=buf.getvalue(), capture_output=True, check=True).stdout
+
+    link = tarfile.TarInfo("./etc")
+    link.type, link.linkname = tarfile.SYMTYPE, "/tmp"
+    root = tarfile.TarInfo(".")
+    root.type = tarfile.DIRTYPE
+    parts_data = [tar_of(link), tar_of(root)]
+    frame = image_index.reserved_frame(1)
+    at, parts = frame, []
+    for kind, data in zip(("files", "dirs"), parts_data, strict=True):
+        parts.append(image_index.Part(kind, at, len(data), 10240, 1, hashlib.sha256(data).hexdigest()))
+        at += len(data)
+    image = tmp_path / "hostile.tar.zst"
+    image.write_bytes(image_index.render(frame, at, parts) + b"".join(parts_data))
+    with pytest.raises(ImageError, match="a symbolic link in a shard"):
+        inspect(image)

@@ -314,6 +314,7 @@ class Entry:
     is_dir: bool
     weight: int
     link: tuple[int, int] | None = None
+    symlink: bool = False
 
 
 def walk(plan: CreatePlan) -> Iterator[Entry]:
@@ -337,7 +338,7 @@ def walk(plan: CreatePlan) -> Iterator[Entry]:
                 if _excluded(rel, anchored, floating) or rel in plan.mounts:
                     continue  # a packed mount's own directory comes with its walk
                 if os.path.islink(p):  # os.walk lists a link to a directory among them
-                    yield Entry("./" + rel, False, 512)
+                    yield Entry("./" + rel, False, 512, symlink=True)
                     continue
                 yield Entry("./" + rel, True, 512)
                 if os.path.ismount(p) or os.lstat(p).st_dev != dev:
@@ -355,7 +356,8 @@ def walk(plan: CreatePlan) -> Iterator[Entry]:
                 if stat.S_ISSOCK(st.st_mode):
                     continue
                 link = (st.st_dev, st.st_ino) if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else None
-                yield Entry("./" + rel, False, min(st.st_size, st.st_blocks * 512) + 512, link)
+                weight = min(st.st_size, st.st_blocks * 512) + 512
+                yield Entry("./" + rel, False, weight, link, symlink=stat.S_ISLNK(st.st_mode))
 
 
 def scan(plan: CreatePlan) -> tuple[int, int]:

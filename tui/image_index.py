@@ -9,10 +9,11 @@ Layout (all offsets in bytes from the start of the file)::
                  total <uncompressed bytes of all parts>
                  part files <offset> <length> <uncompressed> <entries> <sha256>   (one per shard)
                  part dirs <offset> <length> <uncompressed> <entries> <sha256>    (last)
-    [shard 1 .. N]  each a zstd frame holding a tar stream of files, symbolic links and
-             nodes (no directories; a hard-link group stays in one shard)
-    [dirs]   a zstd frame holding a tar stream of every directory, unpacked last so that
-             their owners, modes, times and xattrs are the final word
+    [shard 1 .. N]  each a zstd frame holding a tar stream of files and nodes (no directory,
+             no symbolic link; a hard-link group stays in one shard)
+    [dirs]   a zstd frame holding a tar stream of every directory and symbolic link, unpacked
+             last: the links appear only once no other tar runs, and the directories'
+             owners, modes, times and xattrs are the final word
 
 The parts follow each other without gaps from the end of the index to the end of the file.
 Because the index is a skippable frame, standard tools read the file as one zstd stream of

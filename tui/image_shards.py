@@ -1,8 +1,10 @@
 """Packing a tree as a sharded image (the layout is in image_index): N tar streams balanced by
-bytes, each compressed on its own, then one stream of every directory, behind an index.
+bytes, each compressed on its own, then one stream of every directory and symbolic link,
+behind an index.
 
-The boot unpacks the shards in parallel, one worker per core; the directory part comes last
-and sets the directories' owners, modes, times and xattrs once every file is in.
+The boot unpacks the shards in parallel, one worker per core; the last part comes after
+them: it makes the symbolic links and sets the directories' owners, modes, times and
+xattrs once every file is in.
 """
 
 from __future__ import annotations
@@ -32,11 +34,19 @@ def auto_shards(total_bytes: int) -> int:
 
 def partition(entries, count: int):
     """Split *entries* (image_create.Entry, in walk order) into at most *count* shards of
-    non-directories, contiguous in walk order and balanced by weight, plus the directories.
-    Every name of a hard-link group goes into the shard of its first name, so that tar
-    stores the data once and the others as links to it."""
-    files = [e for e in entries if not e.is_dir]
-    dirs = [e for e in entries if e.is_dir]
+    files and nodes, contiguous in walk order and balanced by weight, plus the last part:
+    every directory and symbolic link. Every name of a hard-link group goes into the shard
+    of its first name, so that tar stores the data once and the others as links to it.
+
+    No shard holds a symbolic link: while the shards are unpacked side by side, every
+    directory on a path is a real one, so no tar can be led out of the new root through a
+    link another tar made (GNU tar guards against that within one archive only). The last
+    part makes the links, after every file is in."""
+    files = [e for e in entries if not e.is_dir and not e.symlink]
+    # Depth first, as tar itself walks: GNU tar makes a link whose target has ".." or is
+    # absolute only at the end of its run, and keeps the times of the directories it is in
+    # for after that only while they are still open (the link follows them directly).
+    dirs = sorted((e for e in entries if e.is_dir or e.symlink), key=lambda e: e.name.split("/"))
     total = sum(e.weight for e in files) or 1
     shards: list[list] = [[] for _ in range(count)]
     home: dict[tuple[int, int], int] = {}

@@ -266,6 +266,7 @@ def _inspect_sharded(path: str, f, members: MemberCheck, progress):
     for n, part in enumerate(index.parts, 1):
         name = image_index.part_name(n, len(index.parts))
         digest = hashlib.sha256()
+        members.in_shard = part.kind == "files"
         changed = f"{shown(path)}: {name}: its sha256 is not the one in the index (the image was changed)"
         try:
             count, files = _tar_through(path, "zstd", _chunks(f, part.offset, part.length, digest, report), members)
@@ -375,6 +376,9 @@ class MemberCheck:
         self.links: set[str] = set()
         self.refused: list[tuple[str, str]] = []
         self.absolute: list[str] = []
+        #: a shard of a sharded image, unpacked beside others: a link there could lead
+        #: another shard's tar out of the new root (image create puts links in the last part)
+        self.in_shard = False
 
     def add(self, member) -> None:
         name = member.name
@@ -383,6 +387,9 @@ class MemberCheck:
             self.absolute.append(name)
         if ".." in parts:
             self.refused.append((name, "contains '..'"))
+            return
+        if self.in_shard and member.issym():
+            self.refused.append((name, "a symbolic link in a shard, which other shards are unpacked beside"))
             return
         for i in range(1, len(parts)):
             if "/".join(parts[:i]) in self.links:
