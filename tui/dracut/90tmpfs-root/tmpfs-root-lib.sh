@@ -548,7 +548,7 @@ _tr_unpack_part() {
         { _tr_read_range "$1" "$8" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
             | tee "$st.fifo" \
             | { zstd -dcq; echo $? > "$st.decomp"; } \
-            | { tar -C "$2" $4 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; _tr_drain; }
+            | { tar -C "$2" $4 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
         wait $!
         _tr_part_read "$@" || return
         read -r got rest < "$st.sha"
@@ -560,7 +560,7 @@ _tr_unpack_part() {
         # shellcheck disable=SC2086
         { _tr_read_range "$1" "$8" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
             | { zstd -dcq; echo $? > "$st.decomp"; } \
-            | { tar -C "$2" $4 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; _tr_drain; }
+            | { tar -C "$2" $4 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
     fi
     read -r tarst < "$st.tar"
     # GNU tar counts what it read (--totals); the index must say the same.
@@ -608,12 +608,6 @@ _tr_part_read() {
     fi
     echo "1 $(_tr_part_name "$5" "$6") cannot be read: $(tail -n 1 "$TR_RUN/shard/$5.dd")" > "$TR_RUN/shard/$5.why"
     return 1
-}
-
-# Read stdin to its end with builtins (normally there is nothing left: no process to start).
-_tr_drain() {
-    # shellcheck disable=SC2034
-    while IFS= read -r _tr_line; do :; done
 }
 
 # One worker: go through the parts (the directory part, last, aside), claim each one nobody
