@@ -618,8 +618,13 @@ def _image_create(args, console, engine: Engine) -> int:
         say(f"note: {escape(folder)} is not packed: the output is written there")
     if args.dry_run:
         total_bytes, total_files = engine.image_size(plan)
+        layout = plan.format
+        if plan.sharded():
+            from tui.image_shards import auto_shards
+
+            layout = f"zst, sharded: {plan.shards or auto_shards(total_bytes)} shards"
         print(
-            f"would pack {escape(str(plan.source))} into {escape(str(plan.output))} ({plan.format}): "
+            f"would pack {escape(str(plan.source))} into {escape(str(plan.output))} ({layout}): "
             f"{total_files} entries, {human_size(total_bytes)} before compression"
         )
         print(f"  separate filesystems packed: {', '.join('/' + m for m in plan.mounts) or 'none'}")
