@@ -280,6 +280,8 @@ def test_create_refuses_bad_shard_counts(tmp_path):
         r = run_cli("image", "create", f"--from={tree}", f"--output={tmp_path}/o.tar.zst", *args)
         assert r.returncode == 2 and says in r.stderr, r.stderr
         assert not (tmp_path / "o.tar.zst").exists()
+    r = run_cli("image", "create", f"--from={tree}", f"--output={tmp_path}/o.tar.zst", "--shards=7", "--dry-run")
+    assert r.returncode == 0 and "(zst, sharded: 7 shards)" in r.stdout, r.stdout + r.stderr
 
 
 def test_inspect_shows_the_shards(image):
