@@ -135,6 +135,13 @@ def test_server_failures_name_the_url_and_the_cause(served, tmp_path, case, path
     assert lines[-1].endswith("(root=)"), lines[-1]
 
 
+def test_a_name_that_does_not_resolve_is_named(tmp_path):
+    r = fill(tmp_path, "root=tmpfs:http://no-such-host.invalid/ rd.tmpfs.imgfile=r.tar.zst rd.tmpfs.insecure=1")
+    line = said(r)[-1]
+    assert "cannot fetch http://no-such-host.invalid/r.tar.zst: Could not resolve host" in line, line
+    assert line.endswith("(root=)")
+
+
 def test_a_server_that_is_down_is_retried_then_named(served, tmp_path):
     port = closed_port()
     r = fill(
