@@ -610,6 +610,94 @@ _tr_part_read() {
     return 1
 }
 
+# The shards split into $1 runs of consecutive shards, balanced by uncompressed bytes: one
+# line per run, "first last offset length uncompressed" (offset and length of its bytes).
+_tr_runs() {
+    awk -v w="$1" '
+        function emit(a, b, j, u) {
+            u = 0
+            for (j = a; j <= b; j++) u += us[j]
+            printf "%d %d %.0f %.0f %.0f\n", a, b, off[a], off[b] + len[b] - off[a], u
+        }
+        $1 == "files" { n++; off[n] = $2; len[n] = $3; us[n] = $4; tot += $4 }
+        END {
+            start = 1; acc = 0; k = 1
+            for (i = 1; i <= n; i++) {
+                acc += us[i]
+                if (k < w && i < n && acc >= tot * k / w) { emit(start, i); start = i + 1; k++ }
+            }
+            if (start <= n) emit(start, n)
+        }' "$TR_RUN/parts"
+}
+
+# Unpack shards $5 to $6 of sharded image $1 into $2 in one pipeline: their bytes ($7 from
+# offset $8... as _tr_runs prints) through one zstd into one tar ($3: its options, with
+# --ignore-zeros); $4: the number of parts. A failure is said for the one shard at fault.
+_tr_unpack_run() {
+    local st got i name line read tarst
+    st=$TR_RUN/shard/run.$5
+    # shellcheck disable=SC2086 # tar's options
+    { _tr_read_range "$1" "$7" "$8" 2> "$st.dd"; echo $? > "$st.read"; } \
+        | { zstd -dcq; echo $? > "$st.decomp"; } \
+        | { tar -C "$2" $3 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
+    name="shards $5 to $6 of $(($4 - 1))"
+    [ "$5" = "$6" ] && name=$(_tr_part_name "$5" "$4")
+    read -r tarst < "$st.tar"
+    read=
+    while read -r line; do
+        case "$line" in
+            "Total bytes read: "*)
+                read=${line#Total bytes read: }
+                read=${read%% *}
+                ;;
+            *"No space left"*)
+                [ "$tarst" = 0 ] && continue
+                echo "1 the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$2")")" > "$TR_RUN/shard/$5.why"
+                return 1
+                ;;
+        esac
+    done < "$st.tar.err"
+    read -r got < "$st.read"
+    if [ "$got" != 0 ]; then
+        if _tr_is_url "$1"; then
+            echo "4 cannot fetch $1 ($name): $(_tr_curl_why "$st.dd")" > "$TR_RUN/shard/$5.why"
+            return 4
+        fi
+        echo "1 $name cannot be read: $(tail -n 1 "$st.dd")" > "$TR_RUN/shard/$5.why"
+        return 1
+    fi
+    read -r got < "$st.decomp"
+    if [ "$got" != 0 ]; then
+        # Which shard: each one of the run on its own through zstd's test.
+        i=$5
+        while [ "$i" -le "$6" ]; do
+            # shellcheck disable=SC2046 # the shard's index fields
+            set -- "$1" "$2" "$3" "$4" "$5" "$6" $(sed -n "${i}p" "$TR_RUN/parts")
+            if ! _tr_read_range "$1" "$8" "$9" 2> /dev/null | zstd -tq 2> /dev/null; then
+                echo "1 $(_tr_part_name "$i" "$4") of ${1##*/} is damaged (zstd failed)" > "$TR_RUN/shard/$5.why"
+                return 1
+            fi
+            i=$((i + 1))
+        done
+        echo "1 $name of ${1##*/} is damaged (zstd failed)" > "$TR_RUN/shard/$5.why"
+        return 1
+    fi
+    if [ "$tarst" != 0 ]; then
+        echo "1 $name: tar failed: $(grep -v -e '^$' -e '^Total bytes read' "$st.tar.err" | tail -n 1)" > "$TR_RUN/shard/$5.why"
+        return 1
+    fi
+    # Told to read on past end-of-archive blocks, GNU tar counts one more record (10240).
+    if [ -n "$read" ] && [ "$read" != $(($9 + 10240)) ]; then
+        echo "1 $name: $((read - 10240)) bytes of tar, the index says $9 (a damaged index)" > "$TR_RUN/shard/$5.why"
+        return 1
+    fi
+    i=$5
+    while [ "$i" -le "$6" ]; do
+        : > "$TR_RUN/shard/$i.done"
+        i=$((i + 1))
+    done
+}
+
 # One worker: go through the parts (the directory part, last, aside), claim each one nobody
 # has taken (a file created with noclobber: atomic) and unpack it; stop at the first failure
 # anywhere. $1-$4 as for _tr_unpack_part, $5: the number of parts.
@@ -660,7 +748,7 @@ _tr_progress_written() {
 # index is checked (and, when pinned, hashed) before anything is written; the shards go in
 # parallel, then the directory part. Fails with the reason in $TR_RUN/why (3: a hash).
 _tr_unpack_sharded() {
-    local file dest sha taropts count jobs total frame got w pids progress n why head
+    local file dest sha taropts count jobs total frame got w pids progress n why head line
     file=$1
     dest=$2
     sha=$(printf '%s' "$3" | tr '[:upper:]' '[:lower:]')
@@ -695,13 +783,31 @@ _tr_unpack_sharded() {
     jobs=$(_tr_jobs $((count - 1)))
     _tr_progress_written "$dest" "$total" $((count - 1)) &
     progress=$!
+    # Decided once, here: the workers' subshells inherit it.
+    _tr_gnu_dd=no
+    dd --version 2> /dev/null | grep -q coreutils && _tr_gnu_dd=yes
     pids=
-    w=0
-    while [ "$w" -lt "$jobs" ]; do
-        _tr_shard_worker "$file" "$dest" "$sha" "$taropts" "$count" &
-        pids="$pids $!"
-        w=$((w + 1))
-    done
+    if [ -n "$sha" ] || ! tar --help 2> /dev/null | grep -q -- '--ignore-zeros'; then
+        # Pinned (or a tar that stops at the first end-of-archive, as busybox's): shard by
+        # shard, each hashed against the index as it is read when pinned.
+        w=0
+        while [ "$w" -lt "$jobs" ]; do
+            _tr_shard_worker "$file" "$dest" "$sha" "$taropts" "$count" &
+            pids="$pids $!"
+            w=$((w + 1))
+        done
+    else
+        # Not pinned: each worker takes one run of consecutive shards (balanced by their
+        # uncompressed bytes) in a single pipeline: one read (or range request), one zstd,
+        # one tar for many shards.
+        # shellcheck disable=SC2086 # the run's five fields
+        while read -r line; do
+            _tr_unpack_run "$file" "$dest" "$taropts --ignore-zeros" "$count" $line &
+            pids="$pids $!"
+        done << EOF
+$(_tr_runs "$jobs")
+EOF
+    fi
     # shellcheck disable=SC2086
     wait $pids
     # The directories last: their owners, modes, times and xattrs are the final word.
