@@ -220,16 +220,22 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("case", DAMAGE)
-@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+#: busybox's own tar (in busybox sh) counts nothing (no --totals): lying sizes are found by
+#: the GNU tar the initramfs carries, and by inspect; every other case runs in both shells.
+DAMAGE_CASES = [
+    pytest.param(case, shell, id=f"{ids}-{case}")
+    for case in DAMAGE
+    for shell, ids in zip(SHELLS, ["dash", "busybox"], strict=True)
+    if not (case == "lying-sizes" and ids == "busybox")
+]
+
+
+@pytest.mark.parametrize("case,shell", DAMAGE_CASES)
 def test_damaged_images_fail_with_one_line(image, tmp_path, case, shell):
     damage, says = DAMAGE[case]
     bad = tmp_path / "bad.tar.zst"
     damage(image, bad)
     r = unpack(shell, bad, tmp_path / "dest", tmp_path / "run")
-    if case == "lying-sizes" and shell[0] == "busybox":
-        # busybox's tar counts nothing (no --totals): the boot's GNU tar does; inspect does.
-        pytest.skip("busybox tar has no --totals; the initramfs runs GNU tar")
     assert "rc=0" not in r.stdout and "rc=" in r.stdout, r.stdout + r.stderr
     why = r.stdout.split("rc=", 1)[1].splitlines()[1:]
     assert len(why) == 1 and says in why[0], r.stdout
