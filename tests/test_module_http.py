@@ -175,3 +175,31 @@ def test_a_tampered_shard_over_http_names_the_shard(served, tmp_path):
 def test_a_stalled_server_is_abandoned(served, tmp_path):
     line = served_fill(served, tmp_path, "/slow", "stream", "stream", {"TR_HTTP_SPEED_TIME": "2"})
     assert "cannot fetch" in line and "too slow" in line and line.endswith("(root=)"), line
+
+
+@pytest.mark.parametrize(
+    "url,route,ipv6_route,up",
+    [
+        ("http://10.0.2.2:80/", "eth0\t00000000\t0202000A", "", True),
+        ("http://10.0.2.2:80/", "lo\t0000007F\t00000000", "", False),  # only loopback: not yet
+        ("http://[fd00::1]/", "eth0\t00000000\t0202000A", "fe80000000000000 40 eth0", False),  # v4 only
+        ("http://[fd00::1]/", "", "fd000000000000000000000000000000 40 x x x x x x x eth0", True),
+    ],
+)
+def test_the_boot_waits_for_the_network_the_url_needs(tmp_path, url, route, ipv6_route, up):
+    """With systemd in the initramfs, networkd may still be asking DHCP when the pre-mount
+    hook runs: the module waits (up to rd.retry) for a route the URL's host can use."""
+    net = tmp_path / "net"
+    net.mkdir()
+    (net / "route").write_text("Iface\tDestination\tGateway\n" + (route + "\n" if route else ""))
+    fields = ipv6_route.split()
+    if len(fields) == 3:  # dest, prefix, device: pad to /proc/net/ipv6_route's ten columns
+        fields = [fields[0], fields[1], *["x"] * 7, fields[2]]
+    (net / "ipv6_route").write_text(" ".join(fields) + "\n" if fields else "")
+    r = run_sh(
+        ["dash"],
+        f'_tr_wait_for_network "{url}" 1; echo rc=$?',
+        {"TR_PROC_NET": str(net), "TR_RUN": str(tmp_path)},
+    )
+    assert (f"rc={0 if up else 1}") in r.stdout, r.stdout + r.stderr
+    assert ("waiting for the network" in r.stderr) == (not up)

@@ -398,6 +398,33 @@ _tr_curl_why() {
     echo "$why"
 }
 
+# Whether the network a URL's host $1 needs is configured: a route on an interface other
+# than lo, IPv6 (not link-local or multicast) for a [literal], IPv4 otherwise.
+_tr_network_up() {
+    case "$1" in
+        \[*) awk '$10 != "lo" && $1 !~ /^fe80/ && $1 !~ /^ff/ { up = 1 } END { exit !up }' "${TR_PROC_NET:-/proc/net}/ipv6_route" ;;
+        *) awk 'NR > 1 && $1 != "lo" { up = 1 } END { exit !up }' "${TR_PROC_NET:-/proc/net}/route" ;;
+    esac 2> /dev/null
+}
+
+# Wait up to $2 seconds for the network that URL $1 needs. dracut's shell init brings the
+# network up in its initqueue before the pre-mount hooks; with systemd in the initramfs,
+# systemd-networkd may still be asking DHCP when they run (nothing orders them after it).
+_tr_wait_for_network() {
+    local host waited
+    host=${1#*://}
+    host=${host%%/*}
+    waited=0
+    _tr_network_up "$host" && return 0
+    tr_say "waiting for the network (ip=, rd.neednet=1) to reach $host"
+    while [ "$waited" -lt "$2" ]; do
+        sleep 1
+        waited=$((waited + 1))
+        _tr_network_up "$host" && return 0
+    done
+    return 1
+}
+
 # The size in bytes of image $1: a file's, or what the server said in tr_http_probe.
 _tr_size() {
     if _tr_is_url "$1"; then cat "$TR_RUN/http.size"; else wc -c < "$1" | tr -d ' '; fi
@@ -904,6 +931,8 @@ tr_fill_root() {
                 return 1
             fi
             command -v curl > /dev/null || { tr_fail "no curl in this initramfs (add dracut's url-lib module)" root=; return 1; }
+            _tr_wait_for_network "$src" "${TR_HTTP_RETRY_MAX:-180}" \
+                || tr_say "no network route after ${TR_HTTP_RETRY_MAX:-180} s (rd.retry); trying anyway"
             if ! tr_http_probe "$file"; then
                 tr_fail "$(cat "$TR_RUN/why")" root=
                 return 1
