@@ -12,14 +12,11 @@ check() {
 
 # called by dracut
 depends() {
+    # Only base: a network source's modules (url-lib, nfs) are added by tmpfs-root for the
+    # plan's source (--add "tmpfs-root url-lib"). Listed here they would be hard
+    # dependencies: where one cannot be installed (Debian 13 without systemd has no DHCP
+    # client for network-legacy) dracut would leave tmpfs-root out altogether.
     echo base
-    # A generic image (dracut -N) boots every source kind: the network sources' modules come
-    # along where the build root has their tools (a host-only image gets what its source
-    # needs from tmpfs-root itself: --add "tmpfs-root nfs" or "tmpfs-root url-lib").
-    if [[ ! $hostonly ]]; then
-        [[ -x $dracutsysrootdir/usr/bin/curl ]] && echo url-lib
-        [[ -x $dracutsysrootdir/sbin/mount.nfs || -x $dracutsysrootdir/usr/sbin/mount.nfs ]] && echo nfs
-    fi
     return 0
 }
 
