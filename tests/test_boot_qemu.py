@@ -152,7 +152,7 @@ SHELL_SHOWS = {"systemd": "Entering emergency mode. Exit the shell to continue."
 SHELL_INIT_CASES = {"nfs4-zstd", "http-sharded", "fault-tampered-shard"}
 #: Failures the shell tests cover with the same code (tests/test_module_shell.py,
 #: tests/test_image_shards.py, tests/test_module_http.py): left out of the VMs for CI's time.
-SHELL_TESTED = {"fault-corrupt", "fault-too-small", "fault-http-tampered"}
+SHELL_TESTED = {"fault-corrupt", "fault-too-small", "fault-sha256", "fault-http-tampered"}
 #: The generic flavours as above; the host-only build boots one.
 MATRIX = (
     [("systemd", c) for c in CASES if c not in SHELL_TESTED]
