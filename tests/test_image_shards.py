@@ -330,3 +330,17 @@ def test_inspect_refuses_a_link_in_a_shard(tmp_path):
     image.write_bytes(image_index.render(frame, at, parts) + b"".join(parts_data))
     with pytest.raises(ImageError, match="a symbolic link in a shard"):
         inspect(image)
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["runs", "shard-by-shard"])
+def test_a_full_tmpfs_is_said_as_such(image, tmp_path, pinned):
+    """tar runs out of room in the tmpfs: the line names the size, not a damaged shard."""
+    dest = tmp_path / "small"
+    dest.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(dest)], check=True)
+    try:
+        r = unpack(["dash"], image, dest, tmp_path / "run", index_of(image).digest if pinned else "")
+    finally:
+        subprocess.run(["umount", "-l", str(dest)], check=False)
+    assert "rc=1" in r.stdout, r.stdout + r.stderr
+    assert "the tmpfs is full: the image does not fit in 256.0K" in r.stdout, r.stdout

@@ -566,7 +566,7 @@ _tr_read_range() {
 # sha256). Builtins wherever they do (a shard costs a few forks, not a few dozen). Fails
 # with "<rc> <reason>" in $TR_RUN/shard/<n>.why.
 _tr_unpack_part() {
-    local st got rest line read tarst
+    local st got rest read tarst
     st=$TR_RUN/shard/$5
     if [ -n "$3" ]; then
         mkfifo "$st.fifo" || return 1
@@ -591,20 +591,7 @@ _tr_unpack_part() {
     fi
     read -r tarst < "$st.tar"
     # GNU tar counts what it read (--totals); the index must say the same.
-    read=
-    while read -r line; do
-        case "$line" in
-            "Total bytes read: "*)
-                read=${line#Total bytes read: }
-                read=${read%% *}
-                ;;
-            *"No space left"*)
-                [ "$tarst" = 0 ] && continue
-                echo "1 the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$2")")" > "$st.why"
-                return 1
-                ;;
-        esac
-    done < "$st.tar.err"
+    read=$(_tr_tar_said "$st.tar.err" "$tarst" "$2" "$st.why") || return 1
     _tr_part_read "$@" || return
     read -r got < "$st.decomp"
     if [ "$got" != 0 ]; then
@@ -620,6 +607,28 @@ _tr_unpack_part() {
         return 1
     fi
     : > "$st.done"
+}
+
+# What a part's tar said in $1 (its stderr; $2: its exit status): prints the bytes it read
+# (--totals), or, when it ran out of room in the tmpfs $3, writes "1 the tmpfs is full..."
+# to $4 and fails.
+_tr_tar_said() {
+    local line read
+    read=
+    while read -r line; do
+        case "$line" in
+            "Total bytes read: "*)
+                read=${line#Total bytes read: }
+                read=${read%% *}
+                ;;
+            *"No space left"*)
+                [ "$2" = 0 ] && continue
+                echo "1 the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$3")")" > "$4"
+                return 1
+                ;;
+        esac
+    done < "$1"
+    echo "$read"
 }
 
 # Whether the bytes of the part (arguments as _tr_unpack_part's) were read whole: a short
@@ -661,7 +670,7 @@ _tr_runs() {
 # offset $8... as _tr_runs prints) through one zstd into one tar ($3: its options, with
 # --ignore-zeros); $4: the number of parts. A failure is said for the one shard at fault.
 _tr_unpack_run() {
-    local st got i name line read tarst
+    local st got i name read tarst
     st=$TR_RUN/shard/run.$5
     # shellcheck disable=SC2086 # tar's options
     { _tr_read_range "$1" "$7" "$8" 2> "$st.dd"; echo $? > "$st.read"; } \
@@ -670,20 +679,7 @@ _tr_unpack_run() {
     name="shards $5 to $6 of $(($4 - 1))"
     [ "$5" = "$6" ] && name=$(_tr_part_name "$5" "$4")
     read -r tarst < "$st.tar"
-    read=
-    while read -r line; do
-        case "$line" in
-            "Total bytes read: "*)
-                read=${line#Total bytes read: }
-                read=${read%% *}
-                ;;
-            *"No space left"*)
-                [ "$tarst" = 0 ] && continue
-                echo "1 the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$2")")" > "$TR_RUN/shard/$5.why"
-                return 1
-                ;;
-        esac
-    done < "$st.tar.err"
+    read=$(_tr_tar_said "$st.tar.err" "$tarst" "$2" "$TR_RUN/shard/$5.why") || return 1
     read -r got < "$st.read"
     if [ "$got" != 0 ]; then
         if _tr_is_url "$1"; then
