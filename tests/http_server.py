@@ -6,6 +6,8 @@ Paths choose the behaviour, so one server serves every case:
 * ``/<path>``            the file, whole or by ``Range: bytes=a-b`` / ``bytes=-n`` (206)
 * ``/norange/<path>``    the file, ignoring Range (200), as some servers do
 * ``/die/<path>``        announces the whole length, sends half, then drops the connection
+* ``/hugesize/<path>``    claims a 20-digit total size in Content-Range
+* ``/hostile/<path>``     404 with terminal escapes in its reason phrase
 * ``/slow/<path>``       sends 256 bytes a second (a server that has stalled)
 
 Every request is logged as (method, path, Range header) in ``server.requests``. HTTPS uses a
@@ -41,8 +43,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _serve(self, head: bool) -> None:
         self.requests.append((self.command, self.path, self.headers.get("Range")))
+        if self.path.startswith("/hostile/"):  # a reason phrase with terminal escapes
+            self.send_response(404, "\x1b]0;pwned\x07\x1b[2J gone")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         mode, _, rest = self.path.lstrip("/").partition("/")
-        if mode not in ("norange", "die", "slow"):
+        if mode not in ("norange", "die", "slow", "hugesize"):
             mode, rest = "", self.path.lstrip("/")
         path = (self.root / rest).resolve()
         if not path.is_relative_to(self.root) or not path.is_file():
@@ -66,7 +73,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "none" if mode == "norange" else "bytes")
         self.send_header("Content-Length", str(end - start + 1))
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            total = "9" * 20 if mode == "hugesize" else size  # a size no shell arithmetic holds
+            self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
         self.end_headers()
         if head:
             return

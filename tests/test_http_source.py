@@ -102,3 +102,13 @@ def test_an_unreachable_server_is_a_warning_and_curl_is_asked_for(fake_target):
     assert r.returncode == 0, r.stderr
     assert "cannot be reached from here" in r.stderr and "the boot will try" in r.stderr
     assert "needs curl in the target" in r.stderr
+
+
+def test_a_hostile_reason_phrase_is_shown_literally(fake_target, www):
+    (fake_target / "usr/bin/curl").write_text("")
+    root, sha = www
+    with http_server(root) as server:
+        r = plan_cli(fake_target, f"http://127.0.0.1:{server.port}/hostile", "images/r.tar.zst", f"--sha256={sha}")
+    assert r.returncode == 2 and "the server answered HTTP 404" in r.stderr, r.stderr
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr  # no escape reaches the terminal
+    assert "pwned" in r.stderr  # shown, as text

@@ -122,6 +122,7 @@ def test_https_verifies_the_server_with_the_given_ca(served, tmp_path):
         ("died", "die/images/stream.tar.zst", "transfer closed with"),
         ("died-sharded", "die/images/sharded.tar.zst", "transfer closed with"),
         ("no-ranges", "norange/images/sharded.tar.zst", "the server does not answer range requests"),
+        ("huge-size", "hugesize/images/stream.tar.zst", "the server did not say the image's size"),
     ],
 )
 def test_server_failures_name_the_url_and_the_cause(served, tmp_path, case, path, says):

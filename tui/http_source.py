@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from tui import image_index
+from tui.errors import shown
 from tui.images import detect_format_bytes
 
 PROBE_BYTES = 1 << 16
@@ -47,10 +48,13 @@ def probe(url: str, cafile: str | None = None, timeout: float = TIMEOUT) -> Prob
             head = reply.read(PROBE_BYTES)
             size = _size(reply.headers, status)
     except urllib.error.HTTPError as e:
-        return Probed(url, e.code, None, False, None, None, f"the server answered HTTP {e.code} ({e.reason})")
+        # the reason phrase is the server's text: shown literally, bounded
+        return Probed(
+            url, e.code, None, False, None, None, f"the server answered HTTP {e.code} ({shown(e.reason, 60)})"
+        )
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise Unreachable(f"{url} cannot be reached from here ({reason})") from None
+        raise Unreachable(f"{url} cannot be reached from here ({shown(str(reason), 120)})") from None
     fmt = detect_format_bytes(head)
     found = Probed(url, status, size, status == 206, fmt, None)
     if fmt is None:

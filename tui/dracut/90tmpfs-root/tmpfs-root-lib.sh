@@ -456,7 +456,8 @@ tr_http_probe() {
         return 4
     fi
     case "$total" in
-        '' | *[!0-9]*)
+        # digits only, at most 15 (shell arithmetic, and no image is a petabyte)
+        '' | *[!0-9]* | ????????????????*)
             echo "cannot fetch $1: the server did not say the image's size" > "$TR_RUN/why"
             return 4
             ;;
