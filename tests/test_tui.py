@@ -251,7 +251,9 @@ async def walk_to_stop(pilot, step: str) -> None:
     if stop == "apply":
         await open_confirmation(pilot)
         await pilot.press("tab", "enter")  # keys, not a click: a mouse left hovering shows
-        await settle(pilot)
+        # The worker's end is not the screen's: its Finished message (which stops the clock,
+        # writes the summary and scrolls to it) may still be queued on a loaded machine.
+        await settle_until(pilot, lambda: getattr(pilot.app.screen, "finished", False))
         await pilot.pause()
         return
     if stop != "SourceScreen":
