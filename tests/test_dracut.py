@@ -2,6 +2,7 @@
 a failed build never touches the previous image (the real builds are in test_boot_qemu)."""
 
 import shutil
+import subprocess
 
 import pytest
 
@@ -45,6 +46,63 @@ def test_generic_build_and_nfs_modules():
     argv = dracut.dracut_argv(Plan(source="nfs:10.0.0.1:/srv", image="r.tar", hostonly=False), "6.1", "/o")
     assert "--no-hostonly" in argv and "--add-device" not in argv
     assert argv[argv.index("--add") + 1] == "tmpfs-root nfs"
+
+
+# module-setup.sh's depends() in bash with dracut's functions it calls stubbed: which
+# network modules a build takes, and the warning when dracut cannot install one. The real
+# builds and boots of both dracut generations are in test_boot_qemu (a generic build of
+# Debian 12 and 13 boots NFS and HTTP sources; Debian 13 without systemd warns).
+DEPENDS = """
+check_module() {
+    case " $INSTALLABLE " in
+        *" $1 "*) echo "checked $1" ;;
+        *)
+            echo "dracut[E]: Module 'systemd-networkd' depends on module 'systemd', which can't be installed" >&2
+            echo "dracut[E]: Module '$1' depends on module 'network', which can't be installed" >&2
+            return 1
+            ;;
+    esac
+}
+dwarn() { echo "WARN $*" >&2; }
+. "$MODULE/module-setup.sh"
+depends
+"""
+
+
+def module_depends(tmp_path, hostonly: str, installable: str, plan_source: str | None = None):
+    if plan_source is not None:
+        (tmp_path / "etc/tmpfs-root").mkdir(parents=True)
+        (tmp_path / "etc/tmpfs-root/plan.toml").write_text(Plan(source=plan_source, image="r.tar").to_toml())
+    env = {"MODULE": str(dracut.MODULE_SOURCE), "hostonly": hostonly, "INSTALLABLE": installable}
+    env["dracutsysrootdir"] = str(tmp_path)
+    r = subprocess.run(["bash", "-c", DEPENDS], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split(), r.stderr.strip().splitlines()
+
+
+def test_a_generic_build_takes_the_network_modules_dracut_can_install(tmp_path):
+    assert module_depends(tmp_path, "", "nfs url-lib") == (["base", "nfs", "url-lib"], [])
+    modules, warnings = module_depends(tmp_path, "", "nfs")
+    assert modules == ["base", "nfs"]  # never a hard dependency that would drop tmpfs-root
+    assert warnings == [
+        "WARN tmpfs-root: this initramfs cannot boot HTTP(S) sources: dracut's 'url-lib' module cannot be "
+        "installed here (Module 'systemd-networkd' depends on module 'systemd', which can't be installed)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "plan_source,wanted",
+    [
+        (None, []),
+        ("LABEL=IMGVOL", []),
+        ("UUID=nfs:x", []),
+        ("NFS=nfs4:10.0.0.1:/srv", ["nfs", "url-lib"]),
+        ("tmpfs:nfs:10.0.0.1:/srv,vers=3", ["nfs", "url-lib"]),
+        ("https://images.example/", ["nfs", "url-lib"]),
+    ],
+)
+def test_a_host_only_build_takes_them_when_the_installed_plan_is_on_the_network(tmp_path, plan_source, wanted):
+    assert module_depends(tmp_path, "yes", "nfs url-lib", plan_source) == (["base", *wanted], [])
 
 
 def test_module_installs_every_shell_file(fake_target):

@@ -12,12 +12,38 @@ check() {
 
 # called by dracut
 depends() {
-    # Only base: a network source's modules (url-lib, nfs) are added by tmpfs-root for the
-    # plan's source (--add "tmpfs-root url-lib"). Listed here they would be hard
-    # dependencies: where one cannot be installed (Debian 13 without systemd has no DHCP
-    # client for network-legacy) dracut would leave tmpfs-root out altogether.
     echo base
+    # A network source (NFS, HTTP(S)) needs dracut's nfs and url-lib modules and, through
+    # them, a network handler. tmpfs-root names them (--add) for a plan's own build. A
+    # generic build (-N) boots any source, so it takes them too, and so does a host-only one
+    # when the installed plan's source is on the network: each only when dracut can install
+    # it. As a hard dependency a module that cannot be installed here (no DHCP client,
+    # systemd left out) would make dracut drop tmpfs-root altogether, local sources with it.
+    _tr_network_wanted || return 0
+    local mod why
+    for mod in nfs url-lib; do
+        # depends() runs in a subshell: this check leaves dracut's lists as they were.
+        if why=$({ check_module "$mod" > /dev/null; } 2>&1); then
+            echo "$mod"
+        else
+            why=${why%%$'\n'*} # dracut says the deepest cause first
+            why=${why#dracut*: }
+            dwarn "tmpfs-root: this initramfs cannot boot $(_tr_network_kind "$mod") sources: dracut's '$mod' module cannot be installed here${why:+ ($why)}"
+        fi
+    done
     return 0
+}
+
+_tr_network_wanted() {
+    [[ $hostonly ]] || return 0
+    grep -Eqs '^source = "[[:space:]]*(tmpfs:)?(NFS=|nfs4?:|https?://)' "$dracutsysrootdir/etc/tmpfs-root/plan.toml"
+}
+
+_tr_network_kind() {
+    case $1 in
+        nfs) echo NFS ;;
+        *) echo "HTTP(S)" ;;
+    esac
 }
 
 # called by dracut
