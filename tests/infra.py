@@ -8,6 +8,7 @@ built in temporary directories or in the cache directory below, and removed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -550,12 +551,14 @@ class Flavour:
 
 
 FLAVOURS = {
-    # systemd in the initramfs (Debian's default when systemd is installed), generic (-N)
-    "systemd": Flavour(False, ["--add", "lvm nfs url-lib"]),
-    # without systemd (dracut's shell init). Debian's dracut picks systemd-networkd as the
-    # network handler whenever the system has systemd; naming network-legacy makes it the
-    # handler, so NFS works without systemd too.
-    "nosystemd": Flavour(False, ["--omit", "systemd", "--add", "lvm nfs url-lib network-legacy"]),
+    # systemd in the initramfs (Debian's default when systemd is installed), generic (-N):
+    # nfs and url-lib are not named; a generic build takes them from our module's depends()
+    "systemd": Flavour(False, ["--add", "lvm"]),
+    # without systemd (dracut's shell init), generic. Debian's dracut-network adds ifcfg,
+    # whose network handler would be systemd-networkd (the system has it) and fails without
+    # systemd, failing the build; naming network-legacy makes it the handler (so with or
+    # without tmpfs-root). nfs and url-lib come from our module's depends() here too.
+    "nosystemd": Flavour(False, ["--omit", "systemd", "--add", "lvm network-legacy"]),
     # host-only, with the engine's default dracut arguments (--hostonly
     # --no-hostonly-cmdline). This machine's kernel has no loadable modules (no
     # /proc/modules), so dracut itself switches to non-hostonly mode here: what this
@@ -699,20 +702,84 @@ UEFI_DISK_VERSION = "2"
 UEFI_PARTS = {"esp": 1, "boot": 2, "root": 3}
 
 
+UEFI_BOOT_UUID, UEFI_ESP_UUID = "7d1c0a5e-2b44-4f3a-9c1e-5a0b7e2f0b00", "7D1C-0E51"
+#: GRUB modules built into BOOTX64.EFI: what it needs to find its prefix, read grub.cfg and
+#: grubenv there, and boot Linux from ext4 or FAT.
+GRUB_EFI_MODULES = [
+    "part_gpt",
+    "fat",
+    "ext2",
+    "search_fs_uuid",
+    "normal",
+    "configfile",
+    "linux",
+    "echo",
+    "serial",
+    "terminal",
+    "efi_gop",
+    "gzio",
+    "test",
+    "loadenv",
+]
+
+
+def grub_efi_image(host, early: str, output: str) -> None:
+    """GRUB for x86_64-efi made by the target's own grub-mkimage, *early* its embedded
+    config (where its prefix is), written to *output* (a path in the target)."""
+    (host.root / "tmp/early.cfg").write_text(early)
+    host.run(
+        ["grub-mkimage", "-O", "x86_64-efi", "-o", output, "-p", "/grub", "-c", "/tmp/early.cfg", *GRUB_EFI_MODULES]
+    )
+    (host.root / "tmp/early.cfg").unlink()
+
+
 @contextlib.contextmanager
-def mounted_uefi_disk(image: Path, where: Path, new_uuid: str | None = None):
+def mounted_uefi_disk(image: Path, where: Path, new_uuid: str | None = None, esp: bool = False):
     """The UEFI disk's root on *where* and its /boot below it; yields the loop device.
     With *new_uuid*, the root filesystem gets it first (fstab and grub.cfg follow).
-    The ESP is not mounted: this machine's kernel has no vfat (the guest's has; nothing of
-    tmpfs-root lives there, Debian's grub.cfg is on /boot)."""
+    *esp*: the ESP too, on /boot/efi, read-write through fusefat: this machine's kernel has
+    no vfat (the guest's has)."""
     with mounted_disk(image, where, part=UEFI_PARTS["root"], new_uuid=new_uuid) as dev:
         (where / "boot").mkdir(exist_ok=True)
         sh("mount", f"{dev}p{UEFI_PARTS['boot']}", where / "boot")
-        if new_uuid:  # grub.cfg lives on /boot, mounted only now
-            cfg = where / "boot/grub/grub.cfg"
-            if cfg.exists():
-                cfg.write_text(cfg.read_text().replace(SYSTEM_UUID, new_uuid))
-        yield dev
+        if esp:
+            sh("fusefat", "-o", "rw+", f"{dev}p{UEFI_PARTS['esp']}", where / "boot/efi")
+        try:
+            if new_uuid:  # grub.cfg lives on /boot (or the ESP), mounted only now
+                for name in ("boot/grub/grub.cfg", f"{ESP_GRUB}/grub.cfg"):
+                    cfg = where / name
+                    if cfg.exists():
+                        cfg.write_text(cfg.read_text().replace(SYSTEM_UUID, new_uuid))
+            yield dev
+        finally:
+            if esp:
+                sh("fusermount", "-u", where / "boot/efi", check=False)
+
+
+#: Where GRUB's prefix is in the ESP layout (the removable path, as the firmware finds it).
+ESP_GRUB = "boot/efi/EFI/BOOT"
+
+
+def grub_on_the_esp(mnt: Path) -> None:
+    """Turn a mounted UEFI copy (its ESP mounted) into the other layout real hosts have: GRUB's
+    prefix on the ESP, with grub.cfg and grubenv there (as with a signed GRUB whose prefix is
+    EFI/<vendor>), none in /boot/grub; the kernels stay on /boot."""
+    from tui.host import Host
+
+    host = Host(mnt)
+    modules = mnt / ESP_GRUB / "x86_64-efi"
+    modules.mkdir()
+    for mod in (mnt / "usr/lib/grub/x86_64-efi").iterdir():
+        if mod.suffix in (".mod", ".lst"):  # contents only: FAT (fusefat) keeps no modes or times
+            shutil.copyfile(mod, modules / mod.name)
+    grub_efi_image(host, f"search.fs_uuid {UEFI_ESP_UUID} root\nset prefix=($root)/EFI/BOOT\n", "/tmp/BOOTX64.EFI")
+    (mnt / ESP_GRUB / "BOOTX64.EFI").unlink()  # fusefat cannot truncate a file of many clusters
+    shutil.copyfile(mnt / "tmp/BOOTX64.EFI", mnt / ESP_GRUB / "BOOTX64.EFI")
+    (mnt / "tmp/BOOTX64.EFI").unlink()
+    for name in ("grub.cfg", "grubenv"):
+        (mnt / "boot/grub" / name).unlink()
+    host.run(["grub-mkconfig", "-o", f"/{ESP_GRUB}/grub.cfg"])
+    host.run(["grub-editenv", f"/{ESP_GRUB}/grubenv", "create"])
 
 
 def uefi_system_disk() -> Path:
@@ -746,7 +813,7 @@ def uefi_system_disk() -> Path:
             p = root_tree / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         shutil.rmtree(root_tree / "var/lib/tmpfs-root", ignore_errors=True)
-        boot_uuid, esp_uuid = "7d1c0a5e-2b44-4f3a-9c1e-5a0b7e2f0b00", "7D1C-0E51"
+        boot_uuid, esp_uuid = UEFI_BOOT_UUID, UEFI_ESP_UUID
         tmp = work / "disk.img"
         offsets = make_disk_image(
             tmp,
@@ -775,45 +842,14 @@ def uefi_system_disk() -> Path:
                 mnt / "boot/grub/x86_64-efi",
                 ignore=shutil.ignore_patterns("*.efi", "*.image", "monolithic"),
             )
-            (mnt / "tmp/early.cfg").write_text(f"search.fs_uuid {boot_uuid} root\nset prefix=($root)/grub\n")
-            modules = [
-                "part_gpt",
-                "fat",
-                "ext2",
-                "search_fs_uuid",
-                "normal",
-                "configfile",
-                "linux",
-                "echo",
-                "serial",
-                "terminal",
-                "efi_gop",
-                "gzio",
-                "test",
-                "loadenv",
-            ]
-            host.run(
-                [
-                    "grub-mkimage",
-                    "-O",
-                    "x86_64-efi",
-                    "-o",
-                    "/tmp/BOOTX64.EFI",
-                    "-p",
-                    "/grub",
-                    "-c",
-                    "/tmp/early.cfg",
-                    *modules,
-                ]
-            )
+            grub_efi_image(host, f"search.fs_uuid {UEFI_BOOT_UUID} root\nset prefix=($root)/grub\n", "/tmp/BOOTX64.EFI")
             host.run(["grub-mkconfig", "-o", "/boot/grub/grub.cfg"])
             host.run(["grub-editenv", "/boot/grub/grubenv", "create"])  # as grub-install does
             (mnt / "boot/efi").mkdir(exist_ok=True)  # the ESP's mount point, as the installer makes it
             esp = f"{tmp}@@{offsets[0]}"
             sh("mmd", "-i", esp, "::EFI", "::EFI/BOOT")
             sh("mcopy", "-i", esp, mnt / "tmp/BOOTX64.EFI", "::EFI/BOOT/BOOTX64.EFI")
-            for name in ("tmp/BOOTX64.EFI", "tmp/early.cfg"):
-                (mnt / name).unlink()
+            (mnt / "tmp/BOOTX64.EFI").unlink()
             sh("umount", mnt / "boot")
         tmp.rename(disk)
         shutil.rmtree(work, ignore_errors=True)
@@ -829,7 +865,9 @@ class SystemCopy:
 
 
 @contextlib.contextmanager
-def system_disk_copy(tmp_path: Path, bootable: bool = False, uuid: str | None = None, uefi: bool = False):
+def system_disk_copy(
+    tmp_path: Path, bootable: bool = False, uuid: str | None = None, uefi: bool = False, esp: bool = False
+):
     """A private copy of the system disk, mounted, with a filesystem UUID of its own (copies
     never collide with each other, with another run's, or with any disk of the machine);
     *uuid* gives it one chosen by the caller, for copies that are compared with each other
@@ -841,7 +879,7 @@ def system_disk_copy(tmp_path: Path, bootable: bool = False, uuid: str | None = 
     sh("cp", "--sparse=always", uefi_system_disk() if uefi else system_disk(), image)
     mnt = tmp_path / "mnt"
     fresh = uuid or str(uuids.uuid4())
-    mount = mounted_uefi_disk if uefi else mounted_disk
+    mount = functools.partial(mounted_uefi_disk, esp=esp) if uefi else mounted_disk
     with mount(image, mnt, new_uuid=fresh) as dev:
         if bootable and not uefi:  # BIOS GRUB's core image searches for the root by its UUID
             from tui.host import Host

@@ -3,6 +3,7 @@ arguments the normal entry has that ours inherits."""
 
 import os
 
+from tests.infra import make_tool_target
 from tui import bootloader
 from tui.host import Host
 
@@ -26,3 +27,28 @@ def test_the_normal_entrys_arguments_minus_its_root(fake_target):
     )
     (fake_target / "etc/default/grub.d/50-serial.cfg").write_text('GRUB_CMDLINE_LINUX="console=ttyS0 rw"\n')
     assert bootloader.inherited_args(Host(fake_target)) == ["console=ttyS0", "quiet"]  # drop-ins win
+
+
+def test_where_grub_reads_its_configuration_from_the_esp_its_environment_is_there_too(tmp_path):
+    """Debian's signed GRUB has its prefix on the ESP (EFI/debian): when the grub.cfg there is
+    the real one, not a stub that loads /boot/grub's, its grubenv beside it is the one GRUB
+    loads and clears at boot; grub-reboot would write /boot/grub/grubenv, which GRUB never
+    reads. The boot modes set (and remove clears) the ESP's. (GRUB's tools are the fake ones
+    of make_tool_target: the real ones do this on a real UEFI disk in test_full_chain.)"""
+    fake_target = make_tool_target(tmp_path / "target")
+    (fake_target / "boot/efi/EFI/debian").mkdir(parents=True)
+    cfg = fake_target / "boot/efi/EFI/debian/grub.cfg"
+    cfg.write_text("search --fs-uuid --set=root 1234\nset prefix=($root)'/grub'\nconfigfile $prefix/grub.cfg\n")
+    host = Host(fake_target)
+    stub = bootloader.detect(host)
+    assert (stub.config, stub.grubenv, stub.env_on_esp) == ("/boot/grub/grub.cfg", "/boot/grub/grubenv", False)
+    cfg.write_text("### BEGIN /etc/grub.d/00_header ###\nload_env\n")
+    esp = bootloader.detect(host)
+    assert (esp.config, esp.grubenv) == ("/boot/efi/EFI/debian/grub.cfg", "/boot/efi/EFI/debian/grubenv")
+    bootloader.set_boot_once(host, esp, "6.1.0-9-amd64")
+    assert bootloader.grubenv(host, esp)["next_entry"] == "tmpfs-root-6.1.0-9-amd64"
+    assert "next_entry" not in bootloader.grubenv(host, stub)
+    bootloader.set_default(host, esp, "6.1.0-9-amd64")
+    bootloader.clear_boot_modes(host, esp, "gnulinux-simple-x")
+    env = bootloader.grubenv(host, esp)
+    assert "next_entry" not in env and env["saved_entry"] == "gnulinux-simple-x"

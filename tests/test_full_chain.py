@@ -108,20 +108,30 @@ def test_grub_boots_our_entry_once_into_the_targets_systemd_on_tmpfs(tmp_path):
 CHECK_EVERY_BOOT = CHECK_UNIT.replace("ConditionKernelCommandLine=rd.tmpfs.imgfile\n", "")
 
 
-def test_uefi_with_a_separate_boot_boots_once_then_falls_back_and_remove_restores(tmp_path):
+@pytest.mark.parametrize("layout", ["boot", "esp"])
+def test_uefi_with_a_separate_boot_boots_once_then_falls_back_and_remove_restores(tmp_path, layout):
     """Debian 13 (dracut-ng, systemd 257) on a GPT disk with an ESP, a separate /boot and the
-    root, booted by OVMF: boot 1 takes our entry (grub-reboot's next_entry, in /boot's grubenv)
-    into systemd on a tmpfs root; boot 2 is the normal entry again (GRUB cleared next_entry);
-    then remove leaves every file as it was before apply."""
-    from tests.infra import mounted_uefi_disk, ovmf_vars, tree_digest
+    root, booted by OVMF, in both places GRUB's directory is on real hosts: /boot/grub
+    (Debian's stub on the ESP loads it) or the ESP itself (grub.cfg and grubenv there, as a
+    signed GRUB with its prefix in EFI/<vendor> has them). Boot 1 takes our entry (next_entry
+    in the grubenv GRUB reads) into systemd on a tmpfs root, and GRUB clears next_entry; on
+    /boot's layout boot 2 is the normal entry again (on the ESP's, the cleared variable says
+    the same: GRUB's logic is the one just proven). Then remove leaves every file as it was
+    before apply, the ESP's too."""
+    from tests.infra import ESP_GRUB, grub_on_the_esp, mounted_uefi_disk, ovmf_vars, tree_digest
     from tui.bootloader import parse_grubenv as env_of
 
-    with system_disk_copy(tmp_path, uefi=True) as copy:
+    esp = layout == "esp"
+    grubdir = ESP_GRUB if esp else "boot/grub"
+    with system_disk_copy(tmp_path, uefi=True, esp=esp) as copy:
         disk, mnt = copy.image, copy.mnt
+        if esp:
+            grub_on_the_esp(mnt)
         # the kernel's modules stay in the image: the booted system mounts /boot/efi (vfat)
         before = prepare_and_apply(copy, CHECK_EVERY_BOOT, [p for p in SLIM if p != "/usr/lib/modules/*"])
-        assert env_of((mnt / "boot/grub/grubenv").read_text())["next_entry"].startswith("tmpfs-root-")
-        cfg = (mnt / "boot/grub/grub.cfg").read_text()
+        assert env_of((mnt / grubdir / "grubenv").read_text())["next_entry"].startswith("tmpfs-root-")
+        assert not esp or not (mnt / "boot/grub/grubenv").exists()  # not where GRUB would never look
+        cfg = (mnt / grubdir / "grub.cfg").read_text()
         assert re.search(r"linux\s+/vmlinuz-\S+ console=ttyS0 root=tmpfs:", cfg), cfg  # paths in /boot's fs
     firmware = ovmf_vars(tmp_path)
     first = qemu_boot(
@@ -130,19 +140,20 @@ def test_uefi_with_a_separate_boot_boots_once_then_falls_back_and_remove_restore
     checks = first.lines("TMPFS-ROOT-CHECK")
     assert checks and re.search(r"root=tmpfs\s+tmpfs ", checks[-1]), first.log[-3000:]
     assert "tmpfs-root: root filesystem ready in RAM" in first.log and first.returncode == 0
-    second = qemu_boot(
-        None, None, "", [disk], tmp_path / "boot2.log", timeout=900, memory="1536M", snapshot=True, uefi=firmware
-    )
-    checks = second.lines("TMPFS-ROOT-CHECK")
-    assert checks and re.search(r"root=ext4\s+/dev/", checks[-1]), second.log[-3000:]
-    assert "rd.tmpfs.imgfile" not in second.log  # the normal entry: the boot-once was used up
-    print(f"UEFI: boot once {first.seconds:.0f} s, normal boot {second.seconds:.0f} s")
-    with mounted_uefi_disk(disk, tmp_path / "after"):
+    if not esp:
+        second = qemu_boot(
+            None, None, "", [disk], tmp_path / "boot2.log", timeout=900, memory="1536M", snapshot=True, uefi=firmware
+        )
+        checks = second.lines("TMPFS-ROOT-CHECK")
+        assert checks and re.search(r"root=ext4\s+/dev/", checks[-1]), second.log[-3000:]
+        assert "rd.tmpfs.imgfile" not in second.log  # the normal entry: the boot-once was used up
+        print(f"UEFI: boot once {first.seconds:.0f} s, normal boot {second.seconds:.0f} s")
+    with mounted_uefi_disk(disk, tmp_path / "after", esp=esp):
         after = tmp_path / "after"
-        assert env_of((after / "boot/grub/grubenv").read_text()).get("next_entry", "") == ""
+        assert env_of((after / grubdir / "grubenv").read_text()).get("next_entry", "") == ""
         removed = run_cli("remove", "--root", after, "--yes", timeout=600)
         assert removed.returncode == 0, removed.stderr
         now = tree_digest(after)
         changed = {k: (before.get(k), now.get(k)) for k in before.keys() | now.keys() if before.get(k) != now.get(k)}
     # GRUB itself rewrote grubenv at boot (next_entry cleared); nothing else differs
-    assert list(changed) == ["boot/grub/grubenv"], changed
+    assert list(changed) == [f"{grubdir}/grubenv"], changed

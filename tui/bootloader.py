@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 from tui.owned import BLS_DIR, DEFAULT_DROPIN, ENTRY_PREFIX, GRUB_ENV, GRUB_SCRIPT, KVER_RE
 
 GRUB_SCRIPT_SOURCE = Path(__file__).parent / "grub" / "42_tmpfs-root"
+#: Where the EFI system partition's vendor directories are, in the target.
+ESP_DIR = "/boot/efi/EFI"
 
 #: Where GRUB cannot write its environment block at boot (so a boot-once is never cleared).
 _UNWRITABLE_FS = {"btrfs", "zfs"}  # GRUB refuses save_env on these (as its 00_header knows)
@@ -62,7 +64,16 @@ class Bootloader:
 
     @property
     def grubenv(self) -> str:
+        """The environment block GRUB loads at boot: in its prefix, the directory of the
+        grub.cfg it reads; on the ESP when that is the real configuration there."""
+        if self.config.startswith(ESP_DIR + "/"):
+            return self.config.rsplit("/", 1)[0] + "/grubenv"
         return f"{self.grub_dir}/grubenv"
+
+    @property
+    def env_on_esp(self) -> bool:
+        """grubenv is not the one grub-reboot and grub-set-default write (GRUB's directory)."""
+        return self.grubenv != f"{self.grub_dir}/grubenv"
 
     def tool(self, name: str) -> str:
         return f"{self.prefix}-{name}"
@@ -93,7 +104,7 @@ def detect(host: Host) -> Bootloader:
 def _config_path(host: Host, grub_dir: str) -> str:
     """grub.cfg: in the GRUB directory, unless an EFI system partition holds the real one
     (RHEL 8 on EFI) rather than a stub that loads it."""
-    efi = "/boot/efi/EFI"
+    efi = ESP_DIR
     if host.is_dir(efi):
         for vendor in host.listdir(efi):
             candidate = f"{efi}/{vendor}/grub.cfg"
@@ -342,13 +353,21 @@ def config_has_entry(host: Host, bl: Bootloader, kver: str) -> bool:
 
 # --------------------------------------------------------------- boot modes
 def set_boot_once(host: Host, bl: Bootloader, kver: str, on_line: LineCallback | None = None) -> None:
-    host.preserve(bl.grubenv)
-    host.run([bl.tool("reboot"), entry_id(kver)], on_line=on_line)
+    _set_env(host, bl, "reboot", "next_entry", entry_id(kver), on_line)
 
 
 def set_default(host: Host, bl: Bootloader, kver: str, on_line: LineCallback | None = None) -> None:
+    _set_env(host, bl, "set-default", "saved_entry", entry_id(kver), on_line)
+
+
+def _set_env(host: Host, bl: Bootloader, tool: str, key: str, value: str, on_line: LineCallback | None) -> None:
+    """grub-reboot / grub-set-default write GRUB's directory's grubenv; where GRUB reads its
+    configuration and environment from the ESP instead, the same variable is set there."""
     host.preserve(bl.grubenv)
-    host.run([bl.tool("set-default"), entry_id(kver)], on_line=on_line)
+    if bl.env_on_esp:
+        host.run([bl.tool("editenv"), bl.grubenv, "set", f"{key}={value}"], on_line=on_line)
+    else:
+        host.run([bl.tool(tool), value], on_line=on_line)
 
 
 def clear_boot_modes(

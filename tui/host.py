@@ -270,8 +270,13 @@ class Host:
             return
         fd = self.fs.open(dst, os.O_RDONLY | os.O_NONBLOCK, follow=False)
         try:
-            os.fchown(fd, st.st_uid, st.st_gid)
-            os.fchmod(fd, st.st_mode & 0o7777)
+            # Only what differs: a FAT ESP has one owner and mode for every file, and refuses
+            # (or, through FUSE, does not implement) even setting them to what they are.
+            now = os.fstat(fd)
+            if (now.st_uid, now.st_gid) != (st.st_uid, st.st_gid):
+                os.fchown(fd, st.st_uid, st.st_gid)
+            if now.st_mode & 0o7777 != st.st_mode & 0o7777:
+                os.fchmod(fd, st.st_mode & 0o7777)
         finally:
             os.close(fd)
 

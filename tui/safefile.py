@@ -153,7 +153,8 @@ def replace_atomic(
         with os.fdopen(fd, "wb") as f:
             fill(f)
             f.flush()
-            os.fchmod(f.fileno(), mode)
+            if os.fstat(f.fileno()).st_mode & 0o7777 != mode:  # a FAT ESP refuses even a no-op chmod
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
