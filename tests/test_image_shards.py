@@ -50,14 +50,29 @@ def index_of(path: Path) -> image_index.Index:
         os.close(fd)
 
 
-def unpack(shell, image: Path, dest: Path, run: Path, sha: str = "") -> subprocess.CompletedProcess:
+def unpack(shell, image: Path, dest: Path, run: Path, sha: str = "", env: dict | None = None):
     run.mkdir(exist_ok=True)
     dest.mkdir(exist_ok=True)
     return run_sh(
         shell,
         f'f=$(tr_format "{image}"); tr_unpack "{image}" "$f" "{dest}" "{sha}"; echo "rc=$?"; cat "{run}/why"',
-        {"TR_RUN": str(run), "TR_PROGRESS_EVERY": "0.05"},
+        {"TR_RUN": str(run), "TR_PROGRESS_EVERY": "0.05", **(env or {})},
     )
+
+
+def path_without_openssl(where: Path) -> dict:
+    """A PATH with every command of this machine but openssl, as an initramfs without it has:
+    the pinned sha256 is then sha256sum's."""
+    where.mkdir()
+    for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        for tool in Path(d).iterdir():
+            if tool.name != "openssl" and not (where / tool.name).exists():
+                (where / tool.name).symlink_to(tool)
+    return {"PATH": str(where)}
+
+
+#: The hasher each tool writes its line with: openssl where it is, else sha256sum.
+HASHERS = {"openssl": ("*stdin", None), "sha256sum": ("  -", path_without_openssl)}
 
 
 def snapshot(root: Path) -> dict:
@@ -246,19 +261,25 @@ def test_damaged_images_fail_with_one_line(image, tmp_path, case, shell):
     assert says in str(refused.value) and "\n" not in str(refused.value)
 
 
-@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
-def test_one_changed_byte_in_a_shard_names_the_shard(image, tmp_path, pinned):
+@pytest.mark.parametrize(
+    "pinned,hasher", [(True, "openssl"), (True, "sha256sum"), (False, None)], ids=["openssl", "sha256sum", "unpinned"]
+)
+def test_one_changed_byte_in_a_shard_names_the_shard(image, tmp_path, pinned, hasher):
     index = index_of(image)
     third = index.parts[2]
     data = bytearray(image.read_bytes())
     data[third.offset + third.length // 2] ^= 0x01
     bad = tmp_path / "bad.tar.zst"
     bad.write_bytes(bytes(data))
-    r = unpack(["dash"], bad, tmp_path / "dest", tmp_path / "run", index.digest if pinned else "")
+    suffix, env = HASHERS[hasher] if hasher else ("", None)
+    run = tmp_path / "run"
+    r = unpack(["dash"], bad, tmp_path / "dest", run, index.digest if pinned else "", env and env(tmp_path / "bin"))
     assert "rc=3" in r.stdout if pinned else "rc=1" in r.stdout, r.stdout + r.stderr
     why = r.stdout.split("rc=", 1)[1].splitlines()[1]
     if pinned:
         assert why == "shard 3 of 5: its sha256 is not the one in the image's index (the image was changed)"
+        hashed = (run / "shard/3.sha").read_text()
+        assert hashed.rstrip("\n").endswith(suffix), hashed  # the hasher asked for
     else:  # zstd's own checksum
         assert why == "shard 3 of 5 of bad.tar.zst is damaged (zstd failed)"
     with pytest.raises(ImageError, match="shard 3 of 5: its sha256 is not the one in the index"):

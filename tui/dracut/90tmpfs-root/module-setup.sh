@@ -61,8 +61,9 @@ install() {
     inst_hook pre-pivot 90 "$moddir/tmpfs-root-selinux.sh"
     inst_hook emergency 50 "$moddir/tmpfs-root-emergency.sh"
     inst_multiple tar cat tee dd od tr sed awk wc cut sha256sum mkfifo df sleep head tail grep
-    # nproc: one worker per core for sharded images (the boot counts /proc/cpuinfo without it).
-    inst_multiple -o nproc
+    # nproc: one worker per core for sharded images (the boot counts /proc/cpuinfo without it);
+    # openssl: a pinned sha256 at the CPU's speed (sha256sum is the fallback).
+    inst_multiple -o nproc openssl
     # An https source's own CA, when the admin put one there (url-lib brings curl's bundle).
     [[ -r $dracutsysrootdir/etc/tmpfs-root/ca.pem ]] && inst_simple /etc/tmpfs-root/ca.pem
     # Every decompressor the build host has, so any archive format can be unpacked.

@@ -307,7 +307,7 @@ tr_unpack() {
     fi
     if [ -n "$sha" ]; then
         mkfifo "$TR_RUN/hash" || return 1
-        sha256sum < "$TR_RUN/hash" > "$TR_RUN/sha256" &
+        _tr_sha256 < "$TR_RUN/hash" > "$TR_RUN/sha256" &
         hasher=$!
         tee="tee $TR_RUN/hash"
     else
@@ -528,6 +528,16 @@ _tr_part_name() {
     if [ "$1" -eq "$2" ]; then echo "the directory part"; else echo "shard $1 of $(($2 - 1))"; fi
 }
 
+# The sha256 of stdin, as "HEX ..." on one line: OpenSSL's where the initramfs has it (it
+# uses the CPU's SHA extensions: 4x coreutils' speed here), else sha256sum.
+_tr_sha256() {
+    if command -v openssl > /dev/null 2>&1; then
+        openssl dgst -sha256 -r
+    else
+        sha256sum
+    fi
+}
+
 # Workers for $1 shards: one per core this process may run on (nproc follows taskset), at
 # most one per shard and TR_JOBS_MAX (32); TR_JOBS overrides.
 _tr_jobs() {
@@ -571,7 +581,7 @@ _tr_unpack_part() {
     st=$TR_RUN/shard/$5
     if [ -n "$3" ]; then
         mkfifo "$st.fifo" || return 1
-        sha256sum < "$st.fifo" > "$st.sha" &
+        _tr_sha256 < "$st.fifo" > "$st.sha" &
         # shellcheck disable=SC2086
         { _tr_read_range "$1" "$8" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
             | tee "$st.fifo" \
@@ -796,7 +806,7 @@ _tr_unpack_sharded() {
     grep -e '^files ' -e '^dirs ' "$TR_RUN/index" > "$TR_RUN/parts"
     count=$(grep -c '' "$TR_RUN/parts")
     if [ -n "$sha" ]; then
-        got=$(head -c "$frame" "$head" | sha256sum | cut -d' ' -f1)
+        got=$(head -c "$frame" "$head" | _tr_sha256 | cut -d' ' -f1)
         if [ "$got" != "$sha" ]; then
             echo "sha256 of the image (its index) is $got, not the expected one" > "$TR_RUN/why"
             return 3
