@@ -677,14 +677,48 @@ _tr_runs() {
         }' "$TR_RUN/parts"
 }
 
+# The bytes of shards $2 to $3 of image $1, one after another on stdout, each one also into
+# a hasher of its own ($TR_RUN/shard/N.sha): the pinned run's reader. Errors of the reads go
+# to $4; the status is the first failed read's. When the pipeline stops taking bytes (zstd
+# gave up on damaged data) it stops: the shard being read then has a short hash.
+_tr_read_hashed() {
+    local got errors
+    errors=$4
+    while [ "$2" -le "$3" ]; do
+        # shellcheck disable=SC2046 # the shard's index fields
+        set -- "$1" "$2" "$3" $(sed -n "${2}p" "$TR_RUN/parts")
+        mkfifo "$TR_RUN/shard/$2.fifo" || return 1
+        _tr_sha256 < "$TR_RUN/shard/$2.fifo" > "$TR_RUN/shard/$2.sha" &
+        if ! { _tr_read_range "$1" "$5" "$6" 2>> "$errors"; echo $? > "$TR_RUN/shard/$2.read"; } \
+            | tee "$TR_RUN/shard/$2.fifo"; then
+            wait $!
+            break
+        fi
+        wait $!
+        read -r got < "$TR_RUN/shard/$2.read"
+        [ "$got" = 0 ] || return "$got"
+        set -- "$1" $(($2 + 1)) "$3"
+    done
+    return 0
+}
+
 # Unpack shards $5 to $6 of sharded image $1 into $2 in one pipeline: their bytes ($7 from
 # offset $8... as _tr_runs prints) through one zstd into one tar ($3: its options, with
-# --ignore-zeros); $4: the number of parts. A failure is said for the one shard at fault.
+# --ignore-zeros); $4: the number of parts; ${10}: the pinned sha256, when there is one (each
+# shard is then read on its own, hashed on the way, and checked against the index). A failure
+# is said for the one shard at fault.
 _tr_unpack_run() {
-    local st got i name read tarst
+    local st got i name read tarst rest
     st=$TR_RUN/shard/run.$5
     # shellcheck disable=SC2086 # tar's options
-    { _tr_read_range "$1" "$7" "$8" 2> "$st.dd"; echo $? > "$st.read"; } \
+    {
+        if [ -n "${10}" ]; then
+            _tr_read_hashed "$1" "$5" "$6" "$st.dd"
+        else
+            _tr_read_range "$1" "$7" "$8" 2> "$st.dd"
+        fi
+        echo $? > "$st.read"
+    } \
         | { zstd -dcq; echo $? > "$st.decomp"; } \
         | { tar -C "$2" $3 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
     name="shards $5 to $6 of $(($4 - 1))"
@@ -699,6 +733,17 @@ _tr_unpack_run() {
         fi
         echo "1 $name cannot be read: $(tail -n 1 "$st.dd")" > "$TR_RUN/shard/$5.why"
         return 1
+    fi
+    if [ -n "${10}" ]; then
+        i=$5
+        while [ "$i" -le "$6" ] && [ -e "$TR_RUN/shard/$i.sha" ]; do
+            read -r got rest < "$TR_RUN/shard/$i.sha"
+            if [ "$got" != "$(sed -n "${i}p" "$TR_RUN/parts" | cut -d' ' -f6)" ]; then
+                echo "3 $(_tr_part_name "$i" "$4"): its sha256 is not the one in the image's index (the image was changed)" > "$TR_RUN/shard/$5.why"
+                return 3
+            fi
+            i=$((i + 1))
+        done
     fi
     read -r got < "$st.decomp"
     if [ "$got" != 0 ]; then
@@ -821,9 +866,9 @@ _tr_unpack_sharded() {
     _tr_gnu_dd=no
     dd --version 2> /dev/null | grep -q coreutils && _tr_gnu_dd=yes
     pids=
-    if [ -n "$sha" ] || ! tar --help 2> /dev/null | grep -q -- '--ignore-zeros'; then
-        # Pinned (or a tar that stops at the first end-of-archive, as busybox's): shard by
-        # shard, each hashed against the index as it is read when pinned.
+    if ! tar --help 2> /dev/null | grep -q -- '--ignore-zeros'; then
+        # A tar that stops at the first end-of-archive (busybox's): shard by shard, each
+        # hashed against the index as it is read when pinned.
         w=0
         while [ "$w" -lt "$jobs" ]; do
             _tr_shard_worker "$file" "$dest" "$sha" "$taropts" "$count" &
@@ -831,12 +876,12 @@ _tr_unpack_sharded() {
             w=$((w + 1))
         done
     else
-        # Not pinned: each worker takes one run of consecutive shards (balanced by their
-        # uncompressed bytes) in a single pipeline: one read (or range request), one zstd,
-        # one tar for many shards.
+        # Each worker takes one run of consecutive shards (balanced by their uncompressed
+        # bytes) in a single pipeline: one zstd, one tar for many shards; one read (or range
+        # request) for them all, or one per shard, each into its hasher, when pinned.
         # shellcheck disable=SC2086 # the run's five fields
         while read -r line; do
-            _tr_unpack_run "$file" "$dest" "$taropts --ignore-zeros" "$count" $line &
+            _tr_unpack_run "$file" "$dest" "$taropts --ignore-zeros" "$count" $line "$sha" &
             pids="$pids $!"
         done << EOF
 $(_tr_runs "$jobs")
