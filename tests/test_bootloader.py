@@ -52,3 +52,24 @@ def test_where_grub_reads_its_configuration_from_the_esp_its_environment_is_ther
     bootloader.clear_boot_modes(host, esp, "gnulinux-simple-x")
     env = bootloader.grubenv(host, esp)
     assert "next_entry" not in env and env["saved_entry"] == "gnulinux-simple-x"
+
+
+def test_an_esp_vendor_directory_linked_out_of_the_target_stays_in_the_target(tmp_path):
+    """A hostile disk: the ESP's vendor directory is a link to an absolute path outside the
+    target. It resolves inside the target, as every path does: the boot mode is written
+    there and nothing outside the target is read or written."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "grub.cfg").write_text("### outside: must not be read\n")
+    fake_target = make_tool_target(tmp_path / "target")
+    (fake_target / "boot/efi/EFI").mkdir(parents=True)
+    os.symlink(outside, fake_target / "boot/efi/EFI/evil")
+    inside = fake_target / str(outside).lstrip("/")
+    inside.mkdir(parents=True)
+    (inside / "grub.cfg").write_text("### BEGIN /etc/grub.d/00_header ###\nload_env\n")
+    host = Host(fake_target)
+    bl = bootloader.detect(host)
+    assert bl.grubenv == "/boot/efi/EFI/evil/grubenv"
+    bootloader.set_boot_once(host, bl, "6.1.0-9-amd64")
+    assert "next_entry=tmpfs-root-6.1.0-9-amd64" in (inside / "grubenv").read_text()
+    assert sorted(p.name for p in outside.iterdir()) == ["grub.cfg"]

@@ -117,3 +117,33 @@ def test_commands_in_a_target_see_proc_sys_dev_which_vanish_with_them(tmp_path):
     for d in ("proc", "sys", "dev", "run"):
         assert not os.path.ismount(tmp_path / d)  # a private namespace: nothing left behind
     assert " " + str(tmp_path) not in open("/proc/self/mountinfo").read()
+
+
+@pytest.mark.needs("fusefat", "mkfs.vfat")
+def test_files_on_a_fat_esp_are_written_restored_and_given_their_mode(tmp_path):
+    """A FAT ESP has one owner and mode for all its files and refuses (fusefat: does not
+    implement) even a chmod to the mode a file already has: writing, copying a mode onto a
+    file a command made there, and rolling back must not ask for one. (A real FAT mount
+    through FUSE: this machine's kernel has no vfat.)"""
+    import subprocess
+
+    esp_image = tmp_path / "esp.img"
+    subprocess.run(["truncate", "-s", "32M", str(esp_image)], check=True)
+    subprocess.run(["mkfs.vfat", str(esp_image)], check=True, capture_output=True)
+    root = tmp_path / "t"
+    esp = root / "boot/efi"
+    esp.mkdir(parents=True)
+    subprocess.run(["fusefat", "-o", "rw+", str(esp_image), str(esp)], check=True, capture_output=True)
+    try:
+        (esp / "EFI/debian").mkdir(parents=True)
+        (esp / "EFI/debian/grub.cfg").write_text("old")
+        mode = (esp / "EFI/debian/grub.cfg").stat().st_mode & 0o7777
+        host = Host(root)
+        host.write_file("/boot/efi/EFI/debian/grub.cfg", "new", mode)
+        (esp / "EFI/debian/grub.cfg.new").write_text("made by a command")
+        host.copy_mode("/boot/efi/EFI/debian/grub.cfg", "/boot/efi/EFI/debian/grub.cfg.new")
+        assert (esp / "EFI/debian/grub.cfg").read_text() == "new"
+        host.rollback()
+        assert (esp / "EFI/debian/grub.cfg").read_text() == "old"
+    finally:
+        subprocess.run(["fusermount", "-u", str(esp)], check=False)
