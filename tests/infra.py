@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -514,33 +515,40 @@ def make_lvm_disk(path: Path, fs_content: Path, label: str, workdir: Path, vg: s
     (this kernel has none): the metadata is written with activation off, the filesystem
     is written with dd at the LV's first extent."""
     sh("truncate", "-s", "96M", path)
-    lvmdir = workdir / "lvm-system-dir"  # keeps LVM's backups out of this machine's /etc
-    lvmdir.mkdir(exist_ok=True)
-    (lvmdir / "lvm.conf").write_text("backup {\n backup = 0\n archive = 0\n}\n")
-    env = dict(os.environ, LVM_SYSTEM_DIR=str(lvmdir), LVM_SUPPRESS_FD_WARNINGS="1")
     dev = sh("losetup", "--find", "--show", path).stdout.strip()
     try:
-        for argv in (
-            ["pvcreate", "-q", "-y", dev],
-            ["vgcreate", "-q", vg, dev],
-            ["lvcreate", "--driverloaded", "n", "-q", "-y", "-an", "-Zn", "-L", "64M", "-n", lv, vg],
-        ):
-            subprocess.run(argv, check=True, env=env, capture_output=True)
-        pe_start = int(
-            subprocess.run(
-                ["pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", dev],
-                check=True,
-                env=env,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-        )
+        pe_start = make_lv(dev, vg, lv, ["-L", "64M"], workdir)
     finally:
         sh("losetup", "-d", dev, check=False)
     fs = workdir / "lvm-fs.img"
     make_fs_image(fs, Part(64, "ext4", label=label, content=fs_content))
     sh("dd", f"if={fs}", f"of={path}", "bs=1M", f"seek={pe_start // (1 << 20)}", "conv=notrunc", "status=none")
     fs.unlink()
+
+
+def make_lv(pv: str, vg: str, lv: str, size: list[str], workdir: Path) -> int:
+    """Make *pv* an LVM PV with the VG *vg* and its one linear LV *lv* (lvcreate's *size*
+    arguments), activating nothing (this kernel has no device-mapper); returns where the
+    LV's first extent is on *pv*, in bytes. LVM's backups stay in *workdir*, out of this
+    machine's /etc."""
+    lvmdir = workdir / "lvm-system-dir"
+    lvmdir.mkdir(exist_ok=True)
+    (lvmdir / "lvm.conf").write_text("backup {\n backup = 0\n archive = 0\n}\n")
+    env = dict(os.environ, LVM_SYSTEM_DIR=str(lvmdir), LVM_SUPPRESS_FD_WARNINGS="1")
+    for argv in (
+        ["pvcreate", "-q", "-y", pv],
+        ["vgcreate", "-q", vg, pv],
+        ["lvcreate", "--driverloaded", "n", "-q", "-y", "-an", "-Zn", *size, "-n", lv, vg],
+    ):
+        subprocess.run(argv, check=True, env=env, capture_output=True)
+    out = subprocess.run(
+        ["pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", pv],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(out.strip())
 
 
 # ------------------------------------------------------ initramfs builds
@@ -856,6 +864,95 @@ def uefi_system_disk() -> Path:
     return disk
 
 
+#: The LVM system disk: Debian 12 with its root, /boot included, on the LV trvg/root.
+LVM_DISK_VERSION = "1"
+LVM_VG, LVM_LV = "trvg", "root"
+LVM_ROOT = f"/dev/mapper/{LVM_VG}-{LVM_LV}"
+#: What tmpfs-root needs to run on the system itself (its engine and CLI), from Debian.
+PYTHON_PACKAGES = ["python3-rich", "python3-pyudev"]
+
+
+def lvm_system_disk() -> tuple[Path, int, int]:
+    """Debian 12 as the guided LVM install leaves it, minus the bootloader: MBR, one partition
+    that is an LVM PV, the VG trvg with the LV root (ext4) holding the whole system, /boot
+    included; fstab names the LV; Python 3 with rich and pyudev from Debian, so that tmpfs-root
+    runs on the system itself. Cached. Returns the image, and where the LV's filesystem is in
+    it (offset and size in bytes: the LV is linear, one run of extents).
+
+    Everything is written without device-mapper (this machine's kernel has none), the
+    filesystem with dd at the LV's first extent. GRUB is not installed: grub-install and
+    grub-mkconfig must probe the LV, which only a kernel with device-mapper can do, so the
+    system's first boot (in the test, by QEMU's -kernel) installs it, as an installer would."""
+    disk = CACHE / f"lvm-disk-{TARGET_VERSION}.{LVM_DISK_VERSION}.img"
+    layout = disk.with_suffix(".json")
+    if not layout.exists():
+        _build_lvm_system_disk(disk, layout)
+    where = json.loads(layout.read_text())
+    return disk, where["offset"], where["size"]
+
+
+def _build_lvm_system_disk(disk: Path, layout: Path) -> None:
+    target = debian_target()
+    import fcntl
+
+    with open(CACHE / ".lock-disk", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if layout.exists():
+            return
+        work = CACHE / f"lvm-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        tree = work / "root"
+        sh("cp", "-a", target, tree)  # a real copy: apt changes files of it in place
+        for name in (".complete", "usr/lib/dracut/modules.d/90tmpfs-root", "var/lib/tmpfs-root"):
+            p = tree / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        from tui.host import Host
+
+        host = Host(tree)
+        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+        host.run(["apt-get", "update", "-q"], env=apt_env)
+        host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *PYTHON_PACKAGES], env=apt_env)
+        host.run(["apt-get", "clean"])
+        (tree / "etc/fstab").write_text(f"{LVM_ROOT} / ext4 errors=remount-ro 0 1\n")
+        (tree / "etc/hostname").write_text("tmpfs-root-lvm\n")
+        (tree / "etc/default/grub").write_text(GRUB_DEFAULTS)
+        size_mib = 3584
+        tmp = work / "disk.img"
+        [part_offset] = make_disk_image(tmp, [Part(size_mib, type="8e")], work, label="dos")
+        with loop_device(tmp) as dev:
+            pe_start = make_lv(f"{dev}p1", LVM_VG, LVM_LV, ["-l", "100%FREE"], work)
+        lv_mib = (size_mib << 20) - pe_start - (4 << 20)  # the VG's last extent may be partial
+        lv_mib = lv_mib >> 22 << 2  # whole 4 MiB extents, the LV's own size or less
+        fs = work / "root.img"
+        make_fs_image(fs, Part(lv_mib, "ext4", label="tr-lvm-root", uuid=SYSTEM_UUID, content=tree))
+        offset = part_offset + pe_start
+        sh("dd", f"if={fs}", f"of={tmp}", "bs=1M", f"seek={offset >> 20}", "conv=notrunc,sparse", "status=none")
+        tmp.rename(disk)
+        layout.write_text(json.dumps({"offset": offset, "size": lv_mib << 20}))
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mounted_lv(image: Path, offset: int, size: int, where: Path, new_uuid: str | None = None):
+    """The LV's filesystem in the LVM disk *image* mounted on *where*, through a loop device
+    over its bytes (the LV is linear: no device-mapper needed); with *new_uuid*, the
+    filesystem gets that UUID first. Yields the loop device."""
+    where.mkdir(parents=True, exist_ok=True)
+    dev = sh("losetup", "--find", "--show", "--offset", str(offset), "--sizelimit", str(size), image).stdout.strip()
+    try:
+        if new_uuid:
+            sh("e2fsck", "-fy", dev, check=False)
+            sh("tune2fs", "-U", new_uuid, dev)
+        sh("mount", dev, where)
+        try:
+            yield dev
+        finally:
+            sh("umount", where, check=False)
+    finally:
+        sh("losetup", "-d", dev, check=False)
+
+
 @dataclass
 class SystemCopy:
     image: Path  # the disk image
@@ -923,6 +1020,7 @@ def qemu_boot(
     until: str | None = None,
     snapshot: bool = True,
     uefi: Path | None = None,
+    cpus: int = 1,
 ) -> Boot:
     """Boot under QEMU TCG (KVM hangs on this machine), serial console to *log*.
 
@@ -932,6 +1030,8 @@ def qemu_boot(
     *kernel*, the machine boots from its first disk (SeaBIOS, then whatever is installed
     there); without *snapshot*, what the guest writes stays on the disk image. With *uefi*
     (a copy of OVMF's variables, see ovmf_vars), the firmware is OVMF instead of SeaBIOS.
+    *cpus* > 1 lets TCG run the guest's threads on this machine's cores (work in the guest,
+    such as a dracut build).
     """
     argv = [
         "qemu-system-x86_64",
@@ -940,7 +1040,7 @@ def qemu_boot(
         "-m",
         memory,
         "-smp",
-        "1",
+        str(cpus),
         "-display",
         "none",
         "-monitor",
