@@ -37,7 +37,7 @@ from tui.errors import Failure
 from tui.journal import DamagedJournal, Journal
 from tui.resolver import TargetRoot, UnsafePath
 from tui.runner import CommandError, LineCallback, Runner, RunResult
-from tui.safefile import decode_text, write_atomic
+from tui.safefile import decode_text, set_owner_and_mode, write_atomic
 
 BACKUP_DIR = owned.BACKUP_DIR
 JOURNAL = owned.JOURNAL
@@ -270,13 +270,7 @@ class Host:
             return
         fd = self.fs.open(dst, os.O_RDONLY | os.O_NONBLOCK, follow=False)
         try:
-            # Only what differs: a FAT ESP has one owner and mode for every file, and refuses
-            # (or, through FUSE, does not implement) even setting them to what they are.
-            now = os.fstat(fd)
-            if (now.st_uid, now.st_gid) != (st.st_uid, st.st_gid):
-                os.fchown(fd, st.st_uid, st.st_gid)
-            if now.st_mode & 0o7777 != st.st_mode & 0o7777:
-                os.fchmod(fd, st.st_mode & 0o7777)
+            set_owner_and_mode(fd, st.st_mode, (st.st_uid, st.st_gid))
         finally:
             os.close(fd)
 

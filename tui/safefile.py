@@ -153,14 +153,24 @@ def replace_atomic(
         with os.fdopen(fd, "wb") as f:
             fill(f)
             f.flush()
-            if os.fstat(f.fileno()).st_mode & 0o7777 != mode:  # a FAT ESP refuses even a no-op chmod
-                os.fchmod(f.fileno(), mode)
+            set_owner_and_mode(f.fileno(), mode)
             os.fsync(f.fileno())
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         unlink_quietly(tmp, dir_fd=dir_fd)
         raise
     os.fsync(dir_fd)
+
+
+def set_owner_and_mode(fd: int, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """Give the open file *fd* the permission bits *mode* (and *owner*, uid and gid), changing
+    only what differs: a FAT ESP has one owner and mode for every file, and refuses (or,
+    through FUSE, does not implement) even setting them to what they already are."""
+    now = os.fstat(fd)
+    if owner is not None and (now.st_uid, now.st_gid) != owner:
+        os.fchown(fd, *owner)
+    if now.st_mode & 0o7777 != mode & 0o7777:
+        os.fchmod(fd, mode & 0o7777)
 
 
 def unlink_quietly(name: str | os.PathLike, *, dir_fd: int | None = None) -> None:
