@@ -247,6 +247,8 @@ def test_interrupted_create_leaves_nothing_at_the_output_name(tmp_path, sig):
         (tree / f"blob{i}").write_bytes(os.urandom(16 << 20))
     out = tmp_path / "out/root.tar.xz"
     out.parent.mkdir()
+    temp = tmp_path / "tmp"  # its staging directory: here, not in this machine's /tmp
+    temp.mkdir()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -259,7 +261,7 @@ def test_interrupted_create_leaves_nothing_at_the_output_name(tmp_path, sig):
             "--format=xz",
             "--level=9",
         ],
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(temp)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -290,8 +292,9 @@ def test_interrupted_create_leaves_nothing_at_the_output_name(tmp_path, sig):
         time.sleep(0.1)
     assert not any(alive(c) for c in children), "a child outlived image create"
     assert not out.exists() and not out.with_name("root.tar.xz.sha256").exists()
-    if sig == signal.SIGINT:  # a catchable interruption also removes the partial file
+    if sig == signal.SIGINT:  # a catchable interruption also removes the partial file and its staging
         assert not partial().exists()
+        assert list(temp.iterdir()) == []
         assert "Traceback" not in proc.stderr.read().decode()
 
 
