@@ -865,8 +865,9 @@ def uefi_system_disk() -> Path:
 
 
 #: The LVM system disk: Debian 12 with its root, /boot included, on the LV trvg/root.
-LVM_DISK_VERSION = "1"
+LVM_DISK_VERSION = "2"
 LVM_VG, LVM_LV = "trvg", "root"
+LVM_ROOT_UUID = "7d1c0a5e-2b44-4f3a-9c1e-5a0b7e2f0100"  # the cached disk's; each copy gets its own
 LVM_ROOT = f"/dev/mapper/{LVM_VG}-{LVM_LV}"
 #: What tmpfs-root needs to run on the system itself (its engine and CLI), from Debian.
 PYTHON_PACKAGES = ["python3-rich", "python3-pyudev"]
@@ -925,7 +926,7 @@ def _build_lvm_system_disk(disk: Path, layout: Path) -> None:
         lv_mib = (size_mib << 20) - pe_start - (4 << 20)  # the VG's last extent may be partial
         lv_mib = lv_mib >> 22 << 2  # whole 4 MiB extents, the LV's own size or less
         fs = work / "root.img"
-        make_fs_image(fs, Part(lv_mib, "ext4", label="tr-lvm-root", uuid=SYSTEM_UUID, content=tree))
+        make_fs_image(fs, Part(lv_mib, "ext4", label="tr-lvm-root", uuid=LVM_ROOT_UUID, content=tree))
         offset = part_offset + pe_start
         sh("dd", f"if={fs}", f"of={tmp}", "bs=1M", f"seek={offset >> 20}", "conv=notrunc,sparse", "status=none")
         tmp.rename(disk)
