@@ -442,16 +442,29 @@ def debian_target(suite: str = "bookworm") -> Path:
         (work / "usr/sbin/policy-rc.d").chmod(0o755)
         from tui.host import Host
 
-        host = Host(work)
-        host.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *SUITES[suite]],
-            env={"DEBIAN_FRONTEND": "noninteractive"},
-        )
-        host.run(["apt-get", "clean"])
+        apt_install(Host(work), SUITES[suite])
         (work / ".complete").write_text(TARGET_VERSION)
         shutil.rmtree(target, ignore_errors=True)
         work.rename(target)
     return target
+
+
+def apt_install(host, packages: list[str], update: bool = False) -> None:
+    """Install Debian *packages* (no recommends) into the target of *host* with its own apt,
+    then drop the downloaded archives; *update*: fetch the package lists first."""
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    if update:
+        host.run(["apt-get", "update", "-q"], env=env)
+    host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], env=env)
+    host.run(["apt-get", "clean"])
+
+
+def as_installed(root: Path) -> None:
+    """A copy of the shared target as a system that never had tmpfs-root: other tests install
+    the module (and its state) into the target; the cache's completion mark goes too."""
+    (root / ".complete").unlink(missing_ok=True)
+    shutil.rmtree(root / "usr/lib/dracut/modules.d/90tmpfs-root", ignore_errors=True)
+    shutil.rmtree(root / "var/lib/tmpfs-root", ignore_errors=True)
 
 
 def target_kernel(target: Path) -> str:
@@ -630,6 +643,12 @@ GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 """
 
 
+def new_fs_uuid(dev: str, uuid: str) -> None:
+    """Give the ext4 filesystem on *dev* the UUID *uuid* (checked first, as tune2fs wants)."""
+    sh("e2fsck", "-fy", dev, check=False)
+    sh("tune2fs", "-U", uuid, dev)
+
+
 @contextlib.contextmanager
 def mounted_disk(image: Path, where: Path, part: int = 1, new_uuid: str | None = None):
     """Attach a disk image, mount its partition *part* on *where*; yields the loop device.
@@ -642,8 +661,7 @@ def mounted_disk(image: Path, where: Path, part: int = 1, new_uuid: str | None =
     with loop_device(image) as dev, udevd():
         if new_uuid:
             old = sh("blkid", "-o", "value", "-s", "UUID", f"{dev}p{part}").stdout.strip()
-            sh("e2fsck", "-fy", f"{dev}p{part}", check=False)
-            sh("tune2fs", "-U", new_uuid, f"{dev}p{part}")
+            new_fs_uuid(f"{dev}p{part}", new_uuid)
             sh("udevadm", "settle", "--timeout=30", check=False)
         sh("mount", f"{dev}p{part}", where)
         try:
@@ -683,10 +701,7 @@ def system_disk() -> Path:
         )
         mnt = work / "mnt"
         with mounted_disk(tmp, mnt) as dev:
-            (mnt / ".complete").unlink(missing_ok=True)
-            # other tests install the module into the shared target: this system starts without it
-            shutil.rmtree(mnt / "usr/lib/dracut/modules.d/90tmpfs-root", ignore_errors=True)
-            shutil.rmtree(mnt / "var/lib/tmpfs-root", ignore_errors=True)
+            as_installed(mnt)
             (mnt / "etc/fstab").write_text(f"UUID={SYSTEM_UUID} / ext4 errors=remount-ro 0 1\n")
             (mnt / "etc/hostname").write_text("tmpfs-root-test\n")
             (mnt / "etc/default/grub").write_text(GRUB_DEFAULTS)
@@ -817,10 +832,7 @@ def uefi_system_disk() -> Path:
         boot_tree.mkdir()
         for item in (root_tree / "boot").iterdir():
             item.rename(boot_tree / item.name)
-        for name in (".complete", "usr/lib/dracut/modules.d/90tmpfs-root"):
-            p = root_tree / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        shutil.rmtree(root_tree / "var/lib/tmpfs-root", ignore_errors=True)
+        as_installed(root_tree)
         boot_uuid, esp_uuid = UEFI_BOOT_UUID, UEFI_ESP_UUID
         tmp = work / "disk.img"
         offsets = make_disk_image(
@@ -905,16 +917,10 @@ def _build_lvm_system_disk(disk: Path, layout: Path) -> None:
         work.mkdir()
         tree = work / "root"
         sh("cp", "-a", target, tree)  # a real copy: apt changes files of it in place
-        for name in (".complete", "usr/lib/dracut/modules.d/90tmpfs-root", "var/lib/tmpfs-root"):
-            p = tree / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        as_installed(tree)
         from tui.host import Host
 
-        host = Host(tree)
-        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
-        host.run(["apt-get", "update", "-q"], env=apt_env)
-        host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *PYTHON_PACKAGES], env=apt_env)
-        host.run(["apt-get", "clean"])
+        apt_install(Host(tree), PYTHON_PACKAGES, update=True)
         (tree / "etc/fstab").write_text(f"{LVM_ROOT} / ext4 errors=remount-ro 0 1\n")
         (tree / "etc/hostname").write_text("tmpfs-root-lvm\n")
         (tree / "etc/default/grub").write_text(GRUB_DEFAULTS)
@@ -923,14 +929,16 @@ def _build_lvm_system_disk(disk: Path, layout: Path) -> None:
         [part_offset] = make_disk_image(tmp, [Part(size_mib, type="8e")], work, label="dos")
         with loop_device(tmp) as dev:
             pe_start = make_lv(f"{dev}p1", LVM_VG, LVM_LV, ["-l", "100%FREE"], work)
-        lv_mib = (size_mib << 20) - pe_start - (4 << 20)  # the VG's last extent may be partial
-        lv_mib = lv_mib >> 22 << 2  # whole 4 MiB extents, the LV's own size or less
+        # the filesystem: whole 4 MiB extents, one fewer than the PV could hold after pe_start
+        # (its last one may be partial): never more than the LV (100%FREE)
+        room = (size_mib << 20) - pe_start - (4 << 20)
+        fs_mib = room >> 22 << 2
         fs = work / "root.img"
-        make_fs_image(fs, Part(lv_mib, "ext4", label="tr-lvm-root", uuid=LVM_ROOT_UUID, content=tree))
+        make_fs_image(fs, Part(fs_mib, "ext4", label="tr-lvm-root", uuid=LVM_ROOT_UUID, content=tree))
         offset = part_offset + pe_start
         sh("dd", f"if={fs}", f"of={tmp}", "bs=1M", f"seek={offset >> 20}", "conv=notrunc,sparse", "status=none")
         tmp.rename(disk)
-        layout.write_text(json.dumps({"offset": offset, "size": lv_mib << 20}))
+        layout.write_text(json.dumps({"offset": offset, "size": fs_mib << 20}))
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -943,8 +951,7 @@ def mounted_lv(image: Path, offset: int, size: int, where: Path, new_uuid: str |
     dev = sh("losetup", "--find", "--show", "--offset", str(offset), "--sizelimit", str(size), image).stdout.strip()
     try:
         if new_uuid:
-            sh("e2fsck", "-fy", dev, check=False)
-            sh("tune2fs", "-U", new_uuid, dev)
+            new_fs_uuid(dev, new_uuid)
         sh("mount", dev, where)
         try:
             yield dev
