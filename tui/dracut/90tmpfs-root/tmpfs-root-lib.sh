@@ -678,28 +678,42 @@ _tr_runs() {
 }
 
 # The bytes of shards $2 to $3 of image $1, one after another on stdout, each one also into
-# a hasher of its own ($TR_RUN/shard/N.sha): the pinned run's reader. Errors of the reads go
-# to $4; the status is the first failed read's. When the pipeline stops taking bytes (zstd
-# gave up on damaged data) it stops: the shard being read then has a short hash.
+# a hasher of its own ($TR_RUN/shard/N.sha) and checked against its index line: the number of
+# the first shard whose hash differs goes to $5. Errors of the reads go to $4; the status is
+# the first failed read's. When the pipeline stops taking bytes (zstd gave up on damaged
+# data) it stops: the shard being read then has a short hash, which differs.
 _tr_read_hashed() {
-    local got errors
+    local got errors differs
     errors=$4
+    differs=$5
     while [ "$2" -le "$3" ]; do
-        # shellcheck disable=SC2046 # the shard's index fields
+        # shellcheck disable=SC2046 # the shard's index fields: $4 kind ... $9 its sha256
         set -- "$1" "$2" "$3" $(sed -n "${2}p" "$TR_RUN/parts")
         mkfifo "$TR_RUN/shard/$2.fifo" || return 1
         _tr_sha256 < "$TR_RUN/shard/$2.fifo" > "$TR_RUN/shard/$2.sha" &
         if ! { _tr_read_range "$1" "$5" "$6" 2>> "$errors"; echo $? > "$TR_RUN/shard/$2.read"; } \
             | tee "$TR_RUN/shard/$2.fifo"; then
             wait $!
+            _tr_hash_differs "$2" "$9" "$differs"
             break
         fi
         wait $!
         read -r got < "$TR_RUN/shard/$2.read"
-        [ "$got" = 0 ] || return "$got"
+        [ "$got" = 0 ] || return "$got" # a short read is said as such, before its hash
+        _tr_hash_differs "$2" "$9" "$differs" || break
         set -- "$1" $(($2 + 1)) "$3"
     done
     return 0
+}
+
+# Whether shard $1's hash ($TR_RUN/shard/$1.sha) differs from $2, its index's: if so, its
+# number goes to $3 and the status is 1.
+_tr_hash_differs() {
+    local got rest
+    read -r got rest < "$TR_RUN/shard/$1.sha"
+    [ "$got" = "$2" ] && return 0
+    echo "$1" > "$3"
+    return 1
 }
 
 # Unpack shards $5 to $6 of sharded image $1 into $2 in one pipeline: their bytes ($7 from
@@ -708,12 +722,12 @@ _tr_read_hashed() {
 # shard is then read on its own, hashed on the way, and checked against the index). A failure
 # is said for the one shard at fault.
 _tr_unpack_run() {
-    local st got i name read tarst rest
+    local st got i name read tarst
     st=$TR_RUN/shard/run.$5
     # shellcheck disable=SC2086 # tar's options
     {
         if [ -n "${10}" ]; then
-            _tr_read_hashed "$1" "$5" "$6" "$st.dd"
+            _tr_read_hashed "$1" "$5" "$6" "$st.dd" "$st.differs"
         else
             _tr_read_range "$1" "$7" "$8" 2> "$st.dd"
         fi
@@ -734,16 +748,10 @@ _tr_unpack_run() {
         echo "1 $name cannot be read: $(tail -n 1 "$st.dd")" > "$TR_RUN/shard/$5.why"
         return 1
     fi
-    if [ -n "${10}" ]; then
-        i=$5
-        while [ "$i" -le "$6" ] && [ -e "$TR_RUN/shard/$i.sha" ]; do
-            read -r got rest < "$TR_RUN/shard/$i.sha"
-            if [ "$got" != "$(sed -n "${i}p" "$TR_RUN/parts" | cut -d' ' -f6)" ]; then
-                echo "3 $(_tr_part_name "$i" "$4"): its sha256 is not the one in the image's index (the image was changed)" > "$TR_RUN/shard/$5.why"
-                return 3
-            fi
-            i=$((i + 1))
-        done
+    if [ -s "$st.differs" ]; then
+        read -r i < "$st.differs"
+        echo "3 $(_tr_part_name "$i" "$4"): its sha256 is not the one in the image's index (the image was changed)" > "$TR_RUN/shard/$5.why"
+        return 3
     fi
     read -r got < "$st.decomp"
     if [ "$got" != 0 ]; then
