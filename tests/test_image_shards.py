@@ -4,8 +4,10 @@ the same damage refused the same way by both, with one line naming the part at f
 
 import dataclasses
 import hashlib
+import io
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,48 @@ def test_partition_balances_bytes_and_keeps_hard_links_together():
     holder = [i for i, s in enumerate(shards) if any(e.name == "./f3" for e in s)]
     assert holder and any(e.name == "./f97" for e in shards[holder[0]])
     assert sorted(e.name for s in shards for e in s) == sorted(e.name for e in entries if not e.is_dir)
+
+
+def part_members(image: Path, part: image_index.Part) -> list[tarfile.TarInfo]:
+    """The members of one part of *image*, in the order its tar holds them."""
+    with open(image, "rb") as f:
+        f.seek(part.offset)
+        data = f.read(part.length)
+    tar = subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        return t.getmembers()
+
+
+def test_each_shard_makes_the_directories_its_files_are_in(tmp_path):
+    """Shards unpack side by side, and GNU tar, finding a member's parent missing, makes it
+    and tries again only if it made a directory itself: when another shard's tar made it
+    in between, the member was lost and the boot failed at random. So each shard holds the
+    directories on its members' paths, parents first, before them (a hard link far from its
+    group's first name, and the image's rewritten fstab, included); counts name each member
+    once."""
+    tree = small_tree(tmp_path / "tree")
+    (tree / "etc").mkdir()
+    (tree / "etc/fstab").write_text("/dev/vda1 / ext4 defaults 0 1\n")  # rewritten into shard 1
+    out = tmp_path / "root.tar.zst"
+    made = create(make_plan(str(tree), str(out), "zst", shards=5))
+    index = index_of(out)
+    held = []
+    for n, part in enumerate(index.shards, 1):
+        made_dirs: set[str] = set()
+        for m in part_members(out, part):
+            path = m.name.removeprefix("./").split("/")
+            missing = [a for a in ("/".join(path[:i]) for i in range(1, len(path))) if a not in made_dirs]
+            assert not missing, f"shard {n}: {m.name} comes before its parent {missing[0]}"
+            assert not m.issym(), f"shard {n}: {m.name}"
+            if m.isdir():
+                made_dirs.add("/".join(path))
+            else:
+                held.append("/".join(path))
+        assert made_dirs, f"shard {n} holds no directory"
+    assert "d3/sub/zz-link" in held and "etc/fstab" in held
+    members = sum(len(files) + len(dirs) for _, dirs, files in os.walk(tree)) + 1  # and "." itself
+    assert made.files == members
+    assert inspect(out).files == members
 
 
 def test_auto_shards_follows_the_tree_size():

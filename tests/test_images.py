@@ -136,6 +136,10 @@ def test_round_trip_through_the_module_unpack_into_a_tmpfs_loses_nothing(tmp_pat
     for n in range(24):  # enough members for nine shards
         (tree / f"usr/share/f{n:02}").parent.mkdir(parents=True, exist_ok=True)
         (tree / f"usr/share/f{n:02}").write_bytes(os.urandom(1000 * n))
+    # A default ACL on the directory its files are in, which they did not inherit: every
+    # shard carries that directory, so one shard's tar may set it while another still makes
+    # files there, and the files must still come out with their own ACLs only.
+    subprocess.run(["setfacl", "-d", "-m", "u:2000:rwx,g:3000:rx", str(tree / "usr/share")], check=True)
     out = tmp_path / "out"
     out.mkdir()
     made = create_cli(tree, out / "root.tar.zst", *shards)
@@ -160,6 +164,8 @@ def test_round_trip_through_the_module_unpack_into_a_tmpfs_loses_nothing(tmp_pat
     assert not (dest / "srv/sock/control").exists()
     meta = after[b"home/user/data"]
     assert "system.posix_acl_access" in meta["xattrs"] and meta["xattrs"]["user.note"] == b"kept"
+    assert "system.posix_acl_default" in after[b"usr/share"]["xattrs"]
+    assert not any("system.posix_acl_access" in after[b"usr/share/f%02d" % n]["xattrs"] for n in range(24))
     assert "security.capability" in after[b"bin/ping"]["xattrs"]
     assert after[b"var/lib/sparse.img"]["sparse"]
     assert after[b"home/user/data"]["hardlinks"] == [b"home/user/data", b"home/user/data.hardlink"]

@@ -9,8 +9,10 @@ Layout (all offsets in bytes from the start of the file)::
                  total <uncompressed bytes of all parts>
                  part files <offset> <length> <uncompressed> <entries> <sha256>   (one per shard)
                  part dirs <offset> <length> <uncompressed> <entries> <sha256>    (last)
-    [shard 1 .. N]  each a zstd frame holding a tar stream of files and nodes (no directory,
-             no symbolic link; a hard-link group stays in one shard)
+    [shard 1 .. N]  each a zstd frame holding a tar stream of files and nodes, led by the
+             directories on their paths, parents first (so that no tar finds a parent
+             missing while others unpack beside it); no symbolic link; a hard-link group
+             stays in one shard
     [dirs]   a zstd frame holding a tar stream of every directory and symbolic link, unpacked
              last: the links appear only once no other tar runs, and the directories'
              owners, modes, times and xattrs are the final word

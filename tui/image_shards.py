@@ -1,6 +1,6 @@
 """Packing a tree as a sharded image (the layout is in image_index): N tar streams balanced by
-bytes, each compressed on its own, then one stream of every directory and symbolic link,
-behind an index.
+bytes, each compressed on its own and led by the directories its files are in, then one
+stream of every directory and symbolic link, behind an index.
 
 The boot unpacks the shards in parallel, one worker per core; the last part comes after
 them: it makes the symbolic links and sets the directories' owners, modes, times and
@@ -67,6 +67,25 @@ def partition(entries, count: int):
     return [s for s in shards if s] or [[]], dirs
 
 
+def with_parents(shard: list, dirs, also: tuple[str, ...] = ()) -> list:
+    """*shard* behind the directories on the paths of its members (and of the names in
+    *also*), parents first. Each shard makes its own parents, so no tar finds one missing
+    while it unpacks beside the others: GNU tar creates a missing parent and tries the member
+    again only if it made a directory itself, so when another tar made the same directory in
+    between, the member was lost and the boot failed at random. A directory that exists
+    already is fine to tar; the last part still has the final word on its metadata."""
+    by_name = {e.name: e for e in dirs if e.is_dir}
+    parents: set[str] = set()
+    for name in [e.name for e in shard] + list(also):
+        while True:
+            name = name.rpartition("/")[0]
+            if name in ("", ".") or name in parents:
+                break
+            parents.add(name)
+    ordered = sorted((by_name[n] for n in parents if n in by_name), key=lambda e: e.name.split("/"))
+    return ordered + shard
+
+
 def pack(plan, staging: Path, out, entries, count: int, progress, cancel: CancelToken | None):
     """Write the sharded image of *entries* to *out* (a new, empty file); returns
     (members packed, tar's warnings, the index's sha256)."""
@@ -81,10 +100,11 @@ def pack(plan, staging: Path, out, entries, count: int, progress, cancel: Cancel
     base = [0, 0]
     parts = []
     warnings: list[str] = []
-    for n, members in enumerate([*shards, dirs]):
+    for n, shard in enumerate([*shards, dirs]):
+        fstab = plan.fstab is not None and n == 0
+        members = shard if n == len(shards) else with_parents(shard, dirs, ("./etc/fstab",) if fstab else ())
         listing = staging / f"part-{n}.list"
         listing.write_bytes(b"".join(os.fsencode(e.name) + b"\0" for e in members))
-        fstab = plan.fstab is not None and n == 0
         offset = os.lseek(fd, 0, os.SEEK_END)
         streamed = stream(
             plan,
@@ -96,7 +116,7 @@ def pack(plan, staging: Path, out, entries, count: int, progress, cancel: Cancel
         )
         end = os.lseek(fd, 0, os.SEEK_END)
         base[0] += streamed.bytes
-        base[1] += streamed.files
+        base[1] += streamed.files - (len(members) - len(shard))  # a shard's parents are counted once, in the last part
         warnings += streamed.warnings
         kind = "dirs" if n == len(shards) else "files"
         parts.append(

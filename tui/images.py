@@ -296,7 +296,7 @@ def _inspect_sharded(path: str, f, members: MemberCheck, progress):
                 "sha256": part.sha256,
             }
         )
-    return index.total, total_files, index.digest, shards
+    return index.total, total_files - members.shard_parents, index.digest, shards
 
 
 def _chunks(f, start: int, length: int, digest, progress):
@@ -379,9 +379,13 @@ class MemberCheck:
         #: a shard of a sharded image, unpacked beside others: a link there could lead
         #: another shard's tar out of the new root (image create puts links in the last part)
         self.in_shard = False
+        #: directories a shard holds as the parents of its files (the last part holds them too)
+        self.shard_parents = 0
 
     def add(self, member) -> None:
         name = member.name
+        if self.in_shard and member.isdir():
+            self.shard_parents += 1
         parts = [p for p in name.split("/") if p not in ("", ".")]
         if name.startswith("/"):
             self.absolute.append(name)
