@@ -235,6 +235,21 @@ def test_workers_follow_the_cores_and_the_shards(image, tmp_path, cores, jobs, e
     assert expect in r.stderr
 
 
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+@pytest.mark.parametrize("shards", [5, 1], ids=["sharded", "one-stream"])
+def test_a_member_tar_cannot_write_is_named(tmp_path_factory, tmp_path, shards, shell):
+    """When tar fails on a member, the boot's line is what tar said about that member (not
+    its closing "Exiting with failure status due to previous errors")."""
+    image = tmp_path_factory.getbasetemp() / f"cannot-write-{shards}.tar.zst"
+    if not image.exists():
+        create(make_plan(str(small_tree(tmp_path / "tree")), str(image), "zst", shards=shards))
+    (tmp_path / "dest/d0/sub/f00/in-the-way").mkdir(parents=True)  # a full directory where a file goes
+    r = unpack(shell, image, tmp_path / "dest", tmp_path / "run")
+    why = r.stdout.splitlines()[-1]
+    assert "rc=1" in r.stdout and "tar failed: " in why, r.stdout + r.stderr
+    assert "d0/sub/f00" in why and "Exiting with failure" not in why, why
+
+
 # ------------------------------------------------------------------ damage
 def rewrite_index(src: Path, dst: Path, change) -> None:
     """Copy *src* to *dst* with its index rewritten by change(index) -> (size, parts)."""

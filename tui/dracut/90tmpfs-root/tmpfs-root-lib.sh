@@ -313,10 +313,13 @@ tr_unpack() {
     else
         tee="cat"
     fi
+    # What tar leaves when it stops early (a member it cannot write, with busybox's tar) is
+    # drained: the decompressor's status then speaks of the archive alone, not of a pipe
+    # tar closed, and the hash sees every byte.
     # shellcheck disable=SC2086
     { $tee < "$TR_RUN/data"; echo $? > "$TR_RUN/st.read"; } \
         | { $decomp; echo $? > "$TR_RUN/st.decomp"; } \
-        | { tar -C "$dest" $taropts -f - 2> "$TR_RUN/tar.err"; echo $? > "$TR_RUN/st.tar"; }
+        | { tar -C "$dest" $taropts -f - 2> "$TR_RUN/tar.err"; echo $? > "$TR_RUN/st.tar"; cat > /dev/null; }
     wait "$reader"
     [ -n "$sha" ] && wait "$hasher"
     kill "$progress" 2> /dev/null
@@ -337,7 +340,7 @@ tr_unpack() {
         return 1
     fi
     if [ "$(cat "$TR_RUN/st.tar")" != 0 ]; then
-        echo "tar failed: $(grep -v '^$' "$TR_RUN/tar.err" | tail -n 1)" > "$TR_RUN/why"
+        echo "tar failed: $(_tr_tar_error "$TR_RUN/tar.err")" > "$TR_RUN/why"
         return 1
     fi
     tr_say "unpacked $(tr_human "$(_tr_size "$file")") ($fmt) into $(tr_human "$(_tr_fs_used "$dest")")"
@@ -610,7 +613,7 @@ _tr_unpack_part() {
         return 1
     fi
     if [ "$tarst" != 0 ]; then
-        echo "1 $(_tr_part_name "$5" "$6"): tar failed: $(grep -v -e '^$' -e '^Total bytes read' "$st.tar.err" | tail -n 1)" > "$st.why"
+        echo "1 $(_tr_part_name "$5" "$6"): tar failed: $(_tr_tar_error "$st.tar.err")" > "$st.why"
         return 1
     fi
     if [ -n "$read" ] && [ "$read" != "${10}" ]; then
@@ -640,6 +643,13 @@ _tr_tar_said() {
         esac
     done < "$1"
     echo "$read"
+}
+
+# The first thing tar said in $1 (its stderr) about what went wrong: not its byte count
+# (--totals) nor its closing words ("Exiting with failure status due to previous errors").
+_tr_tar_error() {
+    grep -v -e '^$' -e '^Total bytes read' -e 'Exiting with failure status' -e 'Error is not recoverable' "$1" \
+        | head -n 1
 }
 
 # Whether the bytes of the part (arguments as _tr_unpack_part's) were read whole: a short
@@ -770,7 +780,7 @@ _tr_unpack_run() {
         return 1
     fi
     if [ "$tarst" != 0 ]; then
-        echo "1 $name: tar failed: $(grep -v -e '^$' -e '^Total bytes read' "$st.tar.err" | tail -n 1)" > "$TR_RUN/shard/$5.why"
+        echo "1 $name: tar failed: $(_tr_tar_error "$st.tar.err")" > "$TR_RUN/shard/$5.why"
         return 1
     fi
     # Told to read on past end-of-archive blocks, GNU tar counts one more record (10240).
