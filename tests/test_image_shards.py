@@ -325,6 +325,70 @@ def test_damaged_images_fail_with_one_line(image, tmp_path, case, shell):
     assert says in str(refused.value) and "\n" not in str(refused.value)
 
 
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """64 GiB of zero blocks in about 2 MB of zstd (one 1 GiB frame, repeated): 90 s of
+    reading for a tar --ignore-zeros here, hours on a bigger image."""
+    frame = subprocess.run("head -c 1G /dev/zero | zstd -1 -q", shell=True, capture_output=True, check=True).stdout
+    return frame * 64
+
+
+def with_bomb(src: Path, dst: Path, part_no: int, bomb: bytes) -> str:
+    """Copy *src* to *dst* with *bomb* behind the tar of part *part_no* (1-based, in the same
+    zstd stream) and the index made consistent again but for the uncompressed sizes: what a
+    hostile image holds. Returns the sha256 that pins it."""
+    index = index_of(src)
+    data = src.read_bytes()
+    body = bytearray()
+    parts = []
+    for n, p in enumerate(index.parts, 1):
+        chunk = data[p.offset : p.offset + p.length] + (bomb if n == part_no else b"")
+        digest = hashlib.sha256(chunk).hexdigest()
+        parts.append(dataclasses.replace(p, offset=index.frame + len(body), length=len(chunk), sha256=digest))
+        body += chunk
+    head = image_index.render(index.frame, index.frame + len(body), parts)
+    dst.write_bytes(head + body)
+    return hashlib.sha256(head).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "shell,part,pinned,says",
+    [
+        (SHELLS[0], 2, False, "bytes of tar the index says (a damaged index, or changed shards)"),
+        (SHELLS[0], 2, True, "bytes of tar the index says (a damaged index, or changed shards)"),
+        (SHELLS[0], 6, False, "the directory part: more than the"),
+        (SHELLS[1], 2, False, "shard 2 of 5: more than the"),
+        (SHELLS[1], 6, True, "the directory part: more than the"),
+    ],
+    ids=["dash-shard", "dash-shard-pinned", "dash-dirs", "busybox-shard", "busybox-dirs-pinned"],
+)
+def test_a_part_holding_more_than_its_index_says_is_stopped_there(image, bomb, tmp_path, shell, part, pinned, says):
+    """A part whose zstd holds more than the index says (here 64 GiB of zero blocks behind
+    its tar) is stopped once past that size, with one line, in seconds; pinned or not, as
+    the pin covers only what its maker wrote. inspect stops there too."""
+    bad = tmp_path / "bomb.tar.zst"
+    sha = with_bomb(image, bad, part, bomb)
+    r = unpack(shell, bad, tmp_path / "dest", tmp_path / "run", sha if pinned else "")
+    assert "rc=1" in r.stdout, r.stdout + r.stderr
+    why = r.stdout.split("rc=", 1)[1].splitlines()[1:]
+    assert len(why) == 1 and says in why[0], r.stdout
+    refused = run_cli("image", "inspect", str(bad), timeout=60)
+    assert refused.returncode != 0 and "more than the" in refused.stderr and "(a damaged index" in refused.stderr
+
+
+def test_a_single_stream_that_goes_on_past_its_tar_is_stopped(tmp_path, bomb):
+    """The single-stream unpack reads at most 1 MiB past the tar's end: an archive that goes
+    on (64 GiB of zeros behind it) fails in seconds, at boot and in inspect."""
+    good = tmp_path / "one.tar.zst"
+    create(make_plan(str(small_tree(tmp_path / "tree")), str(good), "zst", shards=1))
+    bad = tmp_path / "bomb.tar.zst"
+    bad.write_bytes(good.read_bytes() + bomb)
+    r = unpack(SHELLS[0], bad, tmp_path / "dest", tmp_path / "run")
+    assert "rc=1" in r.stdout and "bomb.tar.zst is not a valid zstd archive" in r.stdout, r.stdout + r.stderr
+    refused = run_cli("image", "inspect", str(bad), timeout=60)
+    assert refused.returncode != 0 and "more than 1 MiB after the end of the tar archive" in refused.stderr
+
+
 @pytest.mark.parametrize(
     "pinned,hasher", [(True, "openssl"), (True, "sha256sum"), (False, None)], ids=["openssl", "sha256sum", "unpinned"]
 )

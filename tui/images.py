@@ -269,7 +269,9 @@ def _inspect_sharded(path: str, f, members: MemberCheck, progress):
         members.in_shard = part.kind == "files"
         changed = f"{shown(path)}: {name}: its sha256 is not the one in the index (the image was changed)"
         try:
-            count, files = _tar_through(path, "zstd", _chunks(f, part.offset, part.length, digest, report), members)
+            count, files = _tar_through(
+                path, "zstd", _chunks(f, part.offset, part.length, digest, report), members, part.uncompressed
+            )
         except ImageError as e:  # the hash says why first: zstd stopped before the end
             whole = hashlib.sha256()
             for _ in _chunks(f, part.offset, part.length, whole, None):
@@ -315,9 +317,16 @@ def _chunks(f, start: int, length: int, digest, progress):
         yield chunk
 
 
-def _tar_through(path: str, fmt: str, chunks, members: MemberCheck) -> tuple[int, int]:
+#: What may follow a tar's end-of-archive blocks in its stream (padding); the boot drains as
+#: much, and a decompressor that has more to give is stopped.
+TRAILING = 1 << 20
+
+
+def _tar_through(path: str, fmt: str, chunks, members: MemberCheck, limit: int | None = None) -> tuple[int, int]:
     """Stream *chunks* through *fmt*'s decompressor and read the tar in it: (uncompressed
-    bytes, members). ImageError when the decompressor or tar fails."""
+    bytes, members). ImageError when the decompressor or tar fails, when the stream goes on
+    past *limit* bytes (a part of a sharded image: what its index says), or past TRAILING
+    bytes after the tar's end: a few KB of zstd can hold terabytes, which are not read."""
     import tarfile
     import threading
 
@@ -343,24 +352,35 @@ def _tar_through(path: str, fmt: str, chunks, members: MemberCheck) -> tuple[int
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     assert proc.stdout is not None and proc.stderr is not None
-    counter = _CountingReader(proc.stdout)
+    counter = _CountingReader(proc.stdout, limit)
     files = 0
-    tar_error = None
+    tar_error = too_long = None
     try:
         with tarfile.open(fileobj=counter, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 files += 1
                 members.add(member)
+        end = counter.count + TRAILING
+        counter.limit = end if limit is None else min(limit, end)
         while counter.read(1 << 20):  # the end-of-archive blocks and padding count too
             pass
     except (tarfile.TarError, EOFError) as e:
         tar_error = str(e)
         proc.kill()
+    except _TooLong:
+        proc.kill()
+        too_long = (
+            f"more than the {limit} bytes of tar its index says (a damaged index, or a changed shard)"
+            if limit is not None and counter.count > limit
+            else f"more than {TRAILING >> 20} MiB after the end of the tar archive"
+        )
     finally:
         feeder.join()
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace").strip()
         rc = proc.wait()
+    if too_long:
+        raise ImageError(f"{shown(path)}: {too_long}")
     if (rc != 0 and rc != -9) or tar_error:
         # The decompressor's own words say most (when it was not we who stopped it).
         why = err.splitlines()[-1] if err and rc not in (0, -9) else tar_error or f"exit status {rc}"
@@ -411,14 +431,21 @@ class MemberCheck:
         ]
 
 
+class _TooLong(Exception):
+    """The stream went on past what it may hold."""
+
+
 class _CountingReader:
-    def __init__(self, raw):
+    def __init__(self, raw, limit: int | None = None):
         self.raw = raw
         self.count = 0
+        self.limit = limit
 
     def read(self, n=-1):
         data = self.raw.read(n)
         self.count += len(data)
+        if self.limit is not None and self.count > self.limit:
+            raise _TooLong
         return data
 
 

@@ -315,11 +315,12 @@ tr_unpack() {
     fi
     # What tar leaves when it stops early (a member it cannot write, with busybox's tar) is
     # drained: the decompressor's status then speaks of the archive alone, not of a pipe
-    # tar closed, and the hash sees every byte.
+    # tar closed, and the hash sees every byte. Up to 1 MiB: an archive goes on no further
+    # after its end; more (a bomb of zeros) stops the decompressor, which then fails.
     # shellcheck disable=SC2086
     { $tee < "$TR_RUN/data"; echo $? > "$TR_RUN/st.read"; } \
         | { $decomp; echo $? > "$TR_RUN/st.decomp"; } \
-        | { tar -C "$dest" $taropts -f - 2> "$TR_RUN/tar.err"; echo $? > "$TR_RUN/st.tar"; cat > /dev/null; }
+        | { tar -C "$dest" $taropts -f - 2> "$TR_RUN/tar.err"; echo $? > "$TR_RUN/st.tar"; _tr_drain 1048576 "$TR_RUN/st.over"; }
     wait "$reader"
     [ -n "$sha" ] && wait "$hasher"
     kill "$progress" 2> /dev/null
@@ -572,6 +573,37 @@ _tr_read_range() {
     fi
 }
 
+# tar -x of stdin into $1 with options $2 (stderr to $4), but never more than $3 bytes of tar;
+# past them $5 is made. Some KB of zstd can hold terabytes (of zero blocks that --ignore-zeros
+# skips, or of one header again and again), so a part holding more than its index says would
+# keep the boot busy for hours otherwise.
+_tr_tar_capped() {
+    if [ "${_tr_checkpoint:-}" = yes ]; then
+        # GNU tar counts its records: stopped at the first one past the limit, at no cost before.
+        # shellcheck disable=SC2016,SC2086 # $PPID is the checkpoint script's: tar; tar's options
+        TR_OVER=$5 tar -C "$1" $2 --checkpoint=$(($3 / 10240 + 1)) \
+            --checkpoint-action='exec=: > "$TR_OVER"; kill -TERM $PPID' -f - 2> "$4"
+    else
+        # Other tars (busybox's, which reads on to the end of its input by itself) are given
+        # that many bytes; one more left over once tar took them all means the part holds
+        # more (after a failed tar the caller's drain reads on).
+        # shellcheck disable=SC2086
+        head -c "$3" | tar -C "$1" $2 -f - 2> "$4"
+        set -- "$?" "$5"
+        [ "$1" = 0 ] || return "$1"
+        case $(head -c 1 | wc -c) in *1*) : > "$2" ;; esac
+        return 0
+    fi
+}
+
+# Read what a tar left of its input (the end-of-archive padding, or all the rest when it
+# stopped early, so that the decompressor's status speaks of the data alone and a hash sees
+# every byte), but at most $1 bytes: past them $2 is made, and the rest is left unread.
+_tr_drain() {
+    head -c "$1" > /dev/null
+    case $(head -c 1 | wc -c) in *1*) : > "$2" ;; esac
+}
+
 # Unpack one part of sharded image $1 into $2: dd reads exactly its bytes, zstd
 # decompresses, tar extracts; with a pinned sha256 ($3) the bytes are hashed on the way
 # (tee) and must match the index (what a tar leaves after its end-of-archive is drained, so
@@ -589,8 +621,9 @@ _tr_unpack_part() {
         { _tr_read_range "$1" "$8" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
             | tee "$st.fifo" \
             | { zstd -dcq; echo $? > "$st.decomp"; } \
-            | { tar -C "$2" $4 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
+            | { _tr_tar_capped "$2" "$4" "${10}" "$st.tar.err" "$st.over"; echo $? > "$st.tar"; _tr_drain "${10}" "$st.over"; }
         wait $!
+        _tr_part_over "$@" || return
         _tr_part_read "$@" || return
         read -r got rest < "$st.sha"
         if [ "$got" != "${12}" ]; then
@@ -601,7 +634,8 @@ _tr_unpack_part() {
         # shellcheck disable=SC2086
         { _tr_read_range "$1" "$8" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
             | { zstd -dcq; echo $? > "$st.decomp"; } \
-            | { tar -C "$2" $4 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
+            | { _tr_tar_capped "$2" "$4" "${10}" "$st.tar.err" "$st.over"; echo $? > "$st.tar"; _tr_drain "${10}" "$st.over"; }
+        _tr_part_over "$@" || return
     fi
     read -r tarst < "$st.tar"
     # GNU tar counts what it read (--totals); the index must say the same.
@@ -621,6 +655,15 @@ _tr_unpack_part() {
         return 1
     fi
     : > "$st.done"
+}
+
+# Whether the part (arguments as _tr_unpack_part's) held no more tar than its index says;
+# said first, as what follows from a cut-off stream (a short hash, a broken pipe) is not the cause.
+_tr_part_over() {
+    [ -e "$TR_RUN/shard/$5.over" ] || return 0
+    echo "1 $(_tr_part_name "$5" "$6"): more than the ${10} bytes of tar its index says (a damaged index, or a changed shard)" \
+        > "$TR_RUN/shard/$5.why"
+    return 1
 }
 
 # What a part's tar said in $1 (its stderr; $2: its exit status): prints the bytes it read
@@ -744,9 +787,18 @@ _tr_unpack_run() {
         echo $? > "$st.read"
     } \
         | { zstd -dcq; echo $? > "$st.decomp"; } \
-        | { tar -C "$2" $3 -f - 2> "$st.tar.err"; echo $? > "$st.tar"; cat > /dev/null; }
+        | {
+            _tr_tar_capped "$2" "$3" $(($9 + 10240)) "$st.tar.err" "$st.over"
+            echo $? > "$st.tar"
+            _tr_drain $(($9 + 10240)) "$st.over"
+        }
     name="shards $5 to $6 of $(($4 - 1))"
     [ "$5" = "$6" ] && name=$(_tr_part_name "$5" "$4")
+    # First: what follows from a cut-off stream (a short hash, a broken pipe) is not the cause.
+    if [ -e "$st.over" ]; then
+        echo "1 $name: more than the $9 bytes of tar the index says (a damaged index, or changed shards)" > "$TR_RUN/shard/$5.why"
+        return 1
+    fi
     read -r tarst < "$st.tar"
     read=$(_tr_tar_said "$st.tar.err" "$tarst" "$2" "$TR_RUN/shard/$5.why") || return 1
     read -r got < "$st.read"
@@ -883,6 +935,8 @@ _tr_unpack_sharded() {
     # Decided once, here: the workers' subshells inherit it.
     _tr_gnu_dd=no
     dd --version 2> /dev/null | grep -q coreutils && _tr_gnu_dd=yes
+    _tr_checkpoint=no
+    tar --help 2> /dev/null | grep -q -- '--checkpoint-action' && _tr_checkpoint=yes
     pids=
     if ! tar --help 2> /dev/null | grep -q -- '--ignore-zeros'; then
         # A tar that stops at the first end-of-archive (busybox's): shard by shard, each
