@@ -389,6 +389,38 @@ def test_a_single_stream_that_goes_on_past_its_tar_is_stopped(tmp_path, bomb):
     assert refused.returncode != 0 and "more than 1 MiB after the end of the tar archive" in refused.stderr
 
 
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_a_single_stream_holding_more_tar_than_it_records_is_stopped_there(tmp_path, shell):
+    """A single stream whose tar goes on past the size it records (its trailer), here with
+    one directory header again and again for 64 GiB (never an end-of-archive block), is
+    stopped there in seconds, at boot and in inspect."""
+    from tui.image_create import size_trailer
+
+    member = tarfile.TarInfo("./d")
+    member.type = tarfile.DIRTYPE
+    header = member.tobuf(tarfile.GNU_FORMAT)
+    frame = subprocess.run(["zstd", "-1", "-q"], input=header * (1 << 19), capture_output=True, check=True).stdout
+    head = io.BytesIO()
+    with tarfile.open(fileobj=head, mode="w", format=tarfile.GNU_FORMAT) as t:
+        info = tarfile.TarInfo("./d/f")
+        info.size = 5000
+        t.addfile(info, io.BytesIO(os.urandom(5000)))
+    legit = head.getvalue().rstrip(b"\0")  # its members, without the end-of-archive blocks
+    legit += b"\0" * (-len(legit) % 512)
+    recorded = len(legit) + 10240
+    eof = subprocess.run(["zstd", "-q"], input=b"\0" * 10240, capture_output=True, check=True).stdout
+    start = subprocess.run(["zstd", "-q"], input=legit, capture_output=True, check=True).stdout
+    bad = tmp_path / "bomb.tar.zst"
+    bad.write_bytes(start + frame * 256 + eof + size_trailer("zst", recorded))
+    r = unpack(shell, bad, tmp_path / "dest", tmp_path / "run")
+    assert "rc=1" in r.stdout, r.stdout + r.stderr
+    why = r.stdout.split("rc=", 1)[1].splitlines()[1:]
+    says = f"bomb.tar.zst holds more than the {recorded} bytes of tar it records (a damaged or changed archive)"
+    assert why == [says]
+    refused = run_cli("image", "inspect", str(bad), timeout=60)
+    assert refused.returncode != 0 and f"holds more than the {recorded} bytes of tar it records" in refused.stderr
+
+
 @pytest.mark.parametrize(
     "pinned,hasher", [(True, "openssl"), (True, "sha256sum"), (False, None)], ids=["openssl", "sha256sum", "unpinned"]
 )

@@ -222,7 +222,16 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
             uncompressed, files, sha, shards = _inspect_sharded(path, f, members, progress)
         else:
             digest = hashlib.sha256() if with_sha256 else None
-            uncompressed, files = _tar_through(path, fmt, _chunks(f, 0, compressed, digest, progress), members)
+            size = cheap_uncompressed_size(path, fmt)
+            limit = size.uncompressed if size.exact else None  # the boot's tar reads no further
+            uncompressed, files = _tar_through(
+                path,
+                fmt,
+                _chunks(f, 0, compressed, digest, progress),
+                members,
+                limit,
+                f"holds more than the {limit} bytes of tar it records (a damaged or changed archive)",
+            )
             sha, shards = (digest.hexdigest() if digest else None), None
     if files == 0:
         raise ImageError(f"{shown(path)}: the archive holds no files")
@@ -270,7 +279,12 @@ def _inspect_sharded(path: str, f, members: MemberCheck, progress):
         changed = f"{shown(path)}: {name}: its sha256 is not the one in the index (the image was changed)"
         try:
             count, files = _tar_through(
-                path, "zstd", _chunks(f, part.offset, part.length, digest, report), members, part.uncompressed
+                path,
+                "zstd",
+                _chunks(f, part.offset, part.length, digest, report),
+                members,
+                part.uncompressed,
+                f"more than the {part.uncompressed} bytes of tar its index says (a damaged index, or a changed shard)",
             )
         except ImageError as e:  # the hash says why first: zstd stopped before the end
             whole = hashlib.sha256()
@@ -322,10 +336,12 @@ def _chunks(f, start: int, length: int, digest, progress):
 TRAILING = 1 << 20
 
 
-def _tar_through(path: str, fmt: str, chunks, members: MemberCheck, limit: int | None = None) -> tuple[int, int]:
+def _tar_through(
+    path: str, fmt: str, chunks, members: MemberCheck, limit: int | None = None, over: str = ""
+) -> tuple[int, int]:
     """Stream *chunks* through *fmt*'s decompressor and read the tar in it: (uncompressed
     bytes, members). ImageError when the decompressor or tar fails, when the stream goes on
-    past *limit* bytes (a part of a sharded image: what its index says), or past TRAILING
+    past *limit* bytes (what the image records; the error is then *over*), or past TRAILING
     bytes after the tar's end: a few KB of zstd can hold terabytes, which are not read."""
     import tarfile
     import threading
@@ -370,7 +386,7 @@ def _tar_through(path: str, fmt: str, chunks, members: MemberCheck, limit: int |
     except _TooLong:
         proc.kill()
         too_long = (
-            f"more than the {limit} bytes of tar its index says (a damaged index, or a changed shard)"
+            over
             if limit is not None and counter.count > limit
             else f"more than {TRAILING >> 20} MiB after the end of the tar archive"
         )

@@ -271,7 +271,7 @@ tr_progress_loop() {
 # Unpack archive $1 of format $2 into directory $3, hashing it while it is read
 # when $4 (expected sha256) is given.  Fails with a one-line reason in $TR_RUN/why.
 tr_unpack() {
-    local file fmt dest sha decomp taropts reader progress hasher tee got
+    local file fmt dest sha decomp taropts reader progress hasher tee got limit
     file=$1
     fmt=$2
     dest=$3
@@ -282,6 +282,8 @@ tr_unpack() {
         return 1
     }
     taropts=$(_tr_taropts)
+    _tr_checkpoint=no
+    tar --help 2> /dev/null | grep -q -- '--checkpoint-action' && _tr_checkpoint=yes
     if _tr_is_url "$file"; then
         # The first bytes, the size and range support, in one small request.
         tr_http_probe "$file" || return 1
@@ -317,10 +319,22 @@ tr_unpack() {
     # drained: the decompressor's status then speaks of the archive alone, not of a pipe
     # tar closed, and the hash sees every byte. Up to 1 MiB: an archive goes on no further
     # after its end; more (a bomb of zeros) stops the decompressor, which then fails.
+    # tar reads no further than the size the archive records, when it records one (the
+    # trailer of our images, xz's index, a plain tar's own size), as for a sharded image's parts.
+    limit=$(tr_uncompressed_size "$file" "$fmt")
+    case "$limit" in '' | *[!0-9]*) limit= ;; esac
     # shellcheck disable=SC2086
     { $tee < "$TR_RUN/data"; echo $? > "$TR_RUN/st.read"; } \
         | { $decomp; echo $? > "$TR_RUN/st.decomp"; } \
-        | { tar -C "$dest" $taropts -f - 2> "$TR_RUN/tar.err"; echo $? > "$TR_RUN/st.tar"; _tr_drain 1048576 "$TR_RUN/st.over"; }
+        | {
+            if [ -n "$limit" ]; then
+                _tr_tar_capped "$dest" "$taropts" "$limit" "$TR_RUN/tar.err" "$TR_RUN/st.over"
+            else
+                tar -C "$dest" $taropts -f - 2> "$TR_RUN/tar.err"
+            fi
+            echo $? > "$TR_RUN/st.tar"
+            _tr_drain 1048576 "$TR_RUN/st.trailing"
+        }
     wait "$reader"
     [ -n "$sha" ] && wait "$hasher"
     kill "$progress" 2> /dev/null
@@ -329,6 +343,10 @@ tr_unpack() {
     if [ -e "$TR_RUN/st.fetch" ] && [ "$(cat "$TR_RUN/st.fetch")" != 0 ]; then
         echo "cannot fetch $file: $(_tr_curl_why "$TR_RUN/curl.err")" > "$TR_RUN/why"
         return 4
+    fi
+    if [ -e "$TR_RUN/st.over" ]; then
+        echo "${file##*/} holds more than the $limit bytes of tar it records (a damaged or changed archive)" > "$TR_RUN/why"
+        return 1
     fi
     # A full tmpfs first: tar stops, and the decompressor then fails on the broken pipe
     # (SIGPIPE, or an error exit), which must not be blamed on the archive.
@@ -581,7 +599,7 @@ _tr_tar_capped() {
     if [ "${_tr_checkpoint:-}" = yes ]; then
         # GNU tar counts its records: stopped at the first one past the limit, at no cost before.
         # shellcheck disable=SC2016,SC2086 # $PPID is the checkpoint script's: tar; tar's options
-        TR_OVER=$5 tar -C "$1" $2 --checkpoint=$(($3 / 10240 + 1)) \
+        TR_OVER=$5 tar -C "$1" $2 --checkpoint=$((($3 + 10239) / 10240 + 1)) \
             --checkpoint-action='exec=: > "$TR_OVER"; kill -TERM $PPID' -f - 2> "$4"
     else
         # Other tars (busybox's, which reads on to the end of its input by itself) are given
@@ -935,8 +953,6 @@ _tr_unpack_sharded() {
     # Decided once, here: the workers' subshells inherit it.
     _tr_gnu_dd=no
     dd --version 2> /dev/null | grep -q coreutils && _tr_gnu_dd=yes
-    _tr_checkpoint=no
-    tar --help 2> /dev/null | grep -q -- '--checkpoint-action' && _tr_checkpoint=yes
     pids=
     if ! tar --help 2> /dev/null | grep -q -- '--ignore-zeros'; then
         # A tar that stops at the first end-of-archive (busybox's): shard by shard, each
