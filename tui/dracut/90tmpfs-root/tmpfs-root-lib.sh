@@ -315,14 +315,14 @@ tr_unpack() {
     else
         tee="cat"
     fi
-    # What tar leaves when it stops early (a member it cannot write, with busybox's tar) is
-    # drained: the decompressor's status then speaks of the archive alone, not of a pipe
-    # tar closed, and the hash sees every byte. Up to 1 MiB: an archive goes on no further
-    # after its end; more (a bomb of zeros) stops the decompressor, which then fails.
     # tar reads no further than the size the archive records, when it records one (the
     # trailer of our images, xz's index, a plain tar's own size), as for a sharded image's parts.
     limit=$(tr_uncompressed_size "$file" "$fmt")
     case "$limit" in '' | *[!0-9]*) limit= ;; esac
+    # What tar leaves when it stops early (a member it cannot write, with busybox's tar) is
+    # drained: the decompressor's status then speaks of the archive alone, not of a pipe
+    # tar closed, and the hash sees every byte. Up to 1 MiB: an archive goes on no further
+    # after its end; more (a bomb of zeros) stops the decompressor, which then fails.
     # shellcheck disable=SC2086
     { $tee < "$TR_RUN/data"; echo $? > "$TR_RUN/st.read"; } \
         | { $decomp; echo $? > "$TR_RUN/st.decomp"; } \
