@@ -67,14 +67,14 @@ def partition(entries, count: int):
     return [s for s in shards if s] or [[]], dirs
 
 
-def with_parents(shard: list, dirs, also: tuple[str, ...] = ()) -> list:
+def with_parents(shard: list, by_name: dict, also: tuple[str, ...] = ()) -> list:
     """*shard* behind the directories on the paths of its members (and of the names in
-    *also*), parents first. Each shard makes its own parents, so no tar finds one missing
-    while it unpacks beside the others: GNU tar creates a missing parent and tries the member
-    again only if it made a directory itself, so when another tar made the same directory in
-    between, the member was lost and the boot failed at random. A directory that exists
-    already is fine to tar; the last part still has the final word on its metadata."""
-    by_name = {e.name: e for e in dirs if e.is_dir}
+    *also*), parents first (*by_name*: the tree's directories by name). Each shard makes its
+    own parents, so no tar finds one missing while it unpacks beside the others: GNU tar
+    creates a missing parent and tries the member again only if it made a directory itself,
+    so when another tar made the same directory in between, the member was lost and the boot
+    failed at random. A directory that exists already is fine to tar; the last part still
+    has the final word on its metadata."""
     parents: set[str] = set()
     for name in [e.name for e in shard] + list(also):
         while True:
@@ -100,9 +100,10 @@ def pack(plan, staging: Path, out, entries, count: int, progress, cancel: Cancel
     base = [0, 0]
     parts = []
     warnings: list[str] = []
+    by_name = {e.name: e for e in dirs if e.is_dir}
     for n, shard in enumerate([*shards, dirs]):
         fstab = plan.fstab is not None and n == 0
-        members = shard if n == len(shards) else with_parents(shard, dirs, ("./etc/fstab",) if fstab else ())
+        members = shard if n == len(shards) else with_parents(shard, by_name, ("./etc/fstab",) if fstab else ())
         listing = staging / f"part-{n}.list"
         listing.write_bytes(b"".join(os.fsencode(e.name) + b"\0" for e in members))
         offset = os.lseek(fd, 0, os.SEEK_END)

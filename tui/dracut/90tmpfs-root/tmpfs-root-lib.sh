@@ -609,8 +609,7 @@ _tr_tar_capped() {
         head -c "$3" | tar -C "$1" $2 -f - 2> "$4"
         set -- "$?" "$5"
         [ "$1" = 0 ] || return "$1"
-        case $(head -c 1 | wc -c) in *1*) : > "$2" ;; esac
-        return 0
+        _tr_drain 0 "$2"
     fi
 }
 
