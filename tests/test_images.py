@@ -302,6 +302,69 @@ def test_interrupted_create_leaves_nothing_at_the_output_name(tmp_path, sig):
         assert not partial().exists()
         assert list(temp.iterdir()) == []
         assert "Traceback" not in proc.stderr.read().decode()
+    else:  # nothing ran to remove it: the next run does, once it is old enough to be sure
+        left = partial()
+        assert left.exists()
+        os.utime(left, (time.time() - 3600, time.time() - 3600))
+        small = tmp_path / "small"
+        small.mkdir()
+        (small / "f").write_text("x")
+        again = create_cli(small, out, "--format=xz")
+        assert again.returncode == 0, again.stderr
+        assert not left.exists()
+        assert f"note: removed '{left.name}' (" in again.stderr
+        assert sorted(p.name for p in out.parent.iterdir()) == ["root.tar.xz", "root.tar.xz.sha256"]
+
+
+def test_a_run_removes_partial_files_only_when_they_are_stale_and_its_own(tmp_path):
+    """What a killed `image create` left beside the output goes at the next run; what may
+    still be written (locked by a live run, or too young to tell), what is not a partial
+    file of this output, and what a symbolic link points to, stay."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_text("x")
+    out = tmp_path / "out/root.tar.zst"
+    out.parent.mkdir()
+    old = time.time() - 3600
+
+    def partial(name, age=old):
+        path = out.parent / name
+        path.write_bytes(b"\0" * 4096)
+        os.utime(path, (age, age))
+        return path
+
+    stale = partial(".root.tar.zst.0123456789ab.partial")
+    young = partial(".root.tar.zst.aaaaaaaaaaaa.partial", age=time.time())
+    locked = partial(".root.tar.zst.bbbbbbbbbbbb.partial")
+    other = partial(".other.tar.zst.cccccccccccc.partial")
+    odd = partial(".root.tar.zst.not-a-token.partial")
+    target = partial("precious")
+    link = out.parent / ".root.tar.zst.dddddddddddd.partial"
+    link.symlink_to(target)
+    os.utime(link, (old, old), follow_symlinks=False)
+    holder = subprocess.Popen(  # a live run holding its lock (its own open file, not ours)
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print(flush=True); sys.stdin.read()",
+            str(locked),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline() == b"\n"
+        made = create_cli(tree, out)
+    finally:
+        holder.communicate(b"")
+    assert made.returncode == 0, made.stderr
+    assert not stale.exists()
+    assert made.stderr.count("note: removed") == 1, made.stderr
+    assert f"note: removed '{stale.name}' (4.0K) beside the output, left by an interrupted image create" in made.stderr
+    for kept in (young, locked, other, odd, target):
+        assert kept.read_bytes() == b"\0" * 4096, kept
+    assert link.is_symlink()
 
 
 def test_refuses_when_the_output_filesystem_lacks_room(tmp_path, tmpfs):

@@ -637,6 +637,8 @@ def _image_create(args, console, engine: Engine) -> int:
             bar.update(task, completed=done, total=total, files=f"{files}/{files_total} files")
 
         made = engine.create_image(plan, progress=show)
+    for line in made.removed:
+        say(f"note: {escape(line)}")
     for w in made.warnings[:20]:
         say(f"warning: tar: {escape(w)}")
     print(

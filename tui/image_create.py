@@ -10,6 +10,7 @@ is written under a temporary name and renamed at the end, then FILE.sha256.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -19,6 +20,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,6 +398,8 @@ class Created:
     sha256: str
     files: int
     warnings: list[str]
+    #: partial files of earlier, interrupted runs that this one removed (sweep_partials)
+    removed: list[str] = field(default_factory=list)
 
 
 def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelToken | None = None) -> Created:
@@ -411,17 +415,22 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
             f"--from {shown(str(plan.source))}: nothing to pack (everything is left out "
             "by --exclude or is not on the root's filesystem); accepted: a root tree"
         )
-    free = shutil.disk_usage(plan.output.parent).free
-    needed = int(total_bytes * RATIO_GUESS[plan.format])
-    if needed > free:
-        raise CreateError(
-            f"--output {shown(str(plan.output))}: the image needs about "
-            f"{human_size(needed)}, only {human_size(free)} free on {plan.output.parent}"
-        )
     dir_fd = os.open(plan.output.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        # Before the room is counted: what a killed run left takes room too.
+        swept = sweep_partials(plan.output.name, dir_fd)
+        free = shutil.disk_usage(plan.output.parent).free
+        needed = int(total_bytes * RATIO_GUESS[plan.format])
+        if needed > free:
+            raise CreateError(
+                f"--output {shown(str(plan.output))}: the image needs about "
+                f"{human_size(needed)}, only {human_size(free)} free on {plan.output.parent}"
+            )
         fd, tmp = create_exclusive(plan.output.name, dir_fd=dir_fd, mode=0o644, suffix=".partial")
         try:
+            # Held while this run (and the tar and compressor it starts) lives: the mark that
+            # the file is being written, which a later run's sweep_partials respects.
+            fcntl.flock(fd, fcntl.LOCK_EX)
             with tempfile.TemporaryDirectory(prefix="tmpfs-root-image-") as staging:
                 if plan.fstab is not None:
                     (Path(staging) / "etc").mkdir()
@@ -457,7 +466,51 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
         write_atomic(plan.output.name + ".sha256", f"{sha}  {plan.output.name}\n".encode(), dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
-    return Created(str(plan.output), plan.output.stat().st_size, sha, files, warnings)
+    return Created(str(plan.output), plan.output.stat().st_size, sha, files, warnings, swept)
+
+
+#: How old a partial file must be before a later run removes it; a younger one may have
+#: been created by a run that has not locked it yet (the lock follows the creation).
+PARTIAL_MIN_AGE = 60
+
+
+def sweep_partials(name: str, dir_fd: int) -> list[str]:
+    """Remove the partial files of *name* (in *dir_fd*) that an interrupted ``create`` left
+    behind (a SIGKILL, a power cut: nothing ran to remove them), and say so, one line each.
+
+    Only regular files named as ``create`` names them, owned by this user, unchanged for
+    PARTIAL_MIN_AGE seconds and not locked: a run still writing one holds its lock, and its
+    file is kept."""
+    pattern = re.compile(re.escape(f".{name[:180]}.") + r"[0-9a-f]{12}\.partial")
+    said = []
+    for entry in sorted(os.listdir(dir_fd)):
+        if not pattern.fullmatch(entry):
+            continue
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:
+            continue  # a symbolic link, gone, or not ours to read: not touched
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            if time.time() - st.st_mtime < PARTIAL_MIN_AGE:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a run is writing it
+            now = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                continue  # replaced since it was opened
+            os.unlink(entry, dir_fd=dir_fd)
+            said.append(
+                f"removed {shown(entry)} ({human_size(st.st_size)}) beside the output, "
+                "left by an interrupted image create"
+            )
+        finally:
+            os.close(fd)
+    return said
 
 
 class CreateCancelled(Cancelled):
