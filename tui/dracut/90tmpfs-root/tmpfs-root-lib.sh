@@ -281,9 +281,11 @@ tr_unpack() {
         echo "no ${decomp%% *} in the initramfs for this $fmt image" > "$TR_RUN/why"
         return 1
     }
+    # What this tar can do, read once: every option below is chosen from it.
+    _tr_tarhelp=$(tar --help 2> /dev/null)
     taropts=$(_tr_taropts)
     _tr_checkpoint=no
-    tar --help 2> /dev/null | grep -q -- '--checkpoint-action' && _tr_checkpoint=yes
+    _tr_tar_has --checkpoint-action && _tr_checkpoint=yes
     if _tr_is_url "$file"; then
         # The first bytes, the size and range support, in one small request.
         tr_http_probe "$file" || return 1
@@ -375,13 +377,20 @@ tr_unpack() {
 }
 
 # tar's options to extract exactly what was packed, as far as this tar can.
+# Whether tar's --help (read by tr_unpack into $_tr_tarhelp) names option $1: GNU tar's
+# does; busybox's prints nothing on stdout.
+_tr_tar_has() {
+    case "${_tr_tarhelp:-}" in *"$1"*) return 0 ;; esac
+    return 1
+}
+
 _tr_taropts() {
     local opts
     opts="-x -p --numeric-owner"
-    if tar --help 2> /dev/null | grep -q -- '--xattrs'; then
+    if _tr_tar_has --xattrs; then
         opts="$opts --xattrs --xattrs-include=*"
-        tar --help 2> /dev/null | grep -q -- '--acls' && opts="$opts --acls"
-        tar --help 2> /dev/null | grep -q -- '--selinux' && opts="$opts --selinux"
+        _tr_tar_has --acls && opts="$opts --acls"
+        _tr_tar_has --selinux && opts="$opts --selinux"
     fi
     echo "$opts"
 }
@@ -919,7 +928,7 @@ _tr_unpack_sharded() {
     dest=$2
     sha=$(printf '%s' "$3" | tr '[:upper:]' '[:lower:]')
     taropts=$4
-    tar --help 2> /dev/null | grep -q -- '--totals' && taropts="$taropts --totals"
+    _tr_tar_has --totals && taropts="$taropts --totals"
     head=$file
     if _tr_is_url "$file"; then
         if [ "$(cat "$TR_RUN/http.ranges")" != yes ]; then
@@ -953,7 +962,7 @@ _tr_unpack_sharded() {
     _tr_gnu_dd=no
     dd --version 2> /dev/null | grep -q coreutils && _tr_gnu_dd=yes
     pids=
-    if ! tar --help 2> /dev/null | grep -q -- '--ignore-zeros'; then
+    if ! _tr_tar_has --ignore-zeros; then
         # A tar that stops at the first end-of-archive (busybox's): shard by shard, each
         # hashed against the index as it is read when pinned.
         w=0
