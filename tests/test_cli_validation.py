@@ -61,6 +61,7 @@ BAD = [
     ("sha256-not-hex", with_(sha256="g" * 64), "--sha256"),
     ("tmpfs-opts-size", with_(tmpfs_opts="size=1G"), "--tmpfs-opts"),
     ("tmpfs-opts-mpol", with_(tmpfs_opts="mpol=everywhere"), "--tmpfs-opts"),
+    ("tmpfs-opts-huge-always", with_(tmpfs_opts="huge=always"), "--tmpfs-opts"),
     ("ip-without-nfs", with_(ip="dhcp"), "--ip"),
     ("ip-garbage", with_(source="nfs:10.0.0.1:/srv", ip="bad-ip"), "--ip"),
     ("unknown-option", with_() + ["--colour=red"], "--colour"),

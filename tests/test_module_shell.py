@@ -188,6 +188,8 @@ def test_size_chosen_without_rd_tmpfs_size(meminfo):
         ("nr_inodes=10k", ""),
         ("size=1G", "size=1G"),
         ("mpol=interleave,uid=0", "uid=0"),
+        ("huge=advise", ""),
+        ("mpol=interleave,huge=always", "huge=always"),  # a 2 MiB page of RAM for every file
     ],
 )
 def test_tmpfs_opts(opts, bad):
@@ -286,6 +288,11 @@ def source_dir(tmp_path, archives):
         ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=3Q", "is not a tmpfs size", "rd.tmpfs.size"),
         ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.sha256=xyz", "is not a sha256", "rd.tmpfs.sha256"),
         ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.opts=size=1G", "tmpfs option 'size=1G'", "rd.tmpfs.opts"),
+        (
+            "rd.tmpfs.imgfile=images/root.tar rd.tmpfs.opts=huge=always",
+            "huge=always not accepted: every file of the root would take a 2 MiB page of RAM",
+            "rd.tmpfs.opts",
+        ),
         ("rd.tmpfs.imgfile=images/absent.tar", "images/absent.tar not found on @DEV@", "rd.tmpfs.imgfile"),
         ("rd.tmpfs.imgfile=images/junk", "images/junk is not an archive", "rd.tmpfs.imgfile"),
         ("rd.tmpfs.imgfile=images/root.tar rd.tmpfs.size=4k", "is too small for images/root.tar", "rd.tmpfs.size"),

@@ -331,7 +331,11 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
         help="network for an NFS source (kernel ip=): dhcp (default) or client:server:gw:netmask:host:iface:none",
     )
     g.add_argument("--sha256", metavar="HEX", help="refuse to boot unless the image has this sha256")
-    g.add_argument("--tmpfs-opts", metavar="OPTS", help="extra tmpfs options, e.g. mpol=interleave,huge=within_size")
+    g.add_argument(
+        "--tmpfs-opts",
+        metavar="OPTS",
+        help="extra tmpfs options (mpol=, nr_inodes=, huge=within_size|advise|never), e.g. mpol=interleave",
+    )
     g.add_argument(
         "--no-hostonly",
         dest="hostonly",

@@ -419,10 +419,14 @@ def _check_kernels(plan: Plan, ctx: Context, problems: list[Problem]) -> None:
             )
 
 
+#: Why huge=always is refused, for the root tmpfs and at boot alike.
+HUGE_ALWAYS = "would give every file of the root a 2 MiB page of RAM (a 780 MB Debian tree took 16.6 GB)"
+
 _TMPFS_OPTS = {
     "mpol": re.compile(r"(default|local|prefer(:[0-9]{1,4})?|bind:[0-9,-]{1,64}|interleave(:[0-9,-]{1,64})?)"),
     "nr_inodes": re.compile(r"[0-9]{1,15}[kKmMgG]?"),
-    "huge": re.compile(r"(never|always|within_size|advise)"),
+    # Not always: it gives every file of the root a 2 MiB page of RAM (README, tmpfs options).
+    "huge": re.compile(r"(never|within_size|advise)"),
 }
 
 
@@ -444,13 +448,14 @@ def _check_text_fields(plan: Plan, problems: list[Problem]) -> None:
             key, _, value = opt.partition("=")
             rule = _TMPFS_OPTS.get(key)
             if rule is None or not rule.fullmatch(value):
+                why = HUGE_ALWAYS if opt == "huge=always" else "is not accepted"
                 problems.append(
                     Problem(
                         "tmpfs_opts",
                         plan.tmpfs_opts,
-                        f"{shown(opt)} is not accepted; "
+                        f"{shown(opt)} {why}; "
                         "accepted: mpol=interleave|local|bind:N|prefer:N, nr_inodes=N, "
-                        "huge=never|always|within_size|advise, comma-separated",
+                        "huge=within_size|advise|never, comma-separated",
                     )
                 )
                 break

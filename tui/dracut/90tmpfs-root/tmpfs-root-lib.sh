@@ -11,7 +11,7 @@
 #   rd.tmpfs.imgfile=<path>    archive path relative to the source's root
 #   rd.tmpfs.size=<size>       tmpfs size= (N, N[kmgtpe], N%); optional
 #   rd.tmpfs.sha256=<hex>      optional: abort unless the image has this hash
-#   rd.tmpfs.opts=<opts>       optional: extra tmpfs options (mpol=, nr_inodes=, huge=)
+#   rd.tmpfs.opts=<opts>       optional: extra tmpfs options (mpol=, nr_inodes=, huge= but not always)
 #   rd.tmpfs.insecure=1        optional: boot an unpinned image over plain http
 
 TR_RUN=${TR_RUN:-/run/tmpfs-root}
@@ -217,7 +217,8 @@ tr_check_opts() {
     for o in "$@"; do
         case "$o" in
             mpol=default | mpol=local | mpol=prefer | mpol=prefer:[0-9]* | mpol=bind:[0-9]* | mpol=interleave | mpol=interleave:[0-9]*) ;;
-            nr_inodes=[0-9]* | huge=never | huge=always | huge=within_size | huge=advise) ;;
+            # Not huge=always: every file of the root would take a 2 MiB page of RAM.
+            nr_inodes=[0-9]* | huge=never | huge=within_size | huge=advise) ;;
             *)
                 echo "$o"
                 return 1
@@ -1067,7 +1068,11 @@ tr_fill_root() {
         *) [ ${#sha} -eq 64 ] || { tr_fail "'$sha' is not a sha256; accepted: 64 hex digits" rd.tmpfs.sha256; return 1; } ;;
     esac
     if [ -n "$opts" ] && ! bad=$(tr_check_opts "$opts"); then
-        tr_fail "tmpfs option '$bad' not accepted; accepted: mpol=, nr_inodes=, huge=" rd.tmpfs.opts
+        if [ "$bad" = huge=always ]; then
+            tr_fail "tmpfs option huge=always not accepted: every file of the root would take a 2 MiB page of RAM; accepted: huge=within_size, huge=advise, huge=never" rd.tmpfs.opts
+            return 1
+        fi
+        tr_fail "tmpfs option '$bad' not accepted; accepted: mpol=, nr_inodes=, huge=within_size|advise|never" rd.tmpfs.opts
         return 1
     fi
 
