@@ -513,15 +513,25 @@ def test_inspect_refuses_a_link_in_a_shard(tmp_path):
         inspect(image)
 
 
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
 @pytest.mark.parametrize("pinned", [False, True], ids=["runs", "shard-by-shard"])
-def test_a_full_tmpfs_is_said_as_such(image, tmp_path, pinned):
-    """tar runs out of room in the tmpfs: the line names the size, not a damaged shard."""
+@pytest.mark.parametrize(
+    "opts,says",
+    [
+        ("size=256k", "the tmpfs is full: the image does not fit in 256.0K"),
+        # 40 files in 11 directories: bytes to spare, not inodes (more size would not help)
+        ("size=64m,nr_inodes=16", "the tmpfs ran out of inodes: the image holds more files than the 16 it allows"),
+    ],
+    ids=["bytes", "inodes"],
+)
+def test_a_full_tmpfs_is_said_as_such(image, tmp_path, pinned, shell, opts, says):
+    """tar runs out of room in the tmpfs: the line names what ran out, not a damaged shard."""
     dest = tmp_path / "small"
     dest.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(dest)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(dest)], check=True)
     try:
-        r = unpack(["dash"], image, dest, tmp_path / "run", index_of(image).digest if pinned else "")
+        r = unpack(shell, image, dest, tmp_path / "run", index_of(image).digest if pinned else "")
     finally:
         subprocess.run(["umount", "-l", str(dest)], check=False)
     assert "rc=1" in r.stdout, r.stdout + r.stderr
-    assert "the tmpfs is full: the image does not fit in 256.0K" in r.stdout, r.stdout
+    assert says in r.stdout, r.stdout

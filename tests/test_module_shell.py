@@ -442,20 +442,52 @@ def test_nfs_source_is_mounted_with_dracuts_nfs_lib_then_made_read_only(tmp_path
 
 
 @pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
-def test_a_full_tmpfs_is_reported_as_full_not_as_a_bad_archive(shell, tmp_path):
-    """Size unknown beforehand (gzip), so only the unpack finds out: a real 1 MiB tmpfs."""
+@pytest.mark.parametrize(
+    "opts,says",
+    [
+        ("size=1m", "the tmpfs is full: the image does not fit in 1.0M"),
+        ("size=64m,nr_inodes=8", "the tmpfs ran out of inodes: the image holds more files than the 8 it allows"),
+    ],
+    ids=["bytes", "inodes"],
+)
+def test_a_full_tmpfs_is_reported_as_full_not_as_a_bad_archive(shell, tmp_path, opts, says):
+    """Size unknown beforehand (gzip), so only the unpack finds out: a real tmpfs, short of
+    bytes (1 MiB for a 4 MiB file) or of inodes (room for 8 files)."""
     root = make_test_rootfs(tmp_path / "root")
     (root / "blob").write_bytes(bytes(range(256)) * 16384)  # 4 MiB, compresses well
+    for n in range(16):
+        (root / f"small{n}").write_text("x")
     archive = pack(root, tmp_path / "root.gz", "gz")
     dest, run = tmp_path / "dest", tmp_path / "run"
     dest.mkdir(), run.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(dest)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(dest)], check=True)
     try:
         r = run_sh(shell, f'tr_unpack "{archive}" gzip "{dest}" ""; echo rc=$?', {"TR_RUN": str(run)})
     finally:
         subprocess.run(["umount", str(dest)], check=True)
     assert "rc=1" in r.stdout
-    assert (run / "why").read_text().startswith("the tmpfs is full: the image does not fit in 1.0M")
+    assert (run / "why").read_text().startswith(says)
+
+
+def test_a_tmpfs_out_of_inodes_names_its_options(tmp_path, source_dir):
+    """The boot's line sends the admin to rd.tmpfs.opts (nr_inodes=), not to rd.tmpfs.size:
+    more bytes would not help. (The hook's own mount is stubbed here: the new root is a real
+    tmpfs mounted beforehand with what rd.tmpfs.opts asks for.)"""
+    newroot = tmp_path / "newroot"
+    newroot.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=4", "tmpfs", str(newroot)], check=True)
+    try:
+        r = run_hook(
+            ["dash"],
+            tmp_path,
+            "root=tmpfs:@DEV@ rd.tmpfs.imgfile=images/root.zst rd.tmpfs.opts=nr_inodes=4",
+            source_dir,
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(newroot)], check=True)
+    said = [line for line in r.stderr.splitlines() if line.startswith("tmpfs-root: ")]
+    assert said and said[-1].endswith("more files than the 4 it allows (nr_inodes=) (rd.tmpfs.opts)"), r.stderr
+    assert "EMERGENCY -n tmpfs-root" in r.stdout
 
 
 def test_unpack_keeps_owners_modes_xattrs_acls_and_capabilities(tmp_path):

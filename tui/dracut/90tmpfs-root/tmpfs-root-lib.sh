@@ -354,7 +354,7 @@ tr_unpack() {
     # A full tmpfs first: tar stops, and the decompressor then fails on the broken pipe
     # (SIGPIPE, or an error exit), which must not be blamed on the archive.
     if [ "$(cat "$TR_RUN/st.tar")" != 0 ] && grep -q "No space left" "$TR_RUN/tar.err"; then
-        echo "the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$dest")")" > "$TR_RUN/why"
+        _tr_full "$dest" > "$TR_RUN/why"
         return 1
     fi
     if [ "$(cat "$TR_RUN/st.decomp")" != 0 ]; then
@@ -707,7 +707,7 @@ _tr_tar_said() {
                 ;;
             *"No space left"*)
                 [ "$2" = 0 ] && continue
-                echo "1 the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$3")")" > "$4"
+                echo "1 $(_tr_full "$3")" > "$4"
                 return 1
                 ;;
         esac
@@ -1012,6 +1012,18 @@ EOF
     return 0
 }
 
+# Why tar found no room in the tmpfs $1: its inodes all taken (a low nr_inodes= in
+# rd.tmpfs.opts; more size would not help), or its bytes.
+_tr_full() {
+    local inodes
+    inodes=$(df -i "$1" 2> /dev/null | awk 'NR == 2 && $2 > 0 && $4 == 0 { print $2 }')
+    if [ -n "$inodes" ]; then
+        echo "the tmpfs ran out of inodes: the image holds more files than the $inodes it allows (nr_inodes=)"
+        return
+    fi
+    echo "the tmpfs is full: the image does not fit in $(tr_human "$(_tr_fs_size "$1")")"
+}
+
 _tr_fs_used() {
     df -k "$1" 2> /dev/null | awk 'NR == 2 { printf "%.0f\n", $3 * 1024 }'
 }
@@ -1174,6 +1186,7 @@ tr_fill_root() {
             3:*) tr_fail "${why:-sha256 mismatch}" rd.tmpfs.sha256 ;;
             4:*) tr_fail "${why:-fetching $file failed}" root= ;;
             *"tmpfs is full"*) tr_fail "$why" rd.tmpfs.size ;;
+            *"tmpfs ran out of inodes"*) tr_fail "$why" rd.tmpfs.opts ;;
             *) tr_fail "${why:-unpacking $img failed}" rd.tmpfs.imgfile ;;
         esac
         return 1
