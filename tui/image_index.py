@@ -12,7 +12,8 @@ Layout (all offsets in bytes from the start of the file)::
     [shard 1 .. N]  each a zstd frame holding a tar stream of files and nodes, led by the
              directories on their paths, parents first (so that no tar finds a parent
              missing while others unpack beside it); no symbolic link; a hard-link group
-             stays in one shard
+             stays in one shard; whole 160 KiB records (read 32 KiB at a time at boot,
+             image_create.SHARD_RECORD)
     [dirs]   a zstd frame holding a tar stream of every directory and symbolic link, unpacked
              last: the links appear only once no other tar runs, and the directories'
              owners, modes, times and xattrs are the final word

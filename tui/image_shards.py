@@ -89,7 +89,7 @@ def with_parents(shard: list, by_name: dict, also: tuple[str, ...] = ()) -> list
 def pack(plan, staging: Path, out, entries, count: int, progress, cancel: CancelToken | None):
     """Write the sharded image of *entries* to *out* (a new, empty file); returns
     (members packed, tar's warnings, the index's sha256)."""
-    from tui.image_create import _counting, scan_totals, stream
+    from tui.image_create import SHARD_RECORD, _counting, scan_totals, stream
 
     total_bytes, total_files = scan_totals(entries)
     shards, dirs = partition(entries, count)
@@ -109,7 +109,7 @@ def pack(plan, staging: Path, out, entries, count: int, progress, cancel: Cancel
         offset = os.lseek(fd, 0, os.SEEK_END)
         streamed = stream(
             plan,
-            plan.part_tar_argv(listing, staging if fstab else None),
+            plan.part_tar_argv(listing, staging if fstab else None, SHARD_RECORD if n < len(shards) else 10240),
             plan.compressor_argv(),
             out,
             cancel,
