@@ -78,10 +78,12 @@ class ImageScreen(StepScreen):
             )
         yield problem_slot("sha256")
         yield Button("Create an image from this host…", id="create")
+        yield Static(id="created", classes="help", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#archives", DataTable).add_columns("archive", "format", "size")
         self.query_one("#progress", ProgressBar).display = False
+        self.query_one("#created", Static).display = False
         self.archives: list[tuple[str, str, int]] = []
         self.device = self.engine.source_device()
         source = self.engine.source() if self.engine.plan.source else None
@@ -215,7 +217,13 @@ class ImageScreen(StepScreen):
         else:
             super().on_button_pressed(event)
 
-    def _created(self, path: str | None) -> None:
+    def _created(self, made: Packed | None) -> None:
+        # What image create said beside the image (tar's warnings, partial files it removed).
+        notes = made.notes if made is not None else []
+        created = self.query_one("#created", Static)
+        created.update("\n".join(escape(line) for line in notes))
+        created.display = bool(notes)
+        path = made.path if made is not None else None
         if path and self.device is not None and self.device.mountpoints:
             self.choose(os.path.relpath(path, self.device.mountpoints[0]))
             self.list_archives()
@@ -231,6 +239,7 @@ class PackProgress(Message):
 @dataclass
 class Packed(Message):
     path: str
+    notes: list[str]  # Created.notes(): raw, escaped when shown
 
 
 #: The formats image create writes, as the dialog offers them (zst-1: --shards 1).
@@ -244,7 +253,7 @@ CREATE_FORMATS = {
 }
 
 
-class CreateImageModal(EngineView, ModalScreen[str | None]):
+class CreateImageModal(EngineView, ModalScreen[Packed | None]):
     """tmpfs-root image create, with its progress; Escape cancels (tar and the compressor are
     stopped, nothing is left at the output)."""
 
@@ -327,7 +336,7 @@ class CreateImageModal(EngineView, ModalScreen[str | None]):
         except TmpfsRootError as e:
             self.post_message(WorkFailed("#message", f"error: {e}"))
             return
-        self.post_message(Packed(made.path))
+        self.post_message(Packed(made.path, made.notes()))
 
     @on(PackProgress)
     def show_progress(self, message: PackProgress) -> None:
@@ -342,4 +351,4 @@ class CreateImageModal(EngineView, ModalScreen[str | None]):
     @on(Packed)
     def done(self, message: Packed) -> None:
         self.running = False
-        self.dismiss(message.path)
+        self.dismiss(message)

@@ -316,6 +316,19 @@ def test_interrupted_create_leaves_nothing_at_the_output_name(tmp_path, sig):
         assert sorted(p.name for p in out.parent.iterdir()) == ["root.tar.xz", "root.tar.xz.sha256"]
 
 
+def test_what_create_says_beside_the_image_is_bounded():
+    """The CLI and the TUI show the same lines: the partial files removed, then tar's first
+    twenty warnings and how many more there were (a live root can give thousands)."""
+    from tui.image_create import Created
+
+    made = Created("x", 1, "0" * 64, 1, [f"./f{n}: file changed as we read it" for n in range(25)], ["removed 'y'"])
+    lines = made.notes()
+    assert lines[0] == "note: removed 'y'"
+    assert lines[1:21] == [f"warning: tar: ./f{n}: file changed as we read it" for n in range(20)]
+    assert lines[21:] == ["warning: tar: 5 more warnings"]
+    assert Created("x", 1, "0" * 64, 1, ["w"]).notes() == ["warning: tar: w"]
+
+
 def test_a_run_removes_partial_files_only_when_they_are_stale_and_its_own(tmp_path):
     """What a killed `image create` left beside the output goes at the next run; what may
     still be written (locked by a live run, or too young to tell), what is not a partial

@@ -662,12 +662,20 @@ async def test_the_create_dialog_passes_format_and_exclusions_and_escape_stops_i
     (tree / "srv/cache").mkdir(parents=True)
     (tree / "srv/cache/big.bin").write_bytes(b"x" * 4096)
     vol = fixed[0].parent / "vol"
+    # What a killed run left beside the output: removed, and said on the Image step.
+    (vol / "images").mkdir(exist_ok=True)
+    left = vol / "images/.new.tar.gz.0123456789ab.partial"
+    left.write_bytes(b"\0" * 1024)
+    os.utime(left, (time.time() - 3600, time.time() - 3600))
     app = app_for(fixed)
     async with app.run_test(size=(80, 24)) as pilot:
         await fill_create_dialog(pilot, tree, vol / "images/new.tar.gz", "gz", exclude="/srv/cache")
         await settle_until(pilot, lambda: app.image_info is not None and app.image_info.path.endswith("new.tar.gz"))
         assert app.plan.image == "images/new.tar.gz"
         assert app.image_info is not None and app.image_info.format == "gzip"
+        said = str(app.screen.query_one("#created").render())
+        assert "note: removed '.new.tar.gz.0123456789ab.partial' (1.0K) beside the output" in said, said
+    assert not left.exists()
     listing = sh("tar", "-tzf", vol / "images/new.tar.gz").stdout
     assert "./etc/hostname" in listing and "big.bin" not in listing
 

@@ -641,10 +641,8 @@ def _image_create(args, console, engine: Engine) -> int:
             bar.update(task, completed=done, total=total, files=f"{files}/{files_total} files")
 
         made = engine.create_image(plan, progress=show)
-    for line in made.removed:
-        say(f"note: {escape(line)}")
-    for w in made.warnings[:20]:
-        say(f"warning: tar: {escape(w)}")
+    for line in made.notes():
+        say(escape(line))
     print(
         f"{escape(made.path)}: {human_size(made.size)}, {made.files} files, sha256 {made.sha256} "
         f"(in {escape(made.path)}.sha256)"

@@ -409,6 +409,15 @@ class Created:
     #: partial files of earlier, interrupted runs that this one removed (sweep_partials)
     removed: list[str] = field(default_factory=list)
 
+    def notes(self, most: int = 20) -> list[str]:
+        """What the admin is told beside the result, a line each (raw: escape to show): the
+        partial files removed, then tar's first *most* warnings and how many more there were."""
+        lines = [f"note: {line}" for line in self.removed]
+        lines += [f"warning: tar: {w}" for w in self.warnings[:most]]
+        if len(self.warnings) > most:
+            lines.append(f"warning: tar: {len(self.warnings) - most} more warnings")
+        return lines
+
 
 def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelToken | None = None) -> Created:
     """Pack *plan* into its output; a failure or interruption leaves nothing at the output name.
