@@ -377,7 +377,6 @@ tr_unpack() {
     return 0
 }
 
-# tar's options to extract exactly what was packed, as far as this tar can.
 # Whether tar's --help (read by tr_unpack into $_tr_tarhelp) names option $1: GNU tar's
 # does; busybox's prints nothing on stdout.
 _tr_tar_has() {
@@ -385,6 +384,7 @@ _tr_tar_has() {
     return 1
 }
 
+# tar's options to extract exactly what was packed, as far as this tar can.
 _tr_taropts() {
     local opts
     opts="-x -p --numeric-owner"
@@ -626,10 +626,11 @@ _tr_tar_capped() {
 }
 
 # The record GNU tar reads $1 bytes of a sharded image's tar in (a part, or a run of parts):
-# 32 KiB when they are whole 32 KiB records (image create makes every part of whole 160 KiB
+# 32 KiB when they are whole 32 KiB records (image create makes every shard of whole 160 KiB
 # records), which spares tar two of every three reads from the pipe; else tar's default
-# 10 KiB (images made before, and busybox's tar, which has no records). --totals counts whole
-# records, so the check of the size against the index is exact only in a record that fits.
+# 10 KiB (images made before, the directory part mostly, and busybox's tar, which has no
+# records). --totals counts whole records, so the size is checked exactly against the index
+# only when read in a record that divides it.
 _tr_record() {
     if [ $(($1 % 32768)) = 0 ] && _tr_tar_has --blocking-factor; then
         echo 32768
