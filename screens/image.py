@@ -221,7 +221,7 @@ class ImageScreen(StepScreen):
         # What image create said beside the image (tar's warnings, partial files it removed).
         notes = made.notes if made is not None else []
         created = self.query_one("#created", Static)
-        created.update("\n".join(escape(line) for line in notes))
+        created.update("\n".join(notes))
         created.display = bool(notes)
         path = made.path if made is not None else None
         if path and self.device is not None and self.device.mountpoints:
@@ -239,7 +239,7 @@ class PackProgress(Message):
 @dataclass
 class Packed(Message):
     path: str
-    notes: list[str]  # Created.notes(): raw, escaped when shown
+    notes: list[str]  # Created.notes(): escaped, shown as they are
 
 
 #: The formats image create writes, as the dialog offers them (zst-1: --shards 1).

@@ -327,6 +327,26 @@ def test_what_create_says_beside_the_image_is_bounded():
     assert lines[1:21] == [f"warning: tar: ./f{n}: file changed as we read it" for n in range(20)]
     assert lines[21:] == ["warning: tar: 5 more warnings"]
     assert Created("x", 1, "0" * 64, 1, ["w"]).notes() == ["warning: tar: w"]
+    # tar's words hold the tree's names: shown literally, a terminal's escapes written out
+    hostile = Created("x", 1, "0" * 64, 1, ["./a\x1b[2Jb\nc: file changed as we read it"]).notes()
+    assert hostile == ["warning: tar: ./a\\x1b[2Jb\\nc: file changed as we read it"]
+
+
+def test_a_removed_partial_file_is_named_literally_once(tmp_path):
+    """An output name with a backslash and a control character: the note shows each escaped
+    once (as every message shows an untrusted name), not escaped again on the way out."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_text("x")
+    out = tmp_path / "out/we\\ird\x07.tar.zst"
+    out.parent.mkdir()
+    stale = out.parent / f".{out.name}.0123456789ab.partial"
+    stale.write_bytes(b"\0" * 1024)
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    made = create_cli(tree, out)
+    assert made.returncode == 0, made.stderr
+    assert not stale.exists()
+    assert "note: removed '.we\\\\ird\\x07.tar.zst.0123456789ab.partial' (1.0K)" in made.stderr, made.stderr
 
 
 def test_a_run_removes_partial_files_only_when_they_are_stale_and_its_own(tmp_path):
@@ -347,6 +367,13 @@ def test_a_run_removes_partial_files_only_when_they_are_stale_and_its_own(tmp_pa
         return path
 
     stale = partial(".root.tar.zst.0123456789ab.partial")
+    fifo = out.parent / ".root.tar.zst.eeeeeeeeeeee.partial"  # opened without blocking, left
+    os.mkfifo(fifo)
+    os.utime(fifo, (old, old))
+    folder = out.parent / ".root.tar.zst.ffffffffffff.partial"
+    folder.mkdir()
+    (folder / "inside").write_text("kept")
+    os.utime(folder, (old, old))
     young = partial(".root.tar.zst.aaaaaaaaaaaa.partial", age=time.time())
     locked = partial(".root.tar.zst.bbbbbbbbbbbb.partial")
     other = partial(".other.tar.zst.cccccccccccc.partial")
@@ -378,6 +405,7 @@ def test_a_run_removes_partial_files_only_when_they_are_stale_and_its_own(tmp_pa
     for kept in (young, locked, other, odd, target):
         assert kept.read_bytes() == b"\0" * 4096, kept
     assert link.is_symlink()
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and (folder / "inside").read_text() == "kept"
 
 
 def test_refuses_when_the_output_filesystem_lacks_room(tmp_path, tmpfs):

@@ -642,7 +642,7 @@ def _image_create(args, console, engine: Engine) -> int:
 
         made = engine.create_image(plan, progress=show)
     for line in made.notes():
-        say(escape(line))
+        say(line)
     print(
         f"{escape(made.path)}: {human_size(made.size)}, {made.files} files, sha256 {made.sha256} "
         f"(in {escape(made.path)}.sha256)"

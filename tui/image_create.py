@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tui.cancel import CancelToken
 from tui.devices import human_size, parse_mountinfo
-from tui.errors import BadInput, Cancelled, Failure, shown
+from tui.errors import BadInput, Cancelled, Failure, escape, shown
 from tui.runner import die_with_parent
 from tui.safefile import FileRefused, check_output, create_exclusive, unlink_quietly, write_atomic
 
@@ -410,10 +410,11 @@ class Created:
     removed: list[str] = field(default_factory=list)
 
     def notes(self, most: int = 20) -> list[str]:
-        """What the admin is told beside the result, a line each (raw: escape to show): the
-        partial files removed, then tar's first *most* warnings and how many more there were."""
-        lines = [f"note: {line}" for line in self.removed]
-        lines += [f"warning: tar: {w}" for w in self.warnings[:most]]
+        """What the admin is told beside the result, a line each, ready to show (names in
+        them escaped once): the partial files removed, then tar's first *most* warnings and
+        how many more there were."""
+        lines = [f"note: {line}" for line in self.removed]  # sweep_partials shows its names
+        lines += [f"warning: tar: {escape(w)}" for w in self.warnings[:most]]
         if len(self.warnings) > most:
             lines.append(f"warning: tar: {len(self.warnings) - most} more warnings")
         return lines
