@@ -419,7 +419,7 @@ def _check_kernels(plan: Plan, ctx: Context, problems: list[Problem]) -> None:
             )
 
 
-#: Why huge=always is refused, for the root tmpfs and at boot alike.
+#: Why huge=always is refused for the root tmpfs (tr_fill_root says the same at boot).
 HUGE_ALWAYS = "would give every file of the root a 2 MiB page of RAM (a 780 MB Debian tree took 16.6 GB)"
 
 _TMPFS_OPTS = {

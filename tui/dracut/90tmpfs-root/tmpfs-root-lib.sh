@@ -604,21 +604,24 @@ _tr_read_range() {
 # tar -x of stdin into $1 with options $2 (stderr to $4), but never more than $3 bytes of tar;
 # past them $5 is made. Some KB of zstd can hold terabytes (of zero blocks that --ignore-zeros
 # skips, or of one header again and again), so a part holding more than its index says would
-# keep the boot busy for hours otherwise. $6: the record tar reads in (_tr_record; 10240).
+# keep the boot busy for hours otherwise. $6: the record tar reads in (_tr_record; 10240),
+# 32 KiB records read as such.
 _tr_tar_capped() {
-    local rec
+    local rec opts
     rec=${6:-10240}
+    opts=$2
+    [ "$rec" = 32768 ] && opts="$opts -b 64 -B"
     if [ "${_tr_checkpoint:-}" = yes ]; then
         # GNU tar counts its records: stopped at the first one past the limit, at no cost before.
         # shellcheck disable=SC2016,SC2086 # $PPID is the checkpoint script's: tar; tar's options
-        TR_OVER=$5 tar -C "$1" $2 --checkpoint=$((($3 + rec - 1) / rec + 1)) \
+        TR_OVER=$5 tar -C "$1" $opts --checkpoint=$((($3 + rec - 1) / rec + 1)) \
             --checkpoint-action='exec=: > "$TR_OVER"; kill -TERM $PPID' -f - 2> "$4"
     else
         # Other tars (busybox's, which reads on to the end of its input by itself) are given
         # that many bytes; one more left over once tar took them all means the part holds
         # more (after a failed tar the caller's drain reads on).
         # shellcheck disable=SC2086
-        head -c "$3" | tar -C "$1" $2 -f - 2> "$4"
+        head -c "$3" | tar -C "$1" $opts -f - 2> "$4"
         set -- "$?" "$5"
         [ "$1" = 0 ] || return "$1"
         _tr_drain 0 "$2"
@@ -663,7 +666,7 @@ _tr_unpack_part() {
     if [ "$rec" = 32768 ]; then
         # Its padding runs on for records past the end-of-archive: read to the end, as a run
         # of shards is, and counted the same way (one more record).
-        opts="$opts -b 64 -B --ignore-zeros"
+        opts="$opts --ignore-zeros"
         want=$((${10} + rec))
     fi
     if [ -n "$3" ]; then
@@ -827,11 +830,9 @@ _tr_hash_differs() {
 # shard is then read on its own, hashed on the way, and checked against the index). A failure
 # is said for the one shard at fault.
 _tr_unpack_run() {
-    local st got i name read tarst rec opts
+    local st got i name read tarst rec
     st=$TR_RUN/shard/run.$5
     rec=$(_tr_record "$9")
-    opts=$3
-    [ "$rec" = 32768 ] && opts="$opts -b 64 -B"
     # shellcheck disable=SC2086 # tar's options
     {
         if [ -n "${10}" ]; then
@@ -843,7 +844,7 @@ _tr_unpack_run() {
     } \
         | { zstd -dcq; echo $? > "$st.decomp"; } \
         | {
-            _tr_tar_capped "$2" "$opts" $(($9 + rec)) "$st.tar.err" "$st.over" "$rec"
+            _tr_tar_capped "$2" "$3" $(($9 + rec)) "$st.tar.err" "$st.over" "$rec"
             echo $? > "$st.tar"
             _tr_drain $(($9 + rec)) "$st.over"
         }
