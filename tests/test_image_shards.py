@@ -90,6 +90,13 @@ def snapshot(root: Path) -> dict:
     return out
 
 
+def unpacked(shell, root: Path) -> dict:
+    """snapshot() of *root* as far as *shell*'s tar restores it: busybox's own tar (in
+    busybox sh) sets no directory times."""
+    got = snapshot(root)
+    return {k: v[:4] for k, v in got.items()} if shell[0] == "busybox" else got
+
+
 # ------------------------------------------------------------------ splitting
 def test_partition_balances_bytes_and_keeps_hard_links_together():
     entries = [Entry(f"./f{n}", False, 1000 + n) for n in range(100)]
@@ -177,12 +184,7 @@ def test_unpack_in_parallel_gives_the_tree(image, tmp_path, shell, pinned):
     assert "rc=0" in r.stdout, r.stdout + r.stderr
     assert "sharded: 5 shards" in r.stderr
     assert ("sha256 verified" in r.stderr) == pinned
-    tree = snapshot(image.parent / "tree")
-    got = snapshot(tmp_path / "dest")
-    if shell[0] == "busybox":  # busybox's own tar (in busybox sh) sets no directory times
-        tree = {k: v[:4] for k, v in tree.items()}
-        got = {k: v[:4] for k, v in got.items()}
-    assert got == tree
+    assert unpacked(shell, tmp_path / "dest") == unpacked(shell, image.parent / "tree")
     if pinned:  # hashed on the way: a tee and one hasher per shard
         assert len(list((tmp_path / "run/shard").glob("*.sha"))) == 6
     per_part = {p.name for p in (tmp_path / "run/shard").glob("[0-9]*.decomp")}
@@ -228,10 +230,7 @@ def test_parts_are_read_in_32k_records_and_older_images_still_unpack(tmp_path, m
     run = tmp_path / "run"
     r = unpack(shell, image, tmp_path / "dest", run)
     assert "rc=0" in r.stdout, r.stdout + r.stderr
-    want, got = snapshot(tree), snapshot(tmp_path / "dest")
-    if shell[0] == "busybox":  # busybox's own tar (in busybox sh) sets no directory times
-        want, got = {k: v[:4] for k, v in want.items()}, {k: v[:4] for k, v in got.items()}
-    assert got == want
+    assert unpacked(shell, tmp_path / "dest") == unpacked(shell, tree)
     if shell[0] != "busybox":
         assert extra_records(run) == {record}
 
