@@ -737,7 +737,7 @@ def _run_transaction(engine: Engine, mode: str, verbose: bool):
     with _cancel_on_signals(engine):
         outcome = engine.apply(printer) if mode == "apply" else engine.remove(printer)
     if engine.log_error:
-        say(f"warning: the log could not be written ({engine.log_error})")
+        say(f"warning: {engine.log_error}")
     return outcome
 
 

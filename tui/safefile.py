@@ -7,7 +7,13 @@ is expected, never an unbounded read, never a predictable temporary name.
   (``O_EXCL``: a planted file or symlink is never followed), then renames it over the
   final name in one step, so readers see the old content or the new, never a mix;
 * :func:`check_output` refuses an output path that exists and is not a regular file
-  (a directory, a device node, a FIFO, a symlink).
+  (a directory, a device node, a FIFO, a symlink);
+* :func:`open_private_dir` opens a directory of this machine's own (the locks', the log's)
+  from ``/`` one component at a time, never through a symbolic link, and refuses it unless
+  this user owns it and group and others have none of the given permission bits;
+  :func:`open_private_append` opens a file in it for appending, refused unless it is a
+  regular file of this user's with one link (never a FIFO that would block, never a
+  hard link that would write elsewhere).
 
 Every function takes an optional directory fd, so the target resolver can do the same
 relative to a directory it resolved safely. Refusals raise :class:`FileRefused`, an
@@ -22,6 +28,8 @@ import secrets
 import stat
 from collections.abc import Callable
 from typing import BinaryIO
+
+from tui.errors import escape
 
 #: The most a plan, a state file or a journal may hold.
 SMALL_LIMIT = 1 << 20
@@ -171,6 +179,97 @@ def set_owner_and_mode(fd: int, mode: int, owner: tuple[int, int] | None = None)
         os.fchown(fd, *owner)
     if now.st_mode & 0o7777 != mode & 0o7777:
         os.fchmod(fd, mode & 0o7777)
+
+
+def _describe(path: str, st: os.stat_result, private: int) -> str | None:
+    """Why *st* (of *path*) is not this user's alone (its mode has bits of *private*), or None."""
+    if st.st_uid != os.geteuid():
+        return f"{escape(path)} is owned by uid {st.st_uid}, not {os.geteuid()}"
+    if st.st_mode & private:
+        how = "writable" if st.st_mode & 0o022 else "readable"
+        return f"{escape(path)} is {how} by group or others (mode {st.st_mode & 0o7777:04o})"
+    return None
+
+
+def open_private_dir(path: str | os.PathLike, private: int = 0o077) -> int:
+    """An fd of the directory *path*, reached from ``/`` one component at a time with
+    O_NOFOLLOW and made where missing (the last one 0700); refused (:class:`FileRefused`,
+    its strerror naming the component at fault) when a component is a symbolic link or not a
+    directory, or when *path* is not this user's or its mode has bits of *private* (0o077:
+    root's alone; 0o022: nobody else may write in it)."""
+    parts = [p for p in os.path.abspath(os.fspath(path)).split("/") if p]
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    reached = ""
+    try:
+        for i, part in enumerate(parts):
+            reached += "/" + part
+            sub = _subdir(fd, part, reached, 0o700 if i == len(parts) - 1 else 0o755)
+            os.close(fd)
+            fd = sub
+        why = _describe(reached or "/", os.fstat(fd), private)
+        if why:
+            raise FileRefused(why, errno.EPERM)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _subdir(dir_fd: int, name: str, shown_as: str, mode: int) -> int:
+    """An fd of the directory *name* in *dir_fd*, made with *mode* when missing, never
+    through a symbolic link."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(2):
+        try:
+            return os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            try:
+                os.mkdir(name, mode, dir_fd=dir_fd)
+            except FileExistsError:
+                pass  # made meanwhile: opened (and checked) as any other
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            kind = kind_of(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+            raise FileRefused(f"{escape(shown_as)} is {kind}, not a directory", e.errno) from None
+    return os.open(name, flags, dir_fd=dir_fd)
+
+
+def open_private_append(name: str, dir_fd: int, shown_as: str, private: int = 0o077) -> int:
+    """An fd appending to *name* in *dir_fd* (made 0600 if missing), which must be a regular
+    file of this user's with one link and no bits of *private* in its mode. Opened with
+    O_NOFOLLOW and O_NONBLOCK: a link or a FIFO is refused, never followed or waited on.
+    *shown_as* is its path as refusals name it."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        _check_own_file(shown_as, before, private)  # before open: a device is never even opened
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO):  # a link; a FIFO nobody reads
+            kind = "a symbolic link" if e.errno == errno.ELOOP else "a FIFO"
+            raise FileRefused(f"{escape(shown_as)} is {kind}, not a regular file", e.errno) from None
+        raise
+    try:
+        _check_own_file(shown_as, os.fstat(fd), private)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _check_own_file(path: str, st: os.stat_result, private: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise FileRefused(f"{escape(path)} is {kind_of(st.st_mode)}, not a regular file")
+    if st.st_nlink != 1:
+        raise FileRefused(f"{escape(path)} has {st.st_nlink} hard links; accepted: a file of its own (one link)")
+    why = _describe(path, st, private)
+    if why:
+        raise FileRefused(why, errno.EPERM)
 
 
 def unlink_quietly(name: str | os.PathLike, *, dir_fd: int | None = None) -> None:

@@ -35,7 +35,7 @@ from tui.errors import Cancelled, Failure, shown
 from tui.host import DamagedJournal, Host, HostError, LineCallback, UnsafePath
 from tui.owned import INITRD_TEMPLATE, KERNEL_TEMPLATE, KVER_RE, PLAN_FILE, STATE_DIR, STATE_FILE
 from tui.plan import BOOT_MODES, Plan, Resolved, resolve, version_key
-from tui.safefile import SMALL_LIMIT
+from tui.safefile import SMALL_LIMIT, FileRefused, open_private_dir
 
 STATE_VERSION = 1
 #: Where the per-target locks live: root's alone (0700), on this machine, not in the target
@@ -389,28 +389,19 @@ def locked(host: Host) -> Iterator[None]:
 
 
 def _lock_dir() -> int:
-    """An fd of LOCK_DIR, made if needed: a directory of root's alone (nobody else can plant a
-    link in it, or hold a lock that blocks every apply)."""
+    """An fd of LOCK_DIR, made if needed: a directory of root's alone, reached through no
+    symbolic link (nobody else can plant a link in it, or hold a lock that blocks every
+    apply)."""
     lock_dir = os.environ.get("TMPFS_ROOT_LOCK_DIR", LOCK_DIR)
     try:
-        os.mkdir(lock_dir, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise Failure(f"cannot make the lock directory {lock_dir}: {e.strerror} (run as root)") from None
-    try:
-        fd = os.open(lock_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        why = "is a symbolic link" if os.path.islink(lock_dir) else f"cannot be opened ({e.strerror})"
-        raise Failure(f"the lock directory {lock_dir} {why}; remove it") from None
-    st = os.fstat(fd)
-    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        os.close(fd)
+        return open_private_dir(lock_dir)
+    except FileRefused as e:
         raise Failure(
-            f"the lock directory {lock_dir} is not private to root (owner {st.st_uid}, "
-            f"mode {st.st_mode & 0o777:04o}); remove it"
-        )
-    return fd
+            f"the lock directory {shown(lock_dir)} is not private to root: {e.strerror}; accepted: a "
+            "directory of root's alone (0700) reached through no symbolic link (a missing one is made)"
+        ) from None
+    except OSError as e:
+        raise Failure(f"cannot open or make the lock directory {shown(lock_dir)}: {e.strerror} (run as root)") from None
 
 
 def recover(host: Host) -> list[str]:

@@ -3,9 +3,15 @@ commands printed, and how it ended, appended to ``/var/log/tmpfs-root/tmpfs-root
 on this machine (``TMPFS_ROOT_LOG_DIR`` moves it). It is written on the machine running
 the tool, never in a ``--root`` target, so ``remove`` still leaves the target as before.
 
-The directory is root's alone (0700) and the file is opened without following a link,
-appended to, never truncated. A log that cannot be written is not a reason to fail:
-the work goes on and the CLI says where it would have gone.
+The log is opened as the lock directory is (:func:`tui.safefile.open_private_dir`): its
+directory reached from ``/`` without following a symbolic link in any component, made
+0700 when missing, and used only when root owns it and nobody else may write in it; the
+file opened without following a link and without blocking, appended to (never
+truncated), and used only when it is a regular file of root's with one link that nobody
+else may write (a FIFO would hang the apply holding the lock; a hard link would append
+to another file). A log that cannot be used is not a reason to fail: the work goes on,
+and :attr:`TransactionLog.error` says in one line where it would have gone and why
+("log not written: /var/log/tmpfs-root/tmpfs-root.log is a FIFO, not a regular file").
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ import time
 from pathlib import Path
 
 from tui.errors import escape
+from tui.safefile import FileRefused, open_private_append, open_private_dir
 
 LOG_DIR = "/var/log/tmpfs-root"
 LOG_NAME = "tmpfs-root.log"
+#: Permission bits group and others must not have on the log's directory and file.
+NOBODY_ELSE_WRITES = 0o022
 
 
 def log_path() -> Path:
@@ -32,10 +41,16 @@ class TransactionLog:
         self.error: str | None = None
         self._fd: int | None = None
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            dir_fd = open_private_dir(self.path.parent, NOBODY_ELSE_WRITES)
         except OSError as e:
-            self.error = f"{self.path}: {e.strerror}"
+            self.error = _not_written(self.path.parent, e)
+        else:
+            try:
+                self._fd = open_private_append(LOG_NAME, dir_fd, str(self.path), NOBODY_ELSE_WRITES)
+            except OSError as e:
+                self.error = _not_written(self.path, e)
+            finally:
+                os.close(dir_fd)
         self.line(f"=== {what} on {root} (pid {os.getpid()})")
 
     def line(self, text: str) -> None:
@@ -45,7 +60,7 @@ class TransactionLog:
         try:
             os.write(self._fd, f"{stamp} {escape(text)}\n".encode())
         except OSError as e:
-            self.error = f"{self.path}: {e.strerror}"
+            self.error = f"log not complete: {escape(str(self.path))}: {e.strerror}"
             self.close()
 
     def step(self, index: int, total: int, name: str, event: str, note: str) -> None:
@@ -58,3 +73,10 @@ class TransactionLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _not_written(path: Path, e: OSError) -> str:
+    """The one line saying why the log is not written: a refusal names the path at fault
+    itself; any other error is put after *path*."""
+    why = e.strerror if isinstance(e, FileRefused) else f"{escape(str(path))}: {e.strerror}"
+    return f"log not written: {why}"

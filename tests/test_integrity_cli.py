@@ -1,0 +1,123 @@
+"""What a hostile review found, each hole with the test that closes it:
+
+* the log: its directory and file are opened as the lock's are; each hostile case
+  (symbolic links, a directory others may write in, a FIFO, a hard link, another user's
+  file) leaves the log unwritten, the work done, and one line saying where and why.
+
+The transactions run in-process on a fake target whose dracut and GRUB tools are busybox
+stand-ins (tests/infra.FAKE_TOOLS), so each case takes about a second.
+"""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.infra import cli_inproc, make_tool_target, tree_digest
+
+BASE = ["--source", "nfs:10.0.0.11:/srv/images", "--image", "images/rootfs.tar.zst"]
+
+
+@pytest.fixture
+def target(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPFS_ROOT_LOCK_DIR", str(tmp_path / "lock"))
+    monkeypatch.setenv("TMPFS_ROOT_LOG_DIR", str(tmp_path / "log"))
+    return make_tool_target(tmp_path / "target")
+
+
+# ----------------------------------------------------------------------- the log
+def hostile_log(case: str, tmp: Path) -> tuple[Path, str]:
+    """A log directory set up as *case* says; returns it and what the warning must name."""
+    real = tmp / "real"
+    real.mkdir(mode=0o700)
+    victim = tmp / "victim"
+    victim.write_text("precious\n")
+    log = tmp / "log"
+    if case == "symlinked-directory":
+        log.symlink_to(real)
+        return log, f"{log} is a symbolic link, not a directory"
+    if case == "symlink-in-a-parent":
+        (tmp / "parent").symlink_to(tmp)
+        return tmp / "parent/real", f"{tmp}/parent is a symbolic link, not a directory"
+    log.mkdir(mode=0o700)
+    if case == "world-writable-directory":
+        log.chmod(0o777)
+        return log, f"{log} is writable by group or others (mode 0777)"
+    if case == "directory-of-another-user":
+        os.chown(log, 65534, 65534)
+        return log, f"{log} is owned by uid 65534, not 0"
+    if case == "fifo":
+        os.mkfifo(log / "tmpfs-root.log", 0o600)
+        return log, f"{log}/tmpfs-root.log is a FIFO, not a regular file"
+    if case == "symlinked-file":
+        (log / "tmpfs-root.log").symlink_to(victim)
+        return log, f"{log}/tmpfs-root.log is a symbolic link, not a regular file"
+    if case == "hard-linked-file":
+        victim.chmod(0o600)
+        os.link(victim, log / "tmpfs-root.log")
+        return log, f"{log}/tmpfs-root.log has 2 hard links; accepted: a file of its own (one link)"
+    if case == "file-of-another-user":
+        (log / "tmpfs-root.log").write_text("")
+        (log / "tmpfs-root.log").chmod(0o600)
+        os.chown(log / "tmpfs-root.log", 65534, 65534)
+        return log, f"{log}/tmpfs-root.log is owned by uid 65534, not 0"
+    if case == "world-writable-file":
+        (log / "tmpfs-root.log").write_text("")
+        (log / "tmpfs-root.log").chmod(0o666)
+        return log, f"{log}/tmpfs-root.log is writable by group or others (mode 0666)"
+    raise AssertionError(case)
+
+
+LOG_CASES = [
+    "symlinked-directory",
+    "symlink-in-a-parent",
+    "world-writable-directory",
+    "directory-of-another-user",
+    "fifo",
+    "symlinked-file",
+    "hard-linked-file",
+    "file-of-another-user",
+    "world-writable-file",
+]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+@pytest.mark.parametrize("case", LOG_CASES)
+def test_a_hostile_log_is_not_written_and_the_apply_goes_on(target, tmp_path, case):
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    log_dir, says = hostile_log(case, hostile)
+    outside = tree_digest(hostile)
+    # a FIFO opened for writing would block for ever: the alarm fails the test instead
+    result = cli_inproc("apply", "--root", target, *BASE, "--yes", env={"TMPFS_ROOT_LOG_DIR": str(log_dir)}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "log not" in line]
+    assert warnings == [f"tmpfs-root: warning: log not written: {says}"], result.stderr
+    assert tree_digest(hostile) == outside, "the log was written where it must not be"
+    assert (hostile / "victim").read_text() == "precious\n"
+    assert (target / "etc/tmpfs-root/state.json").is_file()  # the work was done
+
+
+def test_a_missing_log_directory_is_made_private_and_written(target, tmp_path):
+    log_dir = tmp_path / "new/log"
+    result = cli_inproc("apply", "--root", target, *BASE, "--yes", env={"TMPFS_ROOT_LOG_DIR": str(log_dir)})
+    assert result.returncode == 0 and "log not" not in result.stderr, result.stderr
+    assert stat.S_IMODE(log_dir.stat().st_mode) == 0o700
+    st = (log_dir / "tmpfs-root.log").stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_nlink == 1
+    assert "=== done: changed" in (log_dir / "tmpfs-root.log").read_text()
+
+
+def test_the_lock_directory_is_refused_through_a_symlinked_parent(target, tmp_path, monkeypatch):
+    """The lock's directory is opened as the log's: a link in any component is refused."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "elsewhere")
+    before = tree_digest(target)
+    result = cli_inproc(
+        "apply", "--root", target, *BASE, "--yes", env={"TMPFS_ROOT_LOCK_DIR": str(tmp_path / "via/lock")}
+    )
+    assert result.returncode == 1, result
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("tmpfs-root: error:")]
+    assert f"{tmp_path}/via is a symbolic link, not a directory" in line
+    assert tree_digest(target) == before and not (tmp_path / "elsewhere/lock").exists()
