@@ -185,8 +185,9 @@ def test_unpack_in_parallel_gives_the_tree(image, tmp_path, shell, pinned):
     assert "sharded: 5 shards" in r.stderr
     assert ("sha256 verified" in r.stderr) == pinned
     assert unpacked(shell, tmp_path / "dest") == unpacked(shell, image.parent / "tree")
-    if pinned:  # hashed on the way: a tee and one hasher per shard
-        assert len(list((tmp_path / "run/shard").glob("*.sha"))) == 6
+    # pinned, every part went through a buffer of its own, verified, then removed
+    assert not list((tmp_path / "run/shard").glob("*.buf"))
+    assert len(list((tmp_path / "run/shard").glob("[0-9]*.dd"))) == (6 if pinned else 1 if shell[0] == "dash" else 6)
     per_part = {p.name for p in (tmp_path / "run/shard").glob("[0-9]*.decomp")}
     if shell[0] == "busybox":  # its tar stops at the first end of archive: shard by shard
         assert len(per_part) == 6
@@ -489,9 +490,16 @@ def test_one_changed_byte_in_a_shard_names_the_shard(image, tmp_path, pinned, ha
     assert "rc=3" in r.stdout if pinned else "rc=1" in r.stdout, r.stdout + r.stderr
     why = r.stdout.split("rc=", 1)[1].splitlines()[1]
     if pinned:
-        assert why == "shard 3 of 5: its sha256 is not the one in the image's index (the image was changed)"
+        assert why == (
+            "shard 3 of 5: its sha256 is not the one in the image's index (the image was changed); "
+            "nothing of it was unpacked"
+        )
         hashed = (run / "shard/3.sha").read_text()
         assert hashed.rstrip("\n").endswith(suffix), hashed  # the hasher asked for
+        # verified before any of it went in: no file of shard 3 (nor of the directory part) is there
+        mine = [m.name for m in part_members(image, third) if not m.isdir()]
+        assert mine and not [m for m in mine if (tmp_path / "dest" / m).exists()]
+        assert not (tmp_path / "dest/d2/to-d1").is_symlink()
     else:  # zstd's own checksum
         assert why == "shard 3 of 5 of bad.tar.zst is damaged (zstd failed)"
     with pytest.raises(ImageError, match="shard 3 of 5: its sha256 is not the one in the index"):

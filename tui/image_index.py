@@ -111,12 +111,15 @@ def read(fd: int) -> Index:
         text = frame[8:].decode("ascii")
     except UnicodeDecodeError:
         raise DamagedIndex("damaged index (bytes that are not text)") from None
-    lines = [line for line in text.split("\n") if line]
-    if not lines or lines[0] != HEADER.decode().rstrip("\n"):
+    # As the boot's tr_index reads it: the header on the very first line, then blank lines
+    # skipped, and every other line exactly one of the forms below (single spaces, nothing
+    # around them).
+    header, *rest = text.split("\n")
+    if header != HEADER.decode().rstrip("\n"):
         raise DamagedIndex("damaged index (no 'tmpfs-root-index 1' header)")
     fields: dict[str, int] = {}
     parts: list[Part] = []
-    for line in lines[1:]:
+    for line in (line for line in rest if line):
         m = _PART.fullmatch(line)
         if m:
             kind, offset, length, uncompressed, entries, sha = m.groups()

@@ -21,9 +21,17 @@ TR_SRC_MNT=${TR_SRC_MNT:-$TR_RUN/source}
 # systemd flavour it writes to stdout, which dracut-pre-mount.service sends to the
 # journal only, and the boot's progress and failures must reach the console.
 tr_say() {
-    echo "tmpfs-root: $*" >&2
-    [ -w /dev/kmsg ] && echo "<5>tmpfs-root: $*" > /dev/kmsg 2> /dev/null
+    set -- "$(_tr_printable "$*")"
+    echo "tmpfs-root: $1" >&2
+    [ -w /dev/kmsg ] && echo "<5>tmpfs-root: $1" > /dev/kmsg 2> /dev/null
     return 0
+}
+
+# $1 with every control character (a terminal's escape sequences among them) shown as '?':
+# what the console shows may come from an image or a server (an index line, a member's name,
+# a server's words), and is shown, never acted on.
+_tr_printable() {
+    printf '%s' "$1" | tr '\000-\037\177' '?????????????????????????????????'
 }
 
 # The <source> part of root=tmpfs:<source>, or nothing when root= is not ours.
@@ -249,11 +257,13 @@ tr_choose_size() {
 }
 
 # Print progress every few seconds while the reader process $1 reads the image
-# on its fd 0: bytes, percent of $2 (the compressed size), MB/s.
+# on its fd 0: bytes, percent of $2 (the compressed size), MB/s; $3: what it is doing
+# (unpacking).
 tr_progress_loop() {
-    local pid total every t0 pos t
+    local pid total every t0 pos t doing
     pid=$1
     total=$2
+    doing=${3:-unpacking}
     every=${TR_PROGRESS_EVERY:-3}
     t0=$(cut -d. -f1 /proc/uptime)
     while kill -0 "$pid" 2> /dev/null; do
@@ -264,19 +274,21 @@ tr_progress_loop() {
         [ -n "$pos" ] || continue
         t=$(($(cut -d. -f1 /proc/uptime) - t0))
         [ "$t" -gt 0 ] || t=1
-        tr_say "unpacking: $(tr_human "$pos") of $(tr_human "$total") read" \
+        tr_say "$doing: $(tr_human "$pos") of $(tr_human "$total") read" \
             "($((pos * 100 / (total + 1)))%), $((pos / t / 1048576)) MB/s"
     done
 }
 
-# Unpack archive $1 of format $2 into directory $3, hashing it while it is read
-# when $4 (expected sha256) is given.  Fails with a one-line reason in $TR_RUN/why.
+# Unpack archive $1 of format $2 into directory $3. With $4, the expected sha256, nothing of it
+# is unpacked before it is verified (_tr_verify_stream; a sharded image part by part).
+# Fails with a one-line reason in $TR_RUN/why.
 tr_unpack() {
-    local file fmt dest sha decomp taropts reader progress hasher tee got limit
+    local file fmt dest sha decomp taropts reader progress limit name
     file=$1
     fmt=$2
     dest=$3
     sha=$4
+    name=${file##*/}
     decomp=$(tr_decompressor "$fmt") || return 1
     command -v "${decomp%% *}" > /dev/null || {
         echo "no ${decomp%% *} in the initramfs for this $fmt image" > "$TR_RUN/why"
@@ -295,7 +307,11 @@ tr_unpack() {
         _tr_unpack_sharded "$file" "$dest" "$sha" "$taropts"
         return
     fi
-    rm -f "$TR_RUN/data" "$TR_RUN/hash" "$TR_RUN"/st.*
+    if [ -n "$sha" ]; then
+        # The bytes to unpack: the file's, or a copy of a server's that was hashed.
+        file=$(_tr_verify_stream "$file" "$sha") || return
+    fi
+    rm -f "$TR_RUN/data" "$TR_RUN"/st.*
     mkfifo "$TR_RUN/data" || return 1
     if _tr_is_url "$file"; then
         # Streamed: download, decompress and tar at once; nothing is stored on the way.
@@ -310,24 +326,16 @@ tr_unpack() {
         tr_progress_loop "$reader" "$(wc -c < "$file")" &
         progress=$!
     fi
-    if [ -n "$sha" ]; then
-        mkfifo "$TR_RUN/hash" || return 1
-        _tr_sha256 < "$TR_RUN/hash" > "$TR_RUN/sha256" &
-        hasher=$!
-        tee="tee $TR_RUN/hash"
-    else
-        tee="cat"
-    fi
     # tar reads no further than the size the archive records, when it records one (the
     # trailer of our images, xz's index, a plain tar's own size), as for a sharded image's parts.
     limit=$(tr_uncompressed_size "$file" "$fmt")
     case "$limit" in '' | *[!0-9]*) limit= ;; esac
     # What tar leaves when it stops early (a member it cannot write, with busybox's tar) is
     # drained: the decompressor's status then speaks of the archive alone, not of a pipe
-    # tar closed, and the hash sees every byte. Up to 1 MiB: an archive goes on no further
-    # after its end; more (a bomb of zeros) stops the decompressor, which then fails.
+    # tar closed. Up to 1 MiB: an archive goes on no further after its end; more (a bomb of
+    # zeros) stops the decompressor, which then fails.
     # shellcheck disable=SC2086
-    { $tee < "$TR_RUN/data"; echo $? > "$TR_RUN/st.read"; } \
+    { cat < "$TR_RUN/data"; echo $? > "$TR_RUN/st.read"; } \
         | { $decomp; echo $? > "$TR_RUN/st.decomp"; } \
         | {
             if [ -n "$limit" ]; then
@@ -339,16 +347,16 @@ tr_unpack() {
             _tr_drain 1048576 "$TR_RUN/st.trailing"
         }
     wait "$reader"
-    [ -n "$sha" ] && wait "$hasher"
     kill "$progress" 2> /dev/null
     wait "$progress" 2> /dev/null
+    [ "$file" = "$TR_RUN/image.buf" ] && rm -f "$file"
     # The server first: a transfer cut short leaves the decompressor a truncated stream.
     if [ -e "$TR_RUN/st.fetch" ] && [ "$(cat "$TR_RUN/st.fetch")" != 0 ]; then
         echo "cannot fetch $file: $(_tr_curl_why "$TR_RUN/curl.err")" > "$TR_RUN/why"
         return 4
     fi
     if [ -e "$TR_RUN/st.over" ]; then
-        echo "${file##*/} holds more than the $limit bytes of tar it records (a damaged or changed archive)" > "$TR_RUN/why"
+        echo "$name holds more than the $limit bytes of tar it records (a damaged or changed archive)" > "$TR_RUN/why"
         return 1
     fi
     # A full tmpfs first: tar stops, and the decompressor then fails on the broken pipe
@@ -358,7 +366,7 @@ tr_unpack() {
         return 1
     fi
     if [ "$(cat "$TR_RUN/st.decomp")" != 0 ]; then
-        echo "${file##*/} is not a valid $fmt archive (${decomp%% *} failed)" > "$TR_RUN/why"
+        echo "$name is not a valid $fmt archive (${decomp%% *} failed)" > "$TR_RUN/why"
         return 1
     fi
     if [ "$(cat "$TR_RUN/st.tar")" != 0 ]; then
@@ -366,15 +374,56 @@ tr_unpack() {
         return 1
     fi
     tr_say "unpacked $(tr_human "$(_tr_size "$file")") ($fmt) into $(tr_human "$(_tr_fs_used "$dest")")"
-    if [ -n "$sha" ]; then
-        got=$(cut -d' ' -f1 "$TR_RUN/sha256")
-        if [ "$got" != "$(printf '%s' "$sha" | tr '[:upper:]' '[:lower:]')" ]; then
-            echo "sha256 of the image is $got, not the expected one" > "$TR_RUN/why"
-            return 3
-        fi
-        tr_say "sha256 verified"
-    fi
     return 0
+}
+
+# A pinned single-stream image $1 checked against sha256 $2 before any of it is unpacked;
+# prints what to unpack from. A file on a disk is hashed, then unpacked from the same file (the
+# second read comes from the page cache; nothing else writes the source while the initramfs
+# runs). From a server (HTTP, or NFS: TR_REMOTE_SOURCE=yes), which need not send the same
+# bytes twice, the image is first copied whole into $TR_RUN/image.buf, which must have room
+# for it, and the copy is what is hashed and unpacked. Fails with the reason in $TR_RUN/why
+# (3: the hash, 4: the server).
+_tr_verify_stream() {
+    local src size room got rest pid progress
+    src=$1
+    size=$(_tr_size "$1")
+    if _tr_is_url "$1" || [ "${TR_REMOTE_SOURCE:-}" = yes ]; then
+        room=$(df -k "$TR_RUN" 2> /dev/null | awk 'NR == 2 { printf "%.0f\n", $4 * 1024 - 33554432 }')
+        if [ -n "$room" ] && [ "$size" -gt "$room" ]; then
+            echo "${1##*/} ($(tr_human "$size")) is verified whole in RAM before it is unpacked, and $TR_RUN has" \
+                "$(tr_human $((room > 0 ? room : 0))) to spare (make it sharded, image create's default: verified part by part)" > "$TR_RUN/why"
+            return 1
+        fi
+        src=$TR_RUN/image.buf
+        tr_say "copying ${1##*/} ($(tr_human "$size")) into RAM to verify it before unpacking"
+        if _tr_is_url "$1"; then
+            if ! _tr_curl "$1" > "$src" 2> "$TR_RUN/curl.err"; then
+                rm -f "$src"
+                echo "cannot fetch $1: $(_tr_curl_why "$TR_RUN/curl.err")" > "$TR_RUN/why"
+                return 4
+            fi
+        elif ! cat "$1" > "$src" 2> "$TR_RUN/copy.err"; then
+            rm -f "$src"
+            echo "${1##*/} cannot be read: $(tail -n 1 "$TR_RUN/copy.err")" > "$TR_RUN/why"
+            return 1
+        fi
+    fi
+    _tr_sha256 < "$src" > "$TR_RUN/sha256" &
+    pid=$!
+    tr_progress_loop "$pid" "$size" verifying &
+    progress=$!
+    wait "$pid"
+    kill "$progress" 2> /dev/null
+    wait "$progress" 2> /dev/null
+    read -r got rest < "$TR_RUN/sha256"
+    if [ "$got" != "$(printf '%s' "$2" | tr '[:upper:]' '[:lower:]')" ]; then
+        [ "$src" = "$1" ] || rm -f "$src"
+        echo "sha256 of the image is $got, not the expected one; nothing of it was unpacked" > "$TR_RUN/why"
+        return 3
+    fi
+    tr_say "sha256 verified, before unpacking"
+    echo "$src"
 }
 
 # Whether tar's --help (read by tr_unpack into $_tr_tarhelp) names option $1: GNU tar's
@@ -499,6 +548,22 @@ tr_http_probe() {
     if [ "$status" = 206 ] && [ "$total" -gt 64 ]; then
         _tr_curl -r "$((total - 64))-" "$1" > "$TR_RUN/http.tail" 2> /dev/null
     fi
+    _tr_http_whole_index "$1" "$status" "$total"
+}
+
+# The whole index of a sharded image at URL $1 in $TR_RUN/http.bin, when it is longer than the
+# first 64 KiB tr_http_probe fetched (an image of more than ~500 shards); $2: the probe's HTTP
+# status, $3: the image's size. An index that claims more than an index can hold is left as
+# it is: tr_index says it is damaged.
+_tr_http_whole_index() {
+    local len
+    [ "$2" = 206 ] && [ "$(tr_format "$TR_RUN/http.bin")" = sharded ] || return 0
+    len=$(od -An -tu1 -j4 -N4 "$TR_RUN/http.bin" | awk 'NF == 4 { printf "%.0f\n", 8 + $1 + $2 * 256 + $3 * 65536 + $4 * 16777216 }')
+    [ "$len" -gt 65536 ] && [ "$len" -le 1048584 ] && [ "$len" -le "$3" ] || return 0
+    if ! _tr_curl -r "0-$((len - 1))" "$1" 2> "$TR_RUN/curl.err" | head -c "$len" > "$TR_RUN/http.bin"; then
+        echo "cannot fetch $1 (its index): $(_tr_curl_why "$TR_RUN/curl.err")" > "$TR_RUN/why"
+        return 4
+    fi
     return 0
 }
 
@@ -519,10 +584,17 @@ tr_index() {
         echo "ERR damaged index (it claims ${len:-no} bytes, the file has $size)"
         return 1
     fi
-    head -c $((8 + len)) "$1" | tail -c +9 | awk -v size="$size" -v start=$((8 + len)) '
+    # A NUL would end a line early for an awk of C strings (busybox's): made a byte no line may hold.
+    head -c $((8 + len)) "$1" | tail -c +9 | tr '\000' '\001' | awk -v size="$size" -v start=$((8 + len)) '
         function num(s) { return s ~ /^[0-9]+$/ && length(s) <= 15 }
+        # The line as its fields joined by single spaces: tabs, runs of spaces or spaces at
+        # either end make it something else (image_index.read refuses them too).
+        function plain(  i, s) { s = $1; for (i = 2; i <= NF; i++) s = s " " $i; return s == $0 }
+        # What a damaged line is shown as: printable ASCII only (it goes to the console).
+        function shown(s) { s = substr(s, 1, 40); gsub(/[^ -~]/, "?", s); return s }
         NR == 1 { if ($0 != "tmpfs-root-index 1") err = "damaged index (no tmpfs-root-index 1 header)"; next }
         /^$/ || err != "" { next }
+        !plain() { err = "damaged index (line \"" shown($0) "\")"; next }
         $1 == "size" && NF == 2 && num($2) && !hs { hs = 1; fsize = $2 + 0; next }
         $1 == "total" && NF == 2 && num($2) && !ht { ht = 1; total = $2 + 0; next }
         $1 == "part" && NF == 7 && ($2 == "files" || $2 == "dirs") && num($3) && num($4) && num($5) && num($6) \
@@ -530,7 +602,7 @@ tr_index() {
             n++; kind[n] = $2; off[n] = $3 + 0; len[n] = $4 + 0; us[n] = $5 + 0; ent[n] = $6 + 0; sha[n] = $7
             next
         }
-        { err = "damaged index (line \"" substr($0, 1, 40) "\")" }
+        { err = "damaged index (line \"" shown($0) "\")" }
         END {
             bad = "damaged index (it must list 1 to 1023 shards, then the directory part)"
             if (NR == 0) err = "damaged index (empty)"
@@ -605,21 +677,26 @@ _tr_read_range() {
 # past them $5 is made. Some KB of zstd can hold terabytes (of zero blocks that --ignore-zeros
 # skips, or of one header again and again), so a part holding more than its index says would
 # keep the boot busy for hours otherwise. $6: the record tar reads in (_tr_record; 10240),
-# 32 KiB records read as such.
+# 32 KiB records read as such. $7 non-empty: a shard's tar, which makes no symbolic link (GNU
+# tar: every link's target becomes empty, which symlink(2) refuses, so the member fails and
+# nothing is made); a link another tar made could otherwise lead this one out of the new root.
 _tr_tar_capped() {
-    local rec opts
+    local rec opts xform
     rec=${6:-10240}
     opts=$2
     [ "$rec" = 32768 ] && opts="$opts -b 64 -B"
+    xform=
+    [ -n "${7:-}" ] && [ "${_tr_nolinks:-}" = transform ] && xform=yes
     if [ "${_tr_checkpoint:-}" = yes ]; then
         # GNU tar counts its records: stopped at the first one past the limit, at no cost before.
         # shellcheck disable=SC2016,SC2086 # $PPID is the checkpoint script's: tar; tar's options
-        TR_OVER=$5 tar -C "$1" $opts --checkpoint=$((($3 + rec - 1) / rec + 1)) \
+        TR_OVER=$5 tar -C "$1" $opts ${xform:+"--transform=s,.*,,RH"} --checkpoint=$((($3 + rec - 1) / rec + 1)) \
             --checkpoint-action='exec=: > "$TR_OVER"; kill -TERM $PPID' -f - 2> "$4"
     else
         # Other tars (busybox's, which reads on to the end of its input by itself) are given
         # that many bytes; one more left over once tar took them all means the part holds
-        # more (after a failed tar the caller's drain reads on).
+        # more (after a failed tar the caller's drain reads on). Their shards' links are
+        # looked for once each is in (_tr_unpack_part).
         # shellcheck disable=SC2086
         head -c "$3" | tar -C "$1" $opts -f - 2> "$4"
         set -- "$?" "$5"
@@ -650,48 +727,46 @@ _tr_drain() {
     case $(head -c 1 | wc -c) in *1*) : > "$2" ;; esac
 }
 
-# Unpack one part of sharded image $1 into $2: dd reads exactly its bytes, zstd
-# decompresses, tar extracts; with a pinned sha256 ($3) the bytes are hashed on the way
-# (tee) and must match the index (what a tar leaves after its end-of-archive is drained, so
-# that the hash always sees every byte). $4: tar's options; $5: the part's number, $6: how
-# many parts there are; $7-$12: its index line (kind offset length uncompressed entries
-# sha256). Builtins wherever they do (a shard costs a few forks, not a few dozen). Fails
-# with "<rc> <reason>" in $TR_RUN/shard/<n>.why.
+# Unpack one part of sharded image $1 into $2: its bytes (read exactly: dd, or one range
+# request), zstd, tar. With a pinned sha256 ($3) nothing of it reaches zstd before it is
+# verified: _tr_fetch_verified reads it whole into a buffer and checks it against the index,
+# and the buffer is what is unpacked. $4: tar's options; $5: the part's number, $6: how many
+# parts there are; $7-$12: its index line (kind offset length uncompressed entries sha256). A
+# shard (kind "files") may hold no symbolic link: its tar is told to make none
+# (_tr_tar_capped), or, with a tar that cannot be told so, the new root is searched for one
+# once the shard is in (the parts then go one at a time). Fails with "<rc> <reason>" in
+# $TR_RUN/shard/<n>.why.
 _tr_unpack_part() {
-    local st got rest read tarst rec opts want
+    local st got read tarst rec opts want src at nolinks
     st=$TR_RUN/shard/$5
     rec=$(_tr_record "${10}")
     opts=$4
     want=${10}
-    if [ "$rec" = 32768 ]; then
-        # Its padding runs on for records past the end-of-archive: read to the end, as a run
-        # of shards is, and counted the same way (one more record).
+    if _tr_tar_has --ignore-zeros; then
+        # Every member of the part, past end-of-archive blocks too, as `image inspect` reads
+        # it; GNU tar then counts one more record.
         opts="$opts --ignore-zeros"
         want=$((${10} + rec))
     fi
+    nolinks=
+    [ "$7" = files ] && nolinks=yes
+    src=$1
+    at=$8
     if [ -n "$3" ]; then
-        mkfifo "$st.fifo" || return 1
-        _tr_sha256 < "$st.fifo" > "$st.sha" &
-        # shellcheck disable=SC2086
-        { _tr_read_range "$1" "$8" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
-            | tee "$st.fifo" \
-            | { zstd -dcq; echo $? > "$st.decomp"; } \
-            | { _tr_tar_capped "$2" "$opts" "$want" "$st.tar.err" "$st.over" "$rec"; echo $? > "$st.tar"; _tr_drain "$want" "$st.over"; }
-        wait $!
-        _tr_part_over "$@" || return
-        _tr_part_read "$@" || return
-        read -r got rest < "$st.sha"
-        if [ "$got" != "${12}" ]; then
-            echo "3 $(_tr_part_name "$5" "$6"): its sha256 is not the one in the image's index (the image was changed)" > "$st.why"
-            return 3
-        fi
-    else
-        # shellcheck disable=SC2086
-        { _tr_read_range "$1" "$8" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
-            | { zstd -dcq; echo $? > "$st.decomp"; } \
-            | { _tr_tar_capped "$2" "$opts" "$want" "$st.tar.err" "$st.over" "$rec"; echo $? > "$st.tar"; _tr_drain "$want" "$st.over"; }
-        _tr_part_over "$@" || return
+        _tr_fetch_verified "$1" "$5" || return
+        src=$st.buf
+        at=0
     fi
+    # shellcheck disable=SC2086
+    { _tr_read_range "$src" "$at" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
+        | { zstd -dcq; echo $? > "$st.decomp"; } \
+        | {
+            _tr_tar_capped "$2" "$opts" "$want" "$st.tar.err" "$st.over" "$rec" "$nolinks"
+            echo $? > "$st.tar"
+            _tr_drain "$want" "$st.over"
+        }
+    rm -f "$st.buf"
+    _tr_part_over "$@" || return
     read -r tarst < "$st.tar"
     # GNU tar counts what it read (--totals); the index must say the same.
     read=$(_tr_tar_said "$st.tar.err" "$tarst" "$2" "$st.why") || return 1
@@ -702,14 +777,100 @@ _tr_unpack_part() {
         return 1
     fi
     if [ "$tarst" != 0 ]; then
-        echo "1 $(_tr_part_name "$5" "$6"): tar failed: $(_tr_tar_error "$st.tar.err")" > "$st.why"
+        _tr_tar_failed "$(_tr_part_name "$5" "$6")" "$st.tar.err" > "$st.why"
         return 1
     fi
     if [ -n "$read" ] && [ "$read" != "$want" ]; then
         echo "1 $(_tr_part_name "$5" "$6") holds $((read + ${10} - want)) bytes of tar, its index says ${10} (a damaged index)" > "$st.why"
         return 1
     fi
+    if [ -n "$nolinks" ] && [ "${_tr_nolinks:-}" = scan ]; then
+        _tr_no_link_in "$2" "$(_tr_part_name "$5" "$6")" > "$st.why" || return 1
+        rm -f "$st.why"
+    fi
     : > "$st.done"
+}
+
+# Part $2 of image $1 (its index line is line $2 of $TR_RUN/parts) read whole into
+# $TR_RUN/shard/$2.buf and checked against the sha256 the index gives it. What is unpacked is
+# then the buffer: the very bytes that were hashed, whatever the source would answer to a
+# second read (an NFS or HTTP server need not answer the same twice). Fails with
+# "<rc> <reason>" in $TR_RUN/shard/$2.why, the buffer removed.
+_tr_fetch_verified() {
+    local buf got rest name
+    name=$(_tr_part_name "$2" "$(grep -c '' "$TR_RUN/parts")")
+    # shellcheck disable=SC2046 # the part's index fields: $3 kind $4 offset $5 length ... $8 sha256
+    set -- "$1" "$2" $(sed -n "${2}p" "$TR_RUN/parts")
+    buf=$TR_RUN/shard/$2.buf
+    _tr_read_range "$1" "$4" "$5" > "$buf" 2> "$TR_RUN/shard/$2.dd"
+    got=$?
+    if [ "$got" != 0 ] || [ "$(wc -c < "$buf" | tr -d ' ')" != "$5" ]; then
+        rm -f "$buf"
+        if _tr_is_url "$1"; then
+            echo "4 cannot fetch $1 ($name): $(_tr_curl_why "$TR_RUN/shard/$2.dd")" > "$TR_RUN/shard/$2.why"
+            return 4
+        fi
+        echo "1 $name cannot be read: $(tail -n 1 "$TR_RUN/shard/$2.dd")" > "$TR_RUN/shard/$2.why"
+        return 1
+    fi
+    _tr_sha256 < "$buf" > "$TR_RUN/shard/$2.sha"
+    read -r got rest < "$TR_RUN/shard/$2.sha"
+    if [ "$got" != "$8" ]; then
+        rm -f "$buf"
+        echo "3 $name: its sha256 is not the one in the image's index (the image was changed); nothing of it was unpacked" \
+            > "$TR_RUN/shard/$2.why"
+        return 3
+    fi
+    return 0
+}
+
+# Shards $2 to $3 of image $1 on stdout, each one only once _tr_fetch_verified has checked it;
+# the next one is fetched and checked while this one is unpacked (two buffers at most). Stops
+# at the first one that fails (its .why says why) or when the pipeline stops taking bytes.
+_tr_emit_verified() {
+    local i next
+    i=$2
+    _tr_fetch_verified "$1" "$i" || return 0
+    while :; do
+        next=
+        if [ "$i" -lt "$3" ]; then
+            _tr_fetch_verified "$1" $((i + 1)) &
+            next=$!
+        fi
+        if ! cat "$TR_RUN/shard/$i.buf"; then
+            # zstd gave up: what it said is the cause; the next buffer is not needed.
+            rm -f "$TR_RUN/shard/$i.buf"
+            [ -n "$next" ] && wait "$next"
+            rm -f "$TR_RUN/shard/$((i + 1)).buf"
+            return 0
+        fi
+        rm -f "$TR_RUN/shard/$i.buf"
+        [ -n "$next" ] || return 0
+        wait "$next" || return 0
+        i=$((i + 1))
+    done
+}
+
+# The line for a part's tar that failed ($1: how to name the part, $2: tar's stderr): a
+# symbolic link in a shard (its tar was told to make none) is said as such.
+_tr_tar_failed() {
+    local link
+    link=$(sed -n 's/^tar: \(.*\): Cannot create symlink to .*/\1/p' "$2" | head -n 1)
+    if [ -n "$link" ]; then
+        echo "1 $1 holds a symbolic link ($link); only the image's last part may (a changed or hostile image)"
+    else
+        echo "1 $1: tar failed: $(_tr_tar_error "$2")"
+    fi
+}
+
+# With a tar that cannot be told to make no symbolic link: whether the new root $1 holds none
+# after shard $2 (no other tar runs then). Prints the line for the first one and fails.
+_tr_no_link_in() {
+    local link
+    link=$(find "$1" -type l 2> /dev/null | head -n 1)
+    [ -z "$link" ] && return 0
+    echo "1 $2 holds a symbolic link (${link#"$1"/}); only the image's last part may (a changed or hostile image)"
+    return 1
 }
 
 # Whether the part (arguments as _tr_unpack_part's) held no more tar than its index says;
@@ -785,50 +946,11 @@ _tr_runs() {
         }' "$TR_RUN/parts"
 }
 
-# The bytes of shards $2 to $3 of image $1, one after another on stdout, each one also into
-# a hasher of its own ($TR_RUN/shard/N.sha) and checked against its index line: the number of
-# the first shard whose hash differs goes to $5. Errors of the reads go to $4; the status is
-# the first failed read's. When the pipeline stops taking bytes (zstd gave up on damaged
-# data) it stops: the shard being read then has a short hash, which differs.
-_tr_read_hashed() {
-    local got errors differs
-    errors=$4
-    differs=$5
-    while [ "$2" -le "$3" ]; do
-        # shellcheck disable=SC2046 # the shard's index fields: $4 kind ... $9 its sha256
-        set -- "$1" "$2" "$3" $(sed -n "${2}p" "$TR_RUN/parts")
-        mkfifo "$TR_RUN/shard/$2.fifo" || return 1
-        _tr_sha256 < "$TR_RUN/shard/$2.fifo" > "$TR_RUN/shard/$2.sha" &
-        if ! { _tr_read_range "$1" "$5" "$6" 2>> "$errors"; echo $? > "$TR_RUN/shard/$2.read"; } \
-            | tee "$TR_RUN/shard/$2.fifo"; then
-            wait $!
-            _tr_hash_differs "$2" "$9" "$differs"
-            break
-        fi
-        wait $!
-        read -r got < "$TR_RUN/shard/$2.read"
-        [ "$got" = 0 ] || return "$got" # a short read is said as such, before its hash
-        _tr_hash_differs "$2" "$9" "$differs" || break
-        set -- "$1" $(($2 + 1)) "$3"
-    done
-    return 0
-}
-
-# Whether shard $1's hash ($TR_RUN/shard/$1.sha) differs from $2, its index's: if so, its
-# number goes to $3 and the status is 1.
-_tr_hash_differs() {
-    local got rest
-    read -r got rest < "$TR_RUN/shard/$1.sha"
-    [ "$got" = "$2" ] && return 0
-    echo "$1" > "$3"
-    return 1
-}
-
 # Unpack shards $5 to $6 of sharded image $1 into $2 in one pipeline: their bytes ($7 from
 # offset $8... as _tr_runs prints) through one zstd into one tar ($3: its options, with
-# --ignore-zeros); $4: the number of parts; ${10}: the pinned sha256, when there is one (each
-# shard is then read on its own, hashed on the way, and checked against the index). A failure
-# is said for the one shard at fault.
+# --ignore-zeros) that makes no symbolic link; $4: the number of parts; ${10}: the pinned
+# sha256, when there is one (each shard then goes into the pipeline only once it is verified:
+# _tr_emit_verified). A failure is said for the one shard at fault.
 _tr_unpack_run() {
     local st got i name read tarst rec
     st=$TR_RUN/shard/run.$5
@@ -836,7 +958,7 @@ _tr_unpack_run() {
     # shellcheck disable=SC2086 # tar's options
     {
         if [ -n "${10}" ]; then
-            _tr_read_hashed "$1" "$5" "$6" "$st.dd" "$st.differs"
+            _tr_emit_verified "$1" "$5" "$6"
         else
             _tr_read_range "$1" "$7" "$8" 2> "$st.dd"
         fi
@@ -844,17 +966,26 @@ _tr_unpack_run() {
     } \
         | { zstd -dcq; echo $? > "$st.decomp"; } \
         | {
-            _tr_tar_capped "$2" "$3" $(($9 + rec)) "$st.tar.err" "$st.over" "$rec"
+            _tr_tar_capped "$2" "$3" $(($9 + rec)) "$st.tar.err" "$st.over" "$rec" nolinks
             echo $? > "$st.tar"
             _tr_drain $(($9 + rec)) "$st.over"
         }
     name="shards $5 to $6 of $(($4 - 1))"
     [ "$5" = "$6" ] && name=$(_tr_part_name "$5" "$4")
-    # First: what follows from a cut-off stream (a short hash, a broken pipe) is not the cause.
+    # First: what follows from a cut-off stream (a short count, a broken pipe) is not the cause.
     if [ -e "$st.over" ]; then
         echo "1 $name: more than the $9 bytes of tar the index says (a damaged index, or changed shards)" > "$TR_RUN/shard/$5.why"
         return 1
     fi
+    # A shard that failed its check (nothing of it went in, nor of any after it).
+    i=$5
+    while [ "$i" -le "$6" ]; do
+        if [ -e "$TR_RUN/shard/$i.why" ]; then
+            read -r got < "$TR_RUN/shard/$i.why"
+            return "${got%% *}"
+        fi
+        i=$((i + 1))
+    done
     read -r tarst < "$st.tar"
     read=$(_tr_tar_said "$st.tar.err" "$tarst" "$2" "$TR_RUN/shard/$5.why") || return 1
     read -r got < "$st.read"
@@ -865,11 +996,6 @@ _tr_unpack_run() {
         fi
         echo "1 $name cannot be read: $(tail -n 1 "$st.dd")" > "$TR_RUN/shard/$5.why"
         return 1
-    fi
-    if [ -s "$st.differs" ]; then
-        read -r i < "$st.differs"
-        echo "3 $(_tr_part_name "$i" "$4"): its sha256 is not the one in the image's index (the image was changed)" > "$TR_RUN/shard/$5.why"
-        return 3
     fi
     read -r got < "$st.decomp"
     if [ "$got" != 0 ]; then
@@ -888,7 +1014,7 @@ _tr_unpack_run() {
         return 1
     fi
     if [ "$tarst" != 0 ]; then
-        echo "1 $name: tar failed: $(_tr_tar_error "$st.tar.err")" > "$TR_RUN/shard/$5.why"
+        _tr_tar_failed "$name" "$st.tar.err" > "$TR_RUN/shard/$5.why"
         return 1
     fi
     # Told to read on past end-of-archive blocks, GNU tar counts one more record.
@@ -909,16 +1035,14 @@ _tr_unpack_run() {
 _tr_shard_worker() {
     local n line
     n=0
-    set -C
     while read -r line; do
         n=$((n + 1))
         [ "$n" -lt "$5" ] || break
         [ -e "$TR_RUN/shard/abort" ] && break
-        { : > "$TR_RUN/shard/$n.claim"; } 2> /dev/null || continue
+        (set -C && : > "$TR_RUN/shard/$n.claim") 2> /dev/null || continue
         # shellcheck disable=SC2086 # the line's six fields
         _tr_unpack_part "$1" "$2" "$3" "$4" "$n" "$5" $line || { : > "$TR_RUN/shard/abort"; } 2> /dev/null
     done < "$TR_RUN/parts"
-    set +C
 }
 
 # Progress every few seconds from what the tmpfs $1 holds: bytes of $2 written, and shards
@@ -951,7 +1075,11 @@ _tr_progress_written() {
 
 # Unpack sharded image $1 into $2 (sha256 $3 pinned, or empty), with tar options $4: the
 # index is checked (and, when pinned, hashed) before anything is written; the shards go in
-# parallel, then the directory part. Fails with the reason in $TR_RUN/why (3: a hash).
+# parallel, each verified before any of it is unpacked when pinned, then the directory part,
+# only once every shard is in. No shard's tar can make a symbolic link, so none can lead
+# another out of the new root: the links come with the directory part, alone, whose GNU tar
+# makes every link that could lead out only at its very end. Fails with the reason in
+# $TR_RUN/why (3: a hash).
 _tr_unpack_sharded() {
     local file dest sha taropts count jobs total frame got w pids progress n why head line
     file=$1
@@ -983,18 +1111,32 @@ _tr_unpack_sharded() {
             return 3
         fi
     fi
+    # How no shard makes a symbolic link: GNU tar is told so (and runs shards side by side);
+    # another tar is followed by a search of the new root, one shard at a time.
+    if _tr_tar_has --ignore-zeros && _tr_tar_has --transform && [ "${_tr_checkpoint:-}" = yes ]; then
+        _tr_nolinks=transform
+    elif command -v find > /dev/null; then
+        _tr_nolinks=scan
+    else
+        echo "this initramfs can unpack no sharded image safely: its tar cannot be told to make no" \
+            "symbolic link and it has no find (install GNU tar, or make the image with --shards 1)" > "$TR_RUN/why"
+        return 1
+    fi
     rm -rf "$TR_RUN/shard"
     mkdir -p "$TR_RUN/shard" || return 1
     jobs=$(_tr_jobs $((count - 1)))
+    [ "$_tr_nolinks" = scan ] && jobs=1
+    if [ -n "$sha" ]; then
+        jobs=$(_tr_buffer_jobs "$jobs") || return 1
+    fi
     _tr_progress_written "$dest" "$total" $((count - 1)) &
     progress=$!
     # Decided once, here: the workers' subshells inherit it.
     _tr_gnu_dd=no
     dd --version 2> /dev/null | grep -q coreutils && _tr_gnu_dd=yes
     pids=
-    if ! _tr_tar_has --ignore-zeros; then
-        # A tar that stops at the first end-of-archive (busybox's): shard by shard, each
-        # hashed against the index as it is read when pinned.
+    if [ "$_tr_nolinks" = scan ]; then
+        # Part by part, each on its own tar (busybox's stops at the first end-of-archive).
         w=0
         while [ "$w" -lt "$jobs" ]; do
             _tr_shard_worker "$file" "$dest" "$sha" "$taropts" "$count" &
@@ -1004,7 +1146,7 @@ _tr_unpack_sharded() {
     else
         # Each worker takes one run of consecutive shards (balanced by their uncompressed
         # bytes) in a single pipeline: one zstd, one tar for many shards; one read (or range
-        # request) for them all, or one per shard, each into its hasher, when pinned.
+        # request) for them all, or, when pinned, one per shard, each verified first.
         # shellcheck disable=SC2086 # the run's five fields
         while read -r line; do
             _tr_unpack_run "$file" "$dest" "$taropts --ignore-zeros" "$count" $line "$sha" &
@@ -1015,8 +1157,13 @@ EOF
     fi
     # shellcheck disable=SC2086
     wait $pids
-    # The directories last: their owners, modes, times and xattrs are the final word.
-    if [ ! -e "$TR_RUN/shard/abort" ]; then
+    # The directories and links last, and only once every shard is in: their owners, modes,
+    # times and xattrs are the final word, and no link exists while another tar runs.
+    n=1
+    while [ "$n" -lt "$count" ] && [ -e "$TR_RUN/shard/$n.done" ]; do
+        n=$((n + 1))
+    done
+    if [ "$n" = "$count" ]; then
         # shellcheck disable=SC2046 # the last line's six fields
         _tr_unpack_part "$file" "$dest" "$sha" "$taropts" "$count" "$count" $(tail -n 1 "$TR_RUN/parts")
     fi
@@ -1037,8 +1184,28 @@ EOF
     fi
     tr_say "unpacked $(tr_human "$(_tr_size "$file")") (sharded: $((count - 1)) shards, $jobs workers)" \
         "into $(tr_human "$(_tr_fs_used "$dest")")"
-    [ -n "$sha" ] && tr_say "sha256 verified: the index and every shard"
+    [ -n "$sha" ] && tr_say "sha256 verified: the index and every shard, each before it was unpacked"
     return 0
+}
+
+# How many of $1 workers can each hold two parts of the pinned image in $TR_RUN (a part is
+# verified whole before it is unpacked, the next one fetched while it is): the room left
+# there, less 32 MiB, over twice the biggest part. Fails with the reason in $TR_RUN/why when
+# not even one worker can (one line naming the part and the numbers).
+_tr_buffer_jobs() {
+    local big room fit
+    big=$(awk '$3 > big { big = $3 } END { printf "%.0f\n", big }' "$TR_RUN/parts")
+    room=$(df -k "$TR_RUN" 2> /dev/null | awk 'NR == 2 { printf "%.0f\n", $4 * 1024 - 33554432 }')
+    case "$room" in '' | *[!0-9-]*) echo "$1"; return 0 ;; esac
+    fit=$((room / (2 * big + 1)))
+    if [ "$fit" -ge 1 ]; then
+        [ "$fit" -lt "$1" ] && set -- "$fit"
+        echo "$1"
+        return 0
+    fi
+    echo "a part of $(tr_human "$big") is verified in RAM before it is unpacked, and ${TR_RUN} has" \
+        "$(tr_human $((room > 0 ? room : 0))) to spare for two (make the image with more shards)" > "$TR_RUN/why"
+    return 1
 }
 
 # Why tar found no room in the tmpfs $1: its inodes all taken (a low nr_inodes= in
@@ -1078,6 +1245,7 @@ tr_cleanup() {
 
 # $1: what went wrong, $2: the kernel parameter to fix.
 tr_fail() {
+    set -- "$(_tr_printable "$1")" "$2"
     tr_say "$1 ($2)"
     tr_cleanup all
     echo "tmpfs-root: $1 ($2)" > "$TR_RUN/failed"
@@ -1086,7 +1254,7 @@ tr_fail() {
 }
 
 tr_fill_root() {
-    local src img size sha opts nfslib netif did dev file fmt usize choice bytes avail rc why bad csize
+    local src img size sha opts nfslib netif did dev file fmt usize choice bytes avail rc why bad csize TR_REMOTE_SOURCE
     src=$(tr_source) || return 0
     img=$(getarg rd.tmpfs.imgfile=)
     size=$(getarg rd.tmpfs.size=)
@@ -1144,6 +1312,8 @@ tr_fill_root() {
                 netif=${netif%.did-setup}
                 break
             done
+            # A server may answer a second read differently: a pinned image is verified in RAM.
+            TR_REMOTE_SOURCE=yes
             if ! mount_nfs "${src#NFS=}" "$TR_SRC_MNT" "$netif"; then
                 tr_fail "cannot mount the NFS export ${src#NFS=}" root=
                 return 1
