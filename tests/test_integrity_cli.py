@@ -1,5 +1,8 @@
 """What a hostile review found, each hole with the test that closes it:
 
+* ``--json``: stdout holds one JSON object and nothing else, even when an interrupted
+  earlier run is rolled back first (the Ansible role parses stdout as JSON); an error
+  leaves it empty;
 * the log: its directory and file are opened as the lock's are; each hostile case
   (symbolic links, a directory others may write in, a FIFO, a hard link, another user's
   file) leaves the log unwritten, the work done, and one line saying where and why.
@@ -8,6 +11,7 @@ The transactions run in-process on a fake target whose dracut and GRUB tools are
 stand-ins (tests/infra.FAKE_TOOLS), so each case takes about a second.
 """
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -15,6 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.infra import cli_inproc, make_tool_target, tree_digest
+from tui import owned
+from tui.host import Host
+from tui.plan import Plan
+from tui.transaction import apply_steps
 
 BASE = ["--source", "nfs:10.0.0.11:/srv/images", "--image", "images/rootfs.tar.zst"]
 
@@ -24,6 +32,83 @@ def target(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPFS_ROOT_LOCK_DIR", str(tmp_path / "lock"))
     monkeypatch.setenv("TMPFS_ROOT_LOG_DIR", str(tmp_path / "log"))
     return make_tool_target(tmp_path / "target")
+
+
+# ------------------------------------------------------------------------ --json
+PLAN = Plan(source=BASE[1], image=BASE[3])
+
+
+def interrupt_an_apply(target: Path) -> None:
+    """An apply killed after writing the boot entries: no commit, its journal stays."""
+    _, steps = apply_steps(PLAN, Host(target))
+    for step in steps[:4]:
+        step.action()
+    assert (target / owned.JOURNAL.lstrip("/")).is_file()
+
+
+def test_apply_json_after_rolling_back_an_interrupted_run_prints_only_the_object(target):
+    interrupt_an_apply(target)
+    result = cli_inproc("apply", "--root", target, *BASE, "--yes", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # the whole of stdout: one object, nothing before or after
+    assert isinstance(report, dict) and report["changed"] and report["recovered"]
+    assert "rolled back" in result.stderr and "rolled back" not in result.stdout
+    assert not (target / owned.JOURNAL.lstrip("/")).exists()
+
+
+def test_apply_json_reports_a_change_when_only_the_rollback_changed_the_target(target):
+    """Applied, then a second run of the same plan killed midway: the next run only rolls it
+    back (the plan's files are as they were), yet the host changed: "changed" says so."""
+    assert cli_inproc("apply", "--root", target, *BASE, "--yes").returncode == 0
+    applied = tree_digest(target)
+    Host(target).journal.back_up(owned.PLAN_FILE)  # as a run does before it writes
+    (target / owned.PLAN_FILE.lstrip("/")).write_text("# half written\n")
+    result = cli_inproc("apply", "--root", target, *BASE, "--yes", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["changed"] and report["recovered"] == [owned.PLAN_FILE]
+    assert tree_digest(target) == applied
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["apply", "--root", "{target}", *BASE, "--yes", "--json"],
+        ["apply", "--root", "{target}", *BASE, "--json"],  # no terminal to ask on: refused
+        ["status", "--root", "{target}", "--json"],
+        ["plan", "--root", "{target}", "--source", "nfs:", "--json"],
+        ["image", "inspect", "{target}/absent.tar", "--json"],
+    ],
+    ids=["damaged-journal", "not-confirmed", "status", "plan-invalid", "inspect-absent"],
+)
+def test_json_stdout_is_empty_or_one_object_on_failure(target, argv):
+    journal = target / owned.JOURNAL.lstrip("/")
+    journal.parent.mkdir(parents=True)
+    journal.write_text("[{]")  # damaged: apply refuses, status reports it
+    result = cli_inproc(*[a.format(target=target) for a in argv])
+    assert result.returncode != 0, result
+    if result.stdout:
+        assert isinstance(json.loads(result.stdout), dict), result.stdout
+    else:
+        assert result.stderr.count("tmpfs-root: error:") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_question_before_apply_is_asked_on_stderr(monkeypatch, capsys):
+    """apply --json without --yes on a terminal: the question must not land in the JSON."""
+    import io
+
+    from tui.cli import UsageError, _confirm
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    with pytest.raises(UsageError, match="not confirmed"):
+        _confirm("Apply these changes to /?", False, "apply")
+    said = capsys.readouterr()
+    assert said.out == "" and "Apply these changes to /? [y/N]" in said.err
 
 
 # ----------------------------------------------------------------------- the log

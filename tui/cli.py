@@ -3,6 +3,13 @@
 Without a command it opens the TUI.  Every command takes ``--root DIR`` (the
 target system, ``/`` by default).  Bad input is reported one line per problem
 on stderr with exit status 2, and nothing is written anywhere.
+
+With ``--json`` (devices, plan, apply, status, image inspect) stdout holds one JSON
+object and nothing else, whatever happened before it (a rollback of an interrupted
+run, notes, warnings, questions: all on stderr); a command that ends in an error (a
+``tmpfs-root: error:`` line on stderr, exit status 1, 2 or 130) leaves stdout empty.
+A result whose exit status is not 0 is still that one object: ``plan`` of an invalid
+plan ({"valid": false, ...}, 2), ``status`` that found problems (1).
 """
 
 from __future__ import annotations
@@ -160,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json",
         action="store_true",
-        help='print one JSON object at the end ("changed", "dry_run", "files", "commands"; '
-        "what a configuration tool such as Ansible reads); the rest goes to stderr",
+        help='print one JSON object at the end ("changed", "dry_run", "root", "files", "commands", '
+        '"recovered": what an interrupted earlier run left and was rolled back; what a configuration '
+        "tool such as Ansible reads); the rest goes to stderr, and an error leaves stdout empty",
     )
 
     p = sub.add_parser(
@@ -674,7 +682,8 @@ def _confirm(question: str, yes: bool, what: str) -> None:
         return
     if not sys.stdin.isatty():
         raise UsageError(f"{what}: no terminal to ask for confirmation on; pass --yes")
-    answer = input(f"{one_line(question)} [y/N] ").strip().lower()
+    print(f"{one_line(question)} [y/N] ", end="", file=sys.stderr, flush=True)  # stdout may be --json's
+    answer = input().strip().lower()
     if answer not in ("y", "yes"):
         raise UsageError(f"{what}: not confirmed; nothing was changed")
 
@@ -756,7 +765,7 @@ def cmd_apply(args) -> int:
     # With --json, stdout carries the one JSON object only; what people read goes to stderr.
     out = partial(print, file=sys.stderr) if args.json else print
 
-    def report(changed: bool) -> None:
+    def report(changed: bool, recovered: list[str] | None = None) -> None:
         if args.json:
             print(
                 json.dumps(
@@ -766,6 +775,7 @@ def cmd_apply(args) -> int:
                         "root": str(engine.root),
                         "files": [a.to_json() for a in preview.files],
                         "commands": [a.to_json() for a in preview.commands],
+                        "recovered": recovered or [],
                     },
                     indent=2,
                 )
@@ -790,13 +800,13 @@ def cmd_apply(args) -> int:
             "--boot default",
         )
     outcome = _run_transaction(engine, "apply", args.verbose)
-    if outcome.recovered:
-        print(f"tmpfs-root: rolled back {len(outcome.recovered)} change(s) left by an interrupted run")
+    if outcome.recovered:  # a note for people, on stderr as every note (stdout may be --json's)
+        say(f"rolled back {len(outcome.recovered)} change(s) left by an interrupted run")
     assert preview.resolved is not None
     kver = max(preview.resolved.kernels, key=version_key)
     out(one_line(f"Applied to {engine.root}: entry 'tmpfs-root-{kver}' ({preview.resolved.title})."))
     out(engine.next_steps())
-    report(outcome.changed)
+    report(outcome.changed or bool(outcome.recovered), outcome.recovered)  # a rollback changed the target too
     return EXIT_OK
 
 
