@@ -3,6 +3,9 @@
 * ``--json``: stdout holds one JSON object and nothing else, even when an interrupted
   earlier run is rolled back first (the Ansible role parses stdout as JSON); an error
   leaves it empty;
+* ``image create``: the image and its .sha256 are 0600 unless --mode widens them, a bad
+  --mode is one line and writes nothing, and the partial file is never readable by others
+  while it is written, whatever the umask;
 * the log: its directory and file are opened as the lock's are; each hostile case
   (symbolic links, a directory others may write in, a FIFO, a hard link, another user's
   file) leaves the log unwritten, the work done, and one line saying where and why.
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import cli_inproc, make_tool_target, tree_digest
+from tests.infra import cli_inproc, make_test_rootfs, make_tool_target, tree_digest
 from tui import owned
 from tui.host import Host
 from tui.plan import Plan
@@ -109,6 +112,65 @@ def test_the_question_before_apply_is_asked_on_stderr(monkeypatch, capsys):
         _confirm("Apply these changes to /?", False, "apply")
     said = capsys.readouterr()
     assert said.out == "" and "Apply these changes to /? [y/N]" in said.err
+
+
+# ------------------------------------------------------------------ image create
+def small_tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/shadow").write_text("root:$6$secret:19000:0:99999:7:::\n")
+    (tree / "etc/shadow").chmod(0o600)
+    return tree
+
+
+@pytest.mark.parametrize("extra,mode", [([], 0o600), (["--mode", "0640"], 0o640), (["--mode=644"], 0o644)])
+def test_image_and_its_sidecar_are_private_unless_mode_widens_them(tmp_path, extra, mode):
+    tree = small_tree(tmp_path)
+    out = tmp_path / "out/root.tar"
+    out.parent.mkdir()
+    old = os.umask(0)  # nothing narrows what create gives
+    try:
+        made = cli_inproc("image", "create", f"--from={tree}", f"--output={out}", "--format=tar", *extra)
+    finally:
+        os.umask(old)
+    assert made.returncode == 0, made.stderr
+    for path in (out, out.with_name("root.tar.sha256")):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, (path, oct(path.stat().st_mode))
+
+
+@pytest.mark.parametrize("bad", ["0755", "0666", "4600", "1600", "2640", "0620", "0602", "999", "12", "0o600", "rw"])
+def test_a_bad_mode_is_refused_in_one_line_and_nothing_is_written(tmp_path, bad):
+    tree = small_tree(tmp_path)
+    out = tmp_path / "out/root.tar"
+    out.parent.mkdir()
+    made = cli_inproc("image", "create", f"--from={tree}", f"--output={out}", f"--mode={bad}")
+    assert made.returncode == 2 and made.stdout == ""
+    assert made.stderr.count("\n") == 1 and made.stderr.startswith(f"tmpfs-root: error: --mode '{bad}': accepted:")
+    assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["tar", "zst"])
+def test_the_partial_file_is_never_readable_by_others_while_it_is_written(tmp_path, fmt):
+    from tui.image_create import create, make_plan
+
+    tree = make_test_rootfs(tmp_path / "tree")
+    (tree / "blob").write_bytes(os.urandom(3 << 20))
+    out = tmp_path / "out/root.tar"
+    out.parent.mkdir()
+    seen = []
+
+    def progress(*_):
+        for p in out.parent.iterdir():
+            if p.name.endswith(".partial"):
+                seen.append(stat.S_IMODE(p.lstat().st_mode))
+
+    old = os.umask(0)  # the widest umask: the mode create asks for is what the file gets
+    try:
+        create(make_plan(str(tree), str(out), fmt), progress=progress)
+    finally:
+        os.umask(old)
+    assert seen and all(mode & 0o077 == 0 for mode in seen), [oct(m) for m in seen]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
 
 
 # ----------------------------------------------------------------------- the log

@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         "/run and /tmp contents, swap files, the output and its folder are "
         "not packed. The image's /etc/fstab (not the host's) has its / "
         "entry and the images volume's entry commented out. Written under "
-        "a temporary name, renamed at the end, with FILE.sha256 beside it (for a "
+        "a temporary name (0600 while written), renamed at the end, with FILE.sha256 "
+        "beside it, both 0600 unless --mode widens them (for a "
         "sharded image: the sha256 of its index, which lists every shard's; pin it "
         "with plan --sha256). The default zst image is sharded: independent zstd "
         "tar streams behind an index, unpacked in parallel at boot (one worker per "
@@ -275,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="also pack a separate filesystem mounted below the root (/usr and /var "
         "always are), e.g. --with-mount /home",
+    )
+    c.add_argument(
+        "--mode",
+        default="0600",
+        metavar="OCTAL",
+        help="permissions of FILE and FILE.sha256 (default 0600: the image holds /etc/shadow and "
+        "the SSH host keys); at most 0644, e.g. --mode 0640 for a web server's group",
     )
     c.add_argument("--yes", action="store_true", help="replace FILE if it exists")
     _add_dry_run(c, "show what would be packed (folders, mounts left out, size) and write nothing")
@@ -618,10 +626,13 @@ def _print_shards(parts: list[dict]) -> None:
 def _image_create(args, console, engine: Engine) -> int:
     from tui.devices import human_size
     from tui.errors import escape
+    from tui.image_create import parse_mode
 
+    mode = parse_mode(args.mode)
     plan = engine.plan_image(
         args.source, args.output, args.format, args.level, args.exclude, args.with_mount, args.shards
     )
+    plan.mode = mode
     if plan.output.exists() and not args.yes and not args.dry_run:
         raise UsageError(f"--output {shown(args.output)}: exists; pass --yes to replace it")
     for m in plan.skipped_mounts:
@@ -640,6 +651,7 @@ def _image_create(args, console, engine: Engine) -> int:
             f"{total_files} entries, {human_size(total_bytes)} before compression"
         )
         print(f"  separate filesystems packed: {', '.join('/' + m for m in plan.mounts) or 'none'}")
+        print(f"  mode of the image and its .sha256: {plan.mode:04o}")
         print("(dry run: nothing was written)")
         return EXIT_OK
     with _progress_bar(console, "packing", True) as bar, _cancel_on_signals(engine):

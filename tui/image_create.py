@@ -6,6 +6,10 @@ multi-threaded compressor. It never packs pseudo or volatile trees, the output
 file or the folder of images; the image's /etc/fstab (never the host's) has the
 entries for / and for the volume holding the images commented out. The archive
 is written under a temporary name and renamed at the end, then FILE.sha256.
+
+An image holds the tree's secrets (/etc/shadow, SSH host keys): it and its sidecar are
+0600 unless ``--mode`` widens them (at most read for group and others), and the partial
+file is created 0600, so nobody else can read it while it is written, whatever the umask.
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ from tui.cancel import CancelToken
 from tui.devices import human_size, parse_mountinfo
 from tui.errors import BadInput, Cancelled, Failure, escape, shown
 from tui.runner import die_with_parent
-from tui.safefile import FileRefused, check_output, create_exclusive, unlink_quietly, write_atomic
+from tui.safefile import (
+    FileRefused,
+    check_output,
+    create_exclusive,
+    set_owner_and_mode,
+    unlink_quietly,
+    write_atomic,
+)
 
 #: format -> (compressor argv with {level}, default level, accepted levels)
 COMPRESSORS = {
@@ -55,6 +66,10 @@ SHARD_RECORD = 163840
 #: A guess of the compressed share, to refuse early when the output's filesystem lacks room.
 RATIO_GUESS = {"zst": 0.5, "gz": 0.55, "xz": 0.4, "lz4": 0.65, "tar": 1.0}
 FSTAB_NOTE = "# tmpfs-root: commented out in the image: / is a tmpfs unpacked at boot"
+#: The image's and its sidecar's mode: root's alone, as the secrets packed in it are.
+IMAGE_MODE = 0o600
+#: The most --mode may give: read and write for the owner, read for group and others.
+WIDEST_MODE = 0o644
 
 Progress = Callable[[int, int, int, int], None]  # bytes done, bytes total, files done, files total
 
@@ -79,6 +94,7 @@ class CreatePlan:
     left_out: list[str] = field(default_factory=list)  # folders not packed because the output is in them
     fstab: str | None = None  # the image's rewritten /etc/fstab
     shards: int | None = None  # zst: shards of the sharded format (None: by size; 1: one stream)
+    mode: int = IMAGE_MODE  # of the image and FILE.sha256 (parse_mode: at most WIDEST_MODE)
 
     def sharded(self) -> bool:
         return self.format == "zst" and self.shards != 1
@@ -206,6 +222,18 @@ def make_plan(
             fstab.read_text(errors="replace"), _images_mountpoint(src, out, below), images_volume_ids(out, mountinfo)
         )
     return plan
+
+
+def parse_mode(text: str) -> int:
+    """--mode: 3 or 4 octal digits, at most read and write for the owner and read for group
+    and others (no execute, setuid, setgid or sticky bit, nobody else may write)."""
+    mode = int(text, 8) if re.fullmatch(r"[0-7]{3,4}", text) else -1
+    if mode < 0 or mode & ~WIDEST_MODE:
+        raise CreateError(
+            f"--mode {shown(text)}: accepted: 3 or 4 octal digits of at most {WIDEST_MODE:04o} "
+            f"(read for group and others; no write, execute, setuid, setgid or sticky bit), e.g. 0640"
+        )
+    return mode
 
 
 def _shard_count(shards: int | str | None, fmt: str) -> int | None:
@@ -444,7 +472,8 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
                 f"--output {shown(str(plan.output))}: the image needs about "
                 f"{human_size(needed)}, only {human_size(free)} free on {plan.output.parent}"
             )
-        fd, tmp = create_exclusive(plan.output.name, dir_fd=dir_fd, mode=0o644, suffix=".partial")
+        # 0600 from its creation (a umask only narrows it): unreadable by others while written.
+        fd, tmp = create_exclusive(plan.output.name, dir_fd=dir_fd, mode=0o600, suffix=".partial")
         try:
             # Held while this run (and the tar and compressor it starts) lives: the mark that
             # the file is being written, which a later run's sweep_partials respects.
@@ -464,6 +493,7 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
                     else:
                         files, warnings = _pack(plan, Path(staging), out, total_bytes, total_files, progress, cancel)
                     out.flush()
+                    set_owner_and_mode(out.fileno(), plan.mode)  # complete: given its mode
                     os.fsync(out.fileno())
             if files - (2 if plan.fstab is not None else 1) <= 0:
                 raise CreateError(
@@ -481,7 +511,7 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
         except BaseException:
             unlink_quietly(tmp, dir_fd=dir_fd)
             raise
-        write_atomic(plan.output.name + ".sha256", f"{sha}  {plan.output.name}\n".encode(), dir_fd=dir_fd)
+        write_atomic(plan.output.name + ".sha256", f"{sha}  {plan.output.name}\n".encode(), plan.mode, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
     return Created(str(plan.output), plan.output.stat().st_size, sha, files, warnings, swept)
