@@ -91,7 +91,9 @@ def render(frame_length: int, size: int, parts: list[Part]) -> bytes:
     return MAGIC + struct.pack("<I", payload) + text + b"\n" * (payload - len(text))
 
 
-_PART = re.compile(r"part (files|dirs) ([0-9]{1,15}) ([0-9]{1,15}) ([0-9]{1,15}) ([0-9]{1,15}) ([0-9a-f]{64})")
+#: A number in the index: decimal, no leading zero, at most 15 digits (as tr_index reads it).
+_NUM = "(0|[1-9][0-9]{0,14})"
+_PART = re.compile(rf"part (files|dirs) {_NUM} {_NUM} {_NUM} {_NUM} ([0-9a-f]{{64}})")
 
 
 def read(fd: int) -> Index:
@@ -125,7 +127,7 @@ def read(fd: int) -> Index:
             kind, offset, length, uncompressed, entries, sha = m.groups()
             parts.append(Part(kind, int(offset), int(length), int(uncompressed), int(entries), sha))
             continue
-        m = re.fullmatch(r"(size|total) ([0-9]{1,15})", line)
+        m = re.fullmatch(rf"(size|total) {_NUM}", line)
         if not m or m.group(1) in fields:
             raise DamagedIndex(f"damaged index (line {line[:40]!r})")
         fields[m.group(1)] = int(m.group(2))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tarfile
 from dataclasses import dataclass, field
 
 from tui import image_index
@@ -238,7 +239,7 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
     if members.refused:
         name, why = members.refused[0]
         raise ImageError(
-            f"{shown(path)}: {len(members.refused)} member(s) the boot's tar refuses, "
+            f"{shown(path)}: {members.refused_count} member(s) the boot's tar refuses, "
             f"e.g. {shown(name)} ({why}); accepted: an archive of a root tree, as "
             "`tmpfs-root image create` makes"
         )
@@ -285,6 +286,7 @@ def _inspect_sharded(path: str, f, members: MemberCheck, progress):
                 members,
                 part.uncompressed,
                 f"more than the {part.uncompressed} bytes of tar its index says (a damaged index, or a changed shard)",
+                ignore_zeros=True,
             )
         except ImageError as e:  # the hash says why first: zstd stopped before the end
             whole = hashlib.sha256()
@@ -337,13 +339,23 @@ TRAILING = 1 << 20
 
 
 def _tar_through(
-    path: str, fmt: str, chunks, members: MemberCheck, limit: int | None = None, over: str = ""
+    path: str,
+    fmt: str,
+    chunks,
+    members: MemberCheck,
+    limit: int | None = None,
+    over: str = "",
+    *,
+    ignore_zeros: bool = False,
 ) -> tuple[int, int]:
     """Stream *chunks* through *fmt*'s decompressor and read the tar in it: (uncompressed
     bytes, members). ImageError when the decompressor or tar fails, when the stream goes on
     past *limit* bytes (what the image records; the error is then *over*), or past TRAILING
-    bytes after the tar's end: a few KB of zstd can hold terabytes, which are not read."""
-    import tarfile
+    bytes after the tar's end: a few KB of zstd can hold terabytes, which are not read.
+    *ignore_zeros*: every member up to the end of the stream, past end-of-archive blocks, as
+    the boot's GNU tar reads a sharded image's parts (--ignore-zeros); otherwise up to the
+    first end-of-archive, as it reads a single stream. Memory stays bounded whatever the
+    stream holds: no member is kept, and a long-name or pax header over MAX_HEADER is refused."""
     import threading
 
     read_fd, write_fd = os.pipe()
@@ -372,10 +384,14 @@ def _tar_through(
     files = 0
     tar_error = too_long = None
     try:
-        with tarfile.open(fileobj=counter, mode="r|") as tar:  # type: ignore[call-overload]
+        stream = tarfile.open(  # type: ignore[call-overload]
+            fileobj=counter, mode="r|", ignore_zeros=ignore_zeros, tarinfo=_BoundedTarInfo
+        )
+        with stream as tar:
             for member in tar:
                 files += 1
                 members.add(member)
+                tar.members.clear()  # a stream's members are not needed again
         end = counter.count + TRAILING
         counter.limit = end if limit is None else min(limit, end)
         while counter.read(1 << 20):  # the end-of-archive blocks and padding count too
@@ -383,6 +399,9 @@ def _tar_through(
     except (tarfile.TarError, EOFError) as e:
         tar_error = str(e)
         proc.kill()
+    except _HeaderTooBig as e:
+        proc.kill()
+        too_long = str(e)
     except _TooLong:
         proc.kill()
         too_long = (
@@ -406,17 +425,30 @@ def _tar_through(
 
 class MemberCheck:
     """What the boot's GNU tar would do with each member: refuse names with '..' and
-    members reached through a symbolic link member; strip a leading '/' (a warning)."""
+    members reached through a symbolic link member; strip a leading '/' (a warning). A
+    sharded image's shards may hold no symbolic link at all (the boot's tars of shards make
+    none). What it keeps is bounded: the first example of each finding and a count, and the
+    names of at most MAX_LINKS links."""
+
+    #: More symbolic links than any root tree holds (a Debian desktop has some 50,000).
+    MAX_LINKS = 1_000_000
 
     def __init__(self):
         self.links: set[str] = set()
-        self.refused: list[tuple[str, str]] = []
-        self.absolute: list[str] = []
+        self.refused: list[tuple[str, str]] = []  # the first one
+        self.refused_count = 0
+        self.absolute: list[str] = []  # the first one
+        self.absolute_count = 0
         #: a shard of a sharded image, unpacked beside others: a link there could lead
         #: another shard's tar out of the new root (image create puts links in the last part)
         self.in_shard = False
         #: directories a shard holds as the parents of its files (the last part holds them too)
         self.shard_parents = 0
+
+    def _refuse(self, name: str, why: str) -> None:
+        self.refused_count += 1
+        if not self.refused:
+            self.refused.append((name, why))
 
     def add(self, member) -> None:
         name = member.name
@@ -424,31 +456,75 @@ class MemberCheck:
             self.shard_parents += 1
         parts = [p for p in name.split("/") if p not in ("", ".")]
         if name.startswith("/"):
-            self.absolute.append(name)
+            self.absolute_count += 1
+            if not self.absolute:
+                self.absolute.append(name)
         if ".." in parts:
-            self.refused.append((name, "contains '..'"))
+            self._refuse(name, "contains '..'")
             return
         if self.in_shard and member.issym():
-            self.refused.append((name, "a symbolic link in a shard, which other shards are unpacked beside"))
+            self._refuse(name, "a symbolic link in a shard, which other shards are unpacked beside")
             return
         for i in range(1, len(parts)):
             if "/".join(parts[:i]) in self.links:
-                self.refused.append((name, f"written through the symbolic link member {shown('/'.join(parts[:i]))}"))
+                self._refuse(name, f"written through the symbolic link member {shown('/'.join(parts[:i]))}")
                 return
+        if member.islnk():  # a hard link: its target is a name in the tree, read as a member's
+            target = [p for p in member.linkname.split("/") if p not in ("", ".")]
+            if ".." in target:
+                self._refuse(name, f"a hard link to {shown(member.linkname)}, a name with '..'")
+                return
+            for i in range(1, len(target) + 1):
+                if "/".join(target[:i]) in self.links:
+                    self._refuse(name, f"a hard link through the symbolic link member {shown('/'.join(target[:i]))}")
+                    return
         if member.issym():
+            if len(self.links) >= self.MAX_LINKS:
+                self._refuse(name, f"more than {self.MAX_LINKS} symbolic links, more than any root tree holds")
+                return
             self.links.add("/".join(parts))
 
     def warnings(self) -> list[str]:
         if not self.absolute:
             return []
         return [
-            f"{len(self.absolute)} member(s) with an absolute name, e.g. {shown(self.absolute[0])}: "
+            f"{self.absolute_count} member(s) with an absolute name, e.g. {shown(self.absolute[0])}: "
             "the boot's tar strips the leading /"
         ]
 
 
 class _TooLong(Exception):
     """The stream went on past what it may hold."""
+
+
+#: The longest long-name (GNU) or pax extended header `inspect` reads: a name is at most
+#: PATH_MAX (4 KiB), a file's extended attributes at most a filesystem block or two; a bigger
+#: one (a few KB of zstd can hold hundreds of MB of it) is refused, never held in memory.
+MAX_HEADER = 1 << 20
+
+
+class _HeaderTooBig(Exception):
+    """A long-name or pax header over MAX_HEADER; the message says so in one line."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's member, refusing before reading them the extended headers it would hold whole."""
+
+    def _bound(self) -> None:
+        if self.size > MAX_HEADER:
+            kind = "long-name" if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) else "pax"
+            raise _HeaderTooBig(
+                f"a {kind} header of {self.size} bytes, more than the {MAX_HEADER >> 20} MiB "
+                "any root tree needs (a damaged or hostile archive)"
+            )
+
+    def _proc_gnulong(self, tarfile):
+        self._bound()
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc]
+
+    def _proc_pax(self, tarfile):
+        self._bound()
+        return super()._proc_pax(tarfile)  # type: ignore[misc]
 
 
 class _CountingReader:

@@ -64,6 +64,8 @@ install() {
     # nproc: one worker per core for sharded images (the boot counts /proc/cpuinfo without it);
     # openssl: a pinned sha256 at the CPU's speed (sha256sum is the fallback).
     inst_multiple -o nproc openssl
+    # find: a tar that cannot be told to make no link (not GNU tar) has each shard searched for one.
+    inst_multiple -o find
     # An https source's own CA, when the admin put one there (url-lib brings curl's bundle).
     [[ -r $dracutsysrootdir/etc/tmpfs-root/ca.pem ]] && inst_simple /etc/tmpfs-root/ca.pem
     # Every decompressor the build host has, so any archive format can be unpacked.

@@ -586,7 +586,8 @@ tr_index() {
     fi
     # A NUL would end a line early for an awk of C strings (busybox's): made a byte no line may hold.
     head -c $((8 + len)) "$1" | tail -c +9 | tr '\000' '\001' | awk -v size="$size" -v start=$((8 + len)) '
-        function num(s) { return s ~ /^[0-9]+$/ && length(s) <= 15 }
+        # Decimal, no leading zero (busybox awk reads 0565 as octal), at most 15 digits.
+        function num(s) { return s ~ /^(0|[1-9][0-9]*)$/ && length(s) <= 15 }
         # The line as its fields joined by single spaces: tabs, runs of spaces or spaces at
         # either end make it something else (image_index.read refuses them too).
         function plain(  i, s) { s = $1; for (i = 2; i <= NF; i++) s = s " " $i; return s == $0 }
@@ -855,7 +856,7 @@ _tr_emit_verified() {
 # symbolic link in a shard (its tar was told to make none) is said as such.
 _tr_tar_failed() {
     local link
-    link=$(sed -n 's/^tar: \(.*\): Cannot create symlink to .*/\1/p' "$2" | head -n 1)
+    link=$(sed -n 's/^[^:]*tar: \(.*\): Cannot create symlink to .*/\1/p' "$2" | head -n 1)
     if [ -n "$link" ]; then
         echo "1 $1 holds a symbolic link ($link); only the image's last part may (a changed or hostile image)"
     else
