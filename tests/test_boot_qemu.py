@@ -115,6 +115,12 @@ CASES = {
         "rd.tmpfs.imgfile=images/tampered.tar.zst rd.tmpfs.sha256={sha_tampered}",
         ("shard 2 of 2: its sha256 is not the one in the image's index", "rd.tmpfs.sha256"),
     ),
+    # a hand-made image whose shard plants esc -> /etc and whose directory part writes
+    # esc/pwned, pinned with its own (correct) index: the shard's tar makes no link
+    "fault-link-in-shard": (
+        "root=tmpfs:LABEL=IMGVOL rd.tmpfs.imgfile=images/hostile.tar.zst rd.tmpfs.sha256={sha_hostile}",
+        ("shard 1 of 1 holds a symbolic link (esc); only the image's last part may", "rd.tmpfs.imgfile"),
+    ),
     "fault-http-404": (
         "root=tmpfs:http://10.0.2.2:{http_port} ip=dhcp rd.neednet=1 "
         "rd.tmpfs.imgfile=images/absent.tar.zst rd.tmpfs.insecure=1",
@@ -206,12 +212,14 @@ class World:
             zst = (content / "images/root.tar.zst").read_bytes()
             (content / "images/corrupt.tar.zst").write_bytes(zst[:64] + bytes(len(zst) - 64))
             sha_tampered = tampered_shard(rootfs, tmp, content / "images/tampered.tar.zst")
+            sha_hostile = hostile_shard(tmp, content / "images/hostile.tar.zst")
             shutil.copy(tmp / "sharded.tar.zst", content / "images/sharded.tar.zst")
             # Values the cases' kernel arguments are formatted with.
             self.params = {
                 "sha_xz": hashlib.sha256((content / "images/root.tar.xz").read_bytes()).hexdigest(),
                 "sha_tampered": sha_tampered,
                 "sha_sharded": sha_tampered,  # the tampered copy kept the index: the same pin
+                "sha_hostile": sha_hostile,
             }
             self.disk = tmp / "disk.img"
             make_disk_image(
@@ -295,6 +303,16 @@ def tampered_shard(rootfs: Path, tmp: Path, out: Path) -> str:
     data[second.offset + second.length // 2] ^= 0x10
     out.write_bytes(bytes(data))
     return made.sha256
+
+
+def hostile_shard(tmp: Path, out: Path) -> str:
+    """A sharded image whose one shard holds esc -> /etc and whose directory part holds
+    esc/pwned (tests/test_hostile_images.py's first row); returns its index's sha256."""
+    from tests.test_hostile_images import ROOT, member, sharded, tar_of
+
+    shard = tar_of([member("a", data=b"a"), member("esc", "sym", link="/etc")], tmp)
+    dirs = tar_of([*ROOT, member("sbin", "dir"), member("esc/pwned", data=b"x")], tmp)
+    return sharded(out, [shard, dirs])
 
 
 def _wanted(request, fixture: str) -> list[tuple[str, str]]:
