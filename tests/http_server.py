@@ -7,6 +7,10 @@ Paths choose the behaviour, so one server serves every case:
 * ``/norange/<path>``    the file, ignoring Range (200), as some servers do
 * ``/die/<path>``        announces the whole length, sends half, then drops the connection
 * ``/hugesize/<path>``    claims a 20-digit total size in Content-Range
+* ``/size16/<path>``, ``/size15/<path>``, ``/garbled/<path>``  claim a total size of 16 digits,
+  of 15 digits (the most the boot takes), or one that is not a number, in Content-Range
+* ``/redirect/<path>``    302 to ``/<path>`` (which the boot does not follow)
+* ``/trickle/<path>``     answers one byte every 2 s, status line and headers included
 * ``/hostile/<path>``     404 with terminal escapes in its reason phrase
 * ``/slow/<path>``       sends 256 bytes a second (a server that has stalled)
 
@@ -26,6 +30,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+
+#: The total size in Content-Range of the modes that claim one.
+_CLAIMED = {
+    "hugesize": "9" * 20,  # a size no shell arithmetic holds
+    "size16": "1" + "0" * 15,
+    "size15": "9" * 15,
+    "garbled": "12x4",
+}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -49,8 +61,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         mode, _, rest = self.path.lstrip("/").partition("/")
-        if mode not in ("norange", "die", "slow", "hugesize"):
+        if mode not in ("norange", "die", "slow", "redirect", "trickle", *_CLAIMED):
             mode, rest = "", self.path.lstrip("/")
+        if mode == "redirect":
+            self.send_response(302)
+            self.send_header("Location", "/" + rest)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if mode == "trickle":
+            answer = b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/10\r\nContent-Length: 10\r\n\r\n"
+            for byte in answer + bytes(10):
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(2)
+            return
         path = (self.root / rest).resolve()
         if not path.is_relative_to(self.root) or not path.is_file():
             self.send_error(404)
@@ -73,7 +101,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "none" if mode == "norange" else "bytes")
         self.send_header("Content-Length", str(end - start + 1))
         if status == 206:
-            total = "9" * 20 if mode == "hugesize" else size  # a size no shell arithmetic holds
+            total = _CLAIMED.get(mode, size)
             self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
         self.end_headers()
         if head:
