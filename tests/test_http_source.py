@@ -1,13 +1,18 @@
 """An http(s) source in the engine: what `plan` accepts, the command line and the dracut
-modules it gives, and how it asks the server (a real one on loopback) before the boot does."""
+modules it gives, and how it asks the server (a real one on loopback) before the boot does:
+by the boot's rules (no redirect followed, the size of 1-15 digits from Content-Range or
+Content-Length, a URL curl could fetch), within one time bound for the whole probe."""
 
 import json
+import threading
+import time
 
 import pytest
 
-from tests.http_server import closed_port, http_server
+from tests.http_server import closed_port, http_server, make_ca
 from tests.infra import run_cli
 from tui.dracut import dracut_options
+from tui.http_source import TIMEOUT, URL_FORMS, Unreachable, _parse_url, probe
 from tui.image_create import create, make_plan
 from tui.plan import Plan, kernel_cmdline, parse_source
 
@@ -112,3 +117,113 @@ def test_a_hostile_reason_phrase_is_shown_literally(fake_target, www):
     assert r.returncode == 2 and "the server answered HTTP 404" in r.stderr, r.stderr
     assert "\x1b" not in r.stderr and "\x07" not in r.stderr  # no escape reaches the terminal
     assert "pwned" in r.stderr  # shown, as text
+
+
+# What `plan` asks is what the boot asks (tr_http_probe): the same request, the same rules.
+
+
+def test_a_redirect_is_a_problem_and_is_not_followed(www):
+    root, _ = www
+    with http_server(root) as server:
+        found = probe(f"http://127.0.0.1:{server.port}/redirect/images/r.tar.zst")
+    assert found.status == 302 and found.problem is not None
+    assert found.problem.startswith("the server redirects to '/images/r.tar.zst' (HTTP 302); the boot does not")
+    assert [path for _, path, _ in server.requests] == ["/redirect/images/r.tar.zst"]  # asked once, not followed
+
+
+@pytest.mark.parametrize(
+    "mode,says",
+    [
+        ("garbled", "the server did not say the image's size"),  # bytes 0-65535/12x4
+        ("size16", "the server did not say the image's size"),  # 16 digits: more than the boot takes
+        ("size15", "truncated or extended: 999999999999999 bytes"),  # the most it takes: the index is checked
+    ],
+)
+def test_the_size_is_read_as_the_boot_reads_it(www, mode, says):
+    root, _ = www
+    with http_server(root) as server:
+        found = probe(f"http://127.0.0.1:{server.port}/{mode}/images/r.tar.zst")
+    assert found.format == "sharded" and found.problem is not None and says in found.problem, found
+
+
+def test_the_size_is_taken_from_the_range_answer(www):
+    root, _ = www
+    with http_server(root) as server:
+        found = probe(f"http://127.0.0.1:{server.port}/images/r.tar.zst")
+        plain = probe(f"http://127.0.0.1:{server.port}/norange/images/notes.txt")
+    size = (root / "images/r.tar.zst").stat().st_size
+    assert (found.status, found.size, found.ranges, found.problem) == (206, size, True, None)
+    assert found.uncompressed and found.uncompressed > 256 * 4096
+    assert (plain.status, plain.size, plain.ranges, plain.problem) == (
+        200,
+        15,
+        False,
+        "is not an archive (by its first bytes)",
+    )
+
+
+@pytest.mark.parametrize(
+    "url,says",
+    [
+        ("http://[12]/images/r.tar.zst", "the host '[12]' is not an IPv6 address"),
+        ("http://[fe80::1%25eth0]/r.tar.zst", "is not an IPv6 address"),
+        ("http://[::1/r.tar.zst", "it is not http(s)://host"),
+        ("http://127.0.0.1:0/r.tar.zst", "the port '0' is not 1-65535"),
+        ("http://127.0.0.1:65536/r.tar.zst", "the port '65536' is not 1-65535"),
+        ("http://127.0.0.1:8o/r.tar.zst", "the port '8o' is not 1-65535"),
+        ("http://127.0.0.300/r.tar.zst", "the host '127.0.0.300' is not an IPv4 address"),
+        ("http://127.0.0.1/a b.tar.zst", "its path has spaces"),
+    ],
+)
+def test_a_url_the_boot_cannot_fetch_is_one_line_saying_what_is_accepted(url, says):
+    found = probe(url)  # refused before anything is asked of the network
+    assert found.problem and found.problem.startswith("not a URL the boot can fetch: ") and says in found.problem
+    assert found.problem.endswith("accepted: " + URL_FORMS) and "\n" not in found.problem
+
+
+def test_host_names_are_dns_names():
+    assert _parse_url("https://images.example.org:8443/a/b") == ("https", "images.example.org", 8443, "/a/b")
+    assert _parse_url("http://[fd00::1]") == ("http", "[fd00::1]", 80, "/")
+    for host in ("-bad", "bad-", "a..b", "a_b", "x" * 64, ".".join(["a"] * 130)):
+        with pytest.raises(ValueError, match="is not a DNS name"):
+            _parse_url(f"http://{host}/")
+
+
+def test_plan_refuses_a_bad_ipv6_literal_in_one_line(fake_target):
+    (fake_target / "usr/bin/curl").write_text("")
+    r = plan_cli(fake_target, "http://[12]/", "images/r.tar.zst", "--sha256=" + "b" * 64)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "at http://[12]/images/r.tar.zst: not a URL the boot can fetch: the host '[12]'" in r.stderr
+
+
+def test_a_server_that_trickles_cannot_hold_the_probe_longer_than_its_bound(www):
+    """One byte every 2 s: every read gets something, so only a deadline for the whole probe
+    ends it; the probe gives up within TIMEOUT and says so (a warning in the plan)."""
+    root, _ = www
+    outcome: list = []
+
+    def ask():
+        try:
+            outcome.append(probe(f"http://127.0.0.1:{server.port}/trickle/images/r.tar.zst"))
+        except Unreachable as e:
+            outcome.append(e)
+
+    with http_server(root) as server:
+        started = time.monotonic()
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        asking.join(TIMEOUT + 5)
+        took = time.monotonic() - started
+    assert not asking.is_alive() and took < TIMEOUT + 3, f"the probe still runs after {took:.0f} s"
+    assert isinstance(outcome[0], Unreachable) and f"within {TIMEOUT:g} s" in str(outcome[0])
+
+
+def test_https_is_checked_against_the_ca_given(www, tmp_path):
+    root, _ = www
+    ca, cert, key = make_ca(tmp_path / "ca")
+    with http_server(root, tls=(cert, key)) as server:
+        url = f"https://127.0.0.1:{server.port}/images/r.tar.zst"
+        found = probe(url, cafile=str(ca))
+        with pytest.raises(Unreachable, match="cannot be reached from here .*CERTIFICATE_VERIFY_FAILED"):
+            probe(url)
+    assert (found.status, found.format, found.problem) == (206, "sharded", None)
