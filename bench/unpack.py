@@ -10,10 +10,14 @@ the gzip image, the blog recipe's `xz -d | tar -x` on the xz image, and the floo
 plain tar of the uncompressed tree from page cache; `cp -a` of the tree). All archives are
 made first and synced; then each method runs RUNS times in rotation, from page cache, into
 a new tmpfs each time; best and median are reported, with the peak memory of the unpack's
-processes (their resident sets summed, sampled every 10 ms: the tmpfs itself is not in
-it), as a table and as JSON, followed by the scaling estimate for more cores.
+processes (their resident sets summed, plus what the unpack holds in its run directory, a
+tmpfs of its own as the initramfs's /run is, where a pinned image's parts are verified
+before they are unpacked; sampled every 10 ms: the new root itself is not in it), as a table
+and as JSON, followed by the scaling estimate for more cores. `--compare-lib REV` adds the
+pinned run with the module's library of git revision REV (e.g. the one before
+verify-before-effect, d7d999b).
 
-    python3 bench/unpack.py [--tree DIR] [--runs 3] [--json bench/results/unpack.json]
+    python3 bench/unpack.py [--tree DIR] [--runs 3] [--json bench/results/unpack.json] [--compare-lib REV]
 
 The default tree is the Debian 12 system the test suite debootstraps
 (/var/cache/tmpfs-root-tests/target-bookworm-*, made by `python3 -m pytest -m qemu`).
@@ -25,6 +29,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,11 +82,14 @@ def _session_rss(session: int) -> int:
 
 
 def timed_into_tmpfs(command: list[str], runs: int, env=None) -> tuple[list[float], int]:
-    """Times of *runs* runs, and the highest summed resident memory seen in any of them."""
+    """Times of *runs* runs, and the highest memory seen in any of them: the processes'
+    resident sets summed, plus what the unpack holds in its run directory (a tmpfs of its
+    own, as the initramfs's /run is: a pinned image's parts are verified there before they
+    are unpacked)."""
     times, peak = [], 0
     for _ in range(runs):
         dest = tmpfs()
-        run = Path(tempfile.mkdtemp(prefix="bench-run-"))
+        run = tmpfs("2g")
         argv = [a.replace("@DEST@", str(dest)).replace("@RUN@", str(run)) for a in command]
         t0 = time.perf_counter()
         proc = subprocess.Popen(
@@ -92,19 +100,28 @@ def timed_into_tmpfs(command: list[str], runs: int, env=None) -> tuple[list[floa
             start_new_session=True,
         )
         while proc.poll() is None:
-            peak = max(peak, _session_rss(proc.pid))
+            peak = max(peak, _session_rss(proc.pid) + shutil.disk_usage(run).used)
             time.sleep(0.01)
         times.append(time.perf_counter() - t0)
         if proc.returncode != 0:
             raise SystemExit(f"{argv} failed with {proc.returncode}")
         drop(dest)
-        subprocess.run(["rm", "-rf", str(run)], check=True)
+        drop(run)
     return times, peak
 
 
-def module_unpack(archive: Path, fmt: str, sha: str = "", cores: str | None = None) -> list[str]:
-    script = f'. "{LIB}"; tr_unpack "{archive}" {fmt} @DEST@ "{sha}" || exit 1'
+def module_unpack(archive: Path, fmt: str, sha: str = "", cores: str | None = None, lib: Path = LIB) -> list[str]:
+    script = f'. "{lib}"; tr_unpack "{archive}" {fmt} @DEST@ "{sha}" || exit 1'
     return (["taskset", "-c", cores] if cores else []) + ["dash", "-c", script]
+
+
+def old_lib(rev: str, work: Path) -> Path:
+    """The module's library as it was at git revision *rev*, written into *work*."""
+    rel = LIB.relative_to(REPO)
+    text = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{rel}"], capture_output=True, check=True).stdout
+    path = work / f"tmpfs-root-lib-{rev}.sh"
+    path.write_bytes(text)
+    return path
 
 
 def main() -> int:
@@ -114,6 +131,11 @@ def main() -> int:
     ap.add_argument("--json", default=str(REPO / "bench/results/unpack.json"))
     ap.add_argument("--work", default="/var/tmp", help="where the archives are written")
     ap.add_argument("--skip-xz", action="store_true", help="leave out xz (4 minutes to pack)")
+    ap.add_argument(
+        "--compare-lib",
+        metavar="REV",
+        help="also run the pinned sharded unpack with the module's library as it was at git revision REV",
+    )
     args = ap.parse_args()
     tree = Path(args.tree or sorted(glob.glob("/var/cache/tmpfs-root-tests/target-bookworm-*"))[-1])
     files = sum(len(d) + len(f) for _, d, f in os.walk(tree))
@@ -151,6 +173,18 @@ def main() -> int:
             module_unpack(archives["sharded"], "sharded", shas["sharded"]),
         ),
         ("module, sharded zst, 1 core", "sharded", None, module_unpack(archives["sharded"], "sharded", cores="0")),
+        *(
+            [
+                (
+                    f"module at {args.compare_lib}, sharded zst, sha256 pinned",
+                    "sharded",
+                    None,
+                    module_unpack(archives["sharded"], "sharded", shas["sharded"], lib=old_lib(args.compare_lib, work)),
+                )
+            ]
+            if args.compare_lib
+            else []
+        ),
         ("module, zst one stream (--shards 1)", "zst", pack_s["zst"], module_unpack(archives["zst"], "zstd")),
         ("module, zst one stream, 1 core", "zst", None, module_unpack(archives["zst"], "zstd", cores="0")),
     ]
