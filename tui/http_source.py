@@ -74,10 +74,12 @@ def probe(url: str, cafile: str | None = None, timeout: float = TIMEOUT) -> Prob
         return Probed(url, 0, None, False, None, None, f"not a URL the boot can fetch: {e}; accepted: {URL_FORMS}")
     deadline = time.monotonic() + timeout
 
+    late = f"no whole answer within {timeout:g} s"
+
     def left() -> float:
         rest = deadline - time.monotonic()
         if rest <= 0:
-            raise TimeoutError(f"no whole answer within {timeout:g} s")
+            raise TimeoutError(late)
         return rest
 
     sock = None
@@ -118,7 +120,9 @@ def probe(url: str, cafile: str | None = None, timeout: float = TIMEOUT) -> Prob
         head = _read_head(reply)
         size = _size(reply, status)
     except (OSError, ValueError) as e:  # name, connection, TLS, time
-        raise Unreachable(f"{url} cannot be reached from here ({shown(str(e), 120)})") from None
+        # a read the deadline cut short says only "timed out"
+        why = late if isinstance(e, TimeoutError) and time.monotonic() >= deadline else str(e)
+        raise Unreachable(f"{url} cannot be reached from here ({shown(why, 120)})") from None
     except http.client.HTTPException as e:
         what = f"{type(e).__name__} {shown(str(e), 60)}".strip()
         return Probed(url, 0, None, False, None, None, f"the server's answer is not HTTP the boot reads ({what})")
