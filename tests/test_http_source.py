@@ -227,3 +227,24 @@ def test_https_is_checked_against_the_ca_given(www, tmp_path):
         with pytest.raises(Unreachable, match="cannot be reached from here .*CERTIFICATE_VERIFY_FAILED"):
             probe(url)
     assert (found.status, found.format, found.problem) == (206, "sharded", None)
+
+
+def test_an_index_longer_than_the_first_64k_is_read_whole(tmp_path):
+    """An image of over ~500 shards has an index longer than the 64 KiB of the first request:
+    the probe asks for the whole index, as the boot does, instead of reading a cut one as
+    damaged."""
+    from tests.test_hostile_images import member, sharded, tar_of
+    from tui import image_index
+
+    parts = [tar_of([member(f"f{n}", data=b"x")], tmp_path) for n in range(560)]
+    parts.append(tar_of([member(".", "dir")], tmp_path))
+    www = tmp_path / "www"
+    www.mkdir()
+    sharded(www / "many.tar.zst", parts)
+    frame = int.from_bytes((www / "many.tar.zst").read_bytes()[4:8], "little") + 8
+    assert frame > 1 << 16
+    with http_server(www) as server:
+        found = probe(f"http://127.0.0.1:{server.port}/many.tar.zst")
+    assert found.problem is None, found.problem
+    assert found.format == "sharded" and found.uncompressed == sum(len(p) for p in parts)
+    assert image_index.MAX_INDEX + 8 >= frame

@@ -1,7 +1,8 @@
 """An image served over HTTP(S), as `plan` checks it before the boot fetches it.
 
 One request, as the boot's first one (tr_http_probe in the dracut module, curl without -L):
-the image's first 64 KiB by a range request. It tells whether the image is there, its
+the image's first 64 KiB by a range request (and, as the boot, a second one for the whole
+index of a sharded image whose index is longer, over ~500 shards). It tells whether the image is there, its
 format (by its first bytes), its size, whether the server answers range requests (a
 sharded image needs them), and for a sharded image its uncompressed size from the index.
 Nothing is downloaded whole.
@@ -82,43 +83,14 @@ def probe(url: str, cafile: str | None = None, timeout: float = TIMEOUT) -> Prob
             raise TimeoutError(late)
         return rest
 
-    sock = None
     try:
-        sock = _connect(host, port, left)
-        if scheme == "https":
-            context = ssl.create_default_context(cafile=cafile)
-            sock = context.wrap_socket(sock, server_hostname=host.strip("[]"), do_handshake_on_connect=False)
-            sock.settimeout(left())  # the handshake's whole time, not each read's
-            sock.do_handshake()
-        default = 443 if scheme == "https" else 80
-        authority = host if port == default else f"{host}:{port}"
-        sock.settimeout(left())
-        sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nRange: bytes=0-{PROBE_BYTES - 1}\r\n"
-            "User-Agent: tmpfs-root\r\nAccept: */*\r\nConnection: close\r\n\r\n".encode("ascii")
-        )
-        reply = http.client.HTTPResponse(_DeadlineSocket(sock, left), method="GET")  # type: ignore[arg-type]
-        reply.begin()
-        status = reply.status
-        if 300 <= status < 400:
-            where = shown(reply.getheader("Location") or "nowhere", 120)
-            return Probed(
-                url,
-                status,
-                None,
-                False,
-                None,
-                None,
-                f"the server redirects to {where} (HTTP {status}); the boot does not follow redirects; "
-                "accepted: the URL the image is served at",
-            )
-        if status >= 400:
-            # the reason phrase is the server's text: shown literally, bounded
-            return Probed(
-                url, status, None, False, None, None, f"the server answered HTTP {status} ({shown(reply.reason, 60)})"
-            )
-        head = _read_head(reply)
-        size = _size(reply, status)
+        status, location, reason, head, size = _get(scheme, host, port, path, cafile, left, PROBE_BYTES)
+        if status == 206 and image_index.is_sharded(head) and size is not None:
+            # an index longer than the first bytes (an image of over ~500 shards): the boot
+            # fetches it whole, and so does the probe
+            frame = 8 + int.from_bytes(head[4:8], "little")
+            if len(head) < frame <= min(size, 8 + image_index.MAX_INDEX):
+                status, location, reason, head, size = _get(scheme, host, port, path, cafile, left, frame)
     except (OSError, ValueError) as e:  # name, connection, TLS, time
         # a read the deadline cut short says only "timed out"
         why = late if isinstance(e, TimeoutError) and time.monotonic() >= deadline else str(e)
@@ -126,9 +98,20 @@ def probe(url: str, cafile: str | None = None, timeout: float = TIMEOUT) -> Prob
     except http.client.HTTPException as e:
         what = f"{type(e).__name__} {shown(str(e), 60)}".strip()
         return Probed(url, 0, None, False, None, None, f"the server's answer is not HTTP the boot reads ({what})")
-    finally:
-        if sock is not None:
-            sock.close()
+    if 300 <= status < 400:
+        return Probed(
+            url,
+            status,
+            None,
+            False,
+            None,
+            None,
+            f"the server redirects to {shown(location or 'nowhere', 120)} (HTTP {status}); the boot does not follow "
+            "redirects; accepted: the URL the image is served at",
+        )
+    if status >= 400:
+        # the reason phrase is the server's text: shown literally, bounded
+        return Probed(url, status, None, False, None, None, f"the server answered HTTP {status} ({shown(reason, 60)})")
     fmt = detect_format_bytes(head)
     found = Probed(url, status, size, status == 206, fmt, None)
     if size is None:
@@ -143,6 +126,36 @@ def probe(url: str, cafile: str | None = None, timeout: float = TIMEOUT) -> Prob
     elif fmt == "tar":
         found.uncompressed = size
     return found
+
+
+def _get(scheme: str, host: str, port: int, path: str, cafile: str | None, left: Callable[[], float], want: int):
+    """One GET of bytes [0, *want*) of *path*, as the boot's curl asks: (status, Location,
+    reason, the body's first *want* bytes, the image's size as the boot reads it). The body
+    is read only for a 2xx answer. Raises OSError (TimeoutError past the deadline *left*
+    keeps), ValueError or http.client.HTTPException."""
+    sock = None
+    try:
+        sock = _connect(host, port, left)
+        if scheme == "https":
+            context = ssl.create_default_context(cafile=cafile)
+            sock = context.wrap_socket(sock, server_hostname=host.strip("[]"), do_handshake_on_connect=False)
+            sock.settimeout(left())  # the handshake's whole time, not each read's
+            sock.do_handshake()
+        default = 443 if scheme == "https" else 80
+        authority = host if port == default else f"{host}:{port}"
+        sock.settimeout(left())
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nRange: bytes=0-{want - 1}\r\n"
+            "User-Agent: tmpfs-root\r\nAccept: */*\r\nConnection: close\r\n\r\n".encode("ascii")
+        )
+        reply = http.client.HTTPResponse(_DeadlineSocket(sock, left), method="GET")  # type: ignore[arg-type]
+        reply.begin()
+        if not 200 <= reply.status < 300:
+            return reply.status, reply.getheader("Location"), reply.reason, b"", None
+        return reply.status, None, reply.reason, _read_head(reply, want), _size(reply, reply.status)
+    finally:
+        if sock is not None:
+            sock.close()
 
 
 def _parse_url(url: str) -> tuple[str, str, int, str]:
@@ -228,15 +241,15 @@ class _DeadlineReader(io.RawIOBase):
         return self.sock.recv_into(buffer)
 
 
-def _read_head(reply: http.client.HTTPResponse) -> bytes:
-    """Up to PROBE_BYTES of the answer's body; what came before the server stopped, when it did
+def _read_head(reply: http.client.HTTPResponse, want: int = PROBE_BYTES) -> bytes:
+    """Up to *want* bytes of the answer's body; what came before the server stopped, when it did
     (the boot, too, goes on with the bytes it got)."""
     head = b""
-    while len(head) < PROBE_BYTES:
+    while len(head) < want:
         try:
-            chunk = reply.read(PROBE_BYTES - len(head))
+            chunk = reply.read(want - len(head))
         except http.client.IncompleteRead as e:
-            return head + e.partial[: PROBE_BYTES - len(head)]
+            return head + e.partial[: want - len(head)]
         if not chunk:
             break
         head += chunk
