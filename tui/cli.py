@@ -284,8 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="permissions of FILE and FILE.sha256 (default 0600: the image holds /etc/shadow and "
         "the SSH host keys); at most 0644, e.g. --mode 0640 for a web server's group",
     )
+    from tui.image_create import PER_HOST
+
+    c.add_argument(
+        "--generic",
+        action="store_true",
+        help="a fleet image, booted on many hosts: leave out what must differ per host, so every "
+        "node has its own identity (the tree is not changed): " + "; ".join(f"{p[1:]} ({why})" for p, why in PER_HOST),
+    )
     c.add_argument("--yes", action="store_true", help="replace FILE if it exists")
-    _add_dry_run(c, "show what would be packed (folders, mounts left out, size) and write nothing")
+    _add_dry_run(c, "show what would be packed (folders, mounts and per-host files left out, size) and write nothing")
     i = isub.add_parser(
         "inspect",
         help="format, sizes, file count and recommended tmpfs size",
@@ -633,6 +641,8 @@ def _image_create(args, console, engine: Engine) -> int:
         args.source, args.output, args.format, args.level, args.exclude, args.with_mount, args.shards
     )
     plan.mode = mode
+    if args.generic:
+        plan.make_generic()
     if plan.output.exists() and not args.yes and not args.dry_run:
         raise UsageError(f"--output {shown(args.output)}: exists; pass --yes to replace it")
     for m in plan.skipped_mounts:
@@ -652,6 +662,9 @@ def _image_create(args, console, engine: Engine) -> int:
         )
         print(f"  separate filesystems packed: {', '.join('/' + m for m in plan.mounts) or 'none'}")
         print(f"  mode of the image and its .sha256: {plan.mode:04o}")
+        if plan.generic:
+            left_out = ", ".join(escape(p) for p in plan.per_host) or "none found"
+            print(f"  per-host files (--generic): /etc/machine-id packed empty; left out: {left_out}")
         print("(dry run: nothing was written)")
         return EXIT_OK
     with _progress_bar(console, "packing", True) as bar, _cancel_on_signals(engine):

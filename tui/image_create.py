@@ -10,6 +10,15 @@ is written under a temporary name and renamed at the end, then FILE.sha256.
 An image holds the tree's secrets (/etc/shadow, SSH host keys): it and its sidecar are
 0600 unless ``--mode`` widens them (at most read for group and others), and the partial
 file is created 0600, so nobody else can read it while it is written, whatever the umask.
+
+A fleet image gives every node its own identity: with ``--generic`` (``generic=True``,
+``CreatePlan.make_generic``) what must differ from host to host (PER_HOST: the machine ID,
+the SSH host keys, the random seed, the credential key, DHCP leases) is left out, and
+/etc/machine-id is packed empty, so an image made once and booted on many hosts does not
+make them share any of it. It goes through the same two means as the fstab: exclusions, and
+files packed from a staging folder in place of the tree's (``CreatePlan.staged``). The tree
+is never changed. A node booted with root=tmpfs: makes its own SSH host keys before sshd
+starts (the module's tmpfs-root-identity.sh).
 """
 
 from __future__ import annotations
@@ -70,6 +79,23 @@ FSTAB_NOTE = "# tmpfs-root: commented out in the image: / is a tmpfs unpacked at
 IMAGE_MODE = 0o600
 #: The most --mode may give: read and write for the owner, read for group and others.
 WIDEST_MODE = 0o644
+#: What differs from host to host, so what --generic leaves out (anchored tar patterns), each
+#: with why. /etc/machine-id is not left out but packed empty (MACHINE_ID).
+PER_HOST = (
+    (
+        "./etc/machine-id",
+        "packed empty, mode 0444: systemd makes a new one at each boot, where a missing one "
+        "would make every boot a first boot",
+    ),
+    ("./var/lib/dbus/machine-id", "D-Bus's copy of the machine ID; a symbolic link to /etc/machine-id is kept"),
+    ("./etc/ssh/ssh_host_*key", "SSH host keys: a node booted with root=tmpfs: makes its own before sshd starts"),
+    ("./etc/ssh/ssh_host_*key.pub", "their public halves"),
+    ("./var/lib/systemd/random-seed", "the kernel's random pool would start from the same seed on every node"),
+    ("./var/lib/systemd/credential.secret", "the key of this host's encrypted service credentials"),
+    ("./var/lib/dhcp/*", "DHCP leases: the nodes would ask for this host's address"),
+)
+#: The machine ID a --generic image holds: an empty file, read-only as systemd expects.
+MACHINE_ID = ("etc/machine-id", "", 0o444)
 
 Progress = Callable[[int, int, int, int], None]  # bytes done, bytes total, files done, files total
 
@@ -95,9 +121,43 @@ class CreatePlan:
     fstab: str | None = None  # the image's rewritten /etc/fstab
     shards: int | None = None  # zst: shards of the sharded format (None: by size; 1: one stream)
     mode: int = IMAGE_MODE  # of the image and FILE.sha256 (parse_mode: at most WIDEST_MODE)
+    generic: bool = False  # --generic: what differs per host is left out (PER_HOST)
+    per_host: list[str] = field(default_factory=list)  # what --generic leaves out of this tree (/etc/...)
 
     def sharded(self) -> bool:
         return self.format == "zst" and self.shards != 1
+
+    def staged(self) -> list[tuple[str, str, int]]:
+        """The files the image holds in place of the tree's (name, content, mode), written to
+        the staging folder and packed from there: the rewritten /etc/fstab, and for --generic
+        the empty /etc/machine-id."""
+        files = [] if self.fstab is None else [("etc/fstab", self.fstab, 0o644)]
+        return files + ([MACHINE_ID] if self.generic else [])
+
+    def make_generic(self) -> None:
+        """--generic: leave out what differs from host to host (PER_HOST) and pack an empty
+        /etc/machine-id; *per_host* names what this tree holds of it. Raises CreateError."""
+        if self.generic:
+            return
+        if not (self.source / "etc").is_dir():
+            raise CreateError(f"--generic: {shown(str(self.source))} has no /etc; accepted: a root tree")
+        if self.sharded() and self.fstab is None:
+            # A sharded image packs its staged files in its first shard with the fstab's folder.
+            raise CreateError(
+                f"--generic: {shown(str(self.source))} has no /etc/fstab, beside which a sharded image "
+                "packs the empty /etc/machine-id; accepted: --shards 1 (or --format gz, xz, lz4, tar)"
+            )
+        self.generic = True
+        for pattern, _ in PER_HOST:
+            if pattern == "./var/lib/dbus/machine-id" and _links_to_machine_id(self.source / pattern):
+                continue
+            self.excludes.append(pattern)
+            found = sorted(str(p.relative_to(self.source)) for p in self.source.glob(pattern[2:]))
+            self.per_host += ["/" + f for f in found if f != MACHINE_ID[0]]
+
+    def _staged_names(self, staging: Path) -> list[str]:
+        names = [name for name, _, _ in self.staged()]
+        return ["-C", str(staging.resolve()), *names] if names else []
 
     def _tar_common(self) -> list[str]:
         argv = ["tar", "--create", "--file=-", "--numeric-owner", "--sparse", "--xattrs", "--xattrs-include=*"]
@@ -112,19 +172,18 @@ class CreatePlan:
         argv += [f"--exclude={p}" for p in self.excludes if p.startswith("./")]
         argv += ["--no-anchored"] + [f"--exclude={p}" for p in self.excludes if not p.startswith("./")]
         argv += ["--anchored", "."] + [f"./{m}" for m in self.mounts]
-        if self.fstab is not None:
-            argv += ["-C", str(staging), "etc/fstab"]
-        return argv
+        return argv + self._staged_names(staging)
 
     def part_tar_argv(self, listing: Path, staging: Path | None, record: int = 10240) -> list[str]:
         """One part of a sharded image: exactly the members named in *listing* (NUL-separated,
-        as walk() found them; one that vanished since is a warning), then the image's fstab
-        from *staging* when given; a tar stream of whole records of *record* bytes."""
+        as walk() found them; one that vanished since is a warning), then the staged files
+        (the image's fstab, its empty machine ID) from *staging* when given; a tar stream of
+        whole records of *record* bytes."""
         argv = self._tar_common() + ["--ignore-failed-read", "--no-recursion", "-C", str(self.source)]
         argv += [f"--blocking-factor={record // 512}"]
         argv += ["--null", "--verbatim-files-from", "-T", str(listing)]
         if staging is not None:
-            argv += ["-C", str(staging.resolve()), "etc/fstab"]  # named as one stream names it
+            argv += self._staged_names(staging)  # named as one stream names them
         return argv
 
     def compressor_argv(self) -> list[str] | None:
@@ -153,8 +212,10 @@ def make_plan(
     with_mounts: list[str] | None = None,
     mountinfo: str | None = None,
     shards: int | str | None = "auto",
+    generic: bool = False,
 ) -> CreatePlan:
-    """Decide what to pack; raises CreateError naming the option at fault."""
+    """Decide what to pack (*generic*: --generic, see CreatePlan.make_generic); raises
+    CreateError naming the option at fault."""
     src = Path(os.path.abspath(source))
     out = Path(os.path.abspath(output))
     if not src.is_dir():
@@ -221,7 +282,19 @@ def make_plan(
         plan.fstab = rewrite_fstab(
             fstab.read_text(errors="replace"), _images_mountpoint(src, out, below), images_volume_ids(out, mountinfo)
         )
+    if generic:
+        plan.make_generic()
     return plan
+
+
+def _links_to_machine_id(path: Path) -> bool:
+    """Whether *path* (the tree's /var/lib/dbus/machine-id) is a symbolic link to
+    /etc/machine-id, absolute or relative: it then names the node's own."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return False
+    return os.path.normpath(os.path.join("/var/lib/dbus", target)) == "/etc/machine-id"
 
 
 def parse_mode(text: str) -> int:
@@ -479,9 +552,10 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
             # the file is being written, which a later run's sweep_partials respects.
             fcntl.flock(fd, fcntl.LOCK_EX)
             with tempfile.TemporaryDirectory(prefix="tmpfs-root-image-") as staging:
-                if plan.fstab is not None:
-                    (Path(staging) / "etc").mkdir()
-                    (Path(staging) / "etc/fstab").write_text(plan.fstab)
+                for name, content, mode in plan.staged():
+                    (Path(staging) / name).parent.mkdir(exist_ok=True)
+                    (Path(staging) / name).write_text(content)
+                    (Path(staging) / name).chmod(mode)
                 with os.fdopen(fd, "wb") as out:
                     if plan.sharded():
                         from tui import image_shards
@@ -495,7 +569,7 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
                     out.flush()
                     set_owner_and_mode(out.fileno(), plan.mode)  # complete: given its mode
                     os.fsync(out.fileno())
-            if files - (2 if plan.fstab is not None else 1) <= 0:
+            if files - 1 - len(plan.staged()) <= 0:
                 raise CreateError(
                     f"--from {shown(str(plan.source))}: the image would hold no files "
                     "(everything is left out by --exclude); accepted: a root tree"

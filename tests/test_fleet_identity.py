@@ -1,0 +1,164 @@
+"""A fleet image gives every node its own identity: ``image create --generic`` leaves out of
+the image (never out of the tree) what must differ from host to host and packs an empty
+/etc/machine-id, in every format; without it the image holds them all."""
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.infra import run_cli
+from tui.image_create import PER_HOST, CreateError, make_plan
+
+MACHINE_ID = "0123456789abcdef0123456789abcdef\n"
+#: What --generic leaves out of the tree below, and what it keeps beside them.
+PER_HOST_FILES = (
+    "etc/ssh/ssh_host_rsa_key",
+    "etc/ssh/ssh_host_rsa_key.pub",
+    "etc/ssh/ssh_host_ed25519_key",
+    "etc/ssh/ssh_host_ed25519_key.pub",
+    "var/lib/systemd/random-seed",
+    "var/lib/systemd/credential.secret",
+    "var/lib/dhcp/dhclient.eth0.leases",
+    "var/lib/dbus/machine-id",
+)
+KEPT = ("etc/ssh/sshd_config", "etc/ssh/moduli", "var/lib/systemd/timers/stamp", "etc/hostname", "etc/fstab")
+KEPT_DIRS = ("etc/ssh", "var/lib/dhcp", "var/lib/systemd", "var/lib/dbus")
+
+
+def fleet_tree(root: Path, dbus_link: str | None = None) -> Path:
+    """A root holding a host's identity; /var/lib/dbus/machine-id a copy, or a link to *dbus_link*."""
+    for rel in (*PER_HOST_FILES, *KEPT):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel == "var/lib/dbus/machine-id" and dbus_link:
+            continue
+        (root / rel).write_text(MACHINE_ID if "machine-id" in rel else f"{rel} of this host\n")
+    (root / "etc/fstab").write_text("UUID=1111 / ext4 defaults 0 1\n")
+    (root / "etc/machine-id").write_text(MACHINE_ID)
+    (root / "etc/machine-id").chmod(0o444)
+    if dbus_link:
+        (root / "var/lib/dbus/machine-id").symlink_to(dbus_link)
+    return root
+
+
+def tar_stream(image: Path) -> bytes:
+    """The image's tar: every part of a sharded image, one after the other, or the one stream."""
+    unpack = {".zst": ["zstd", "-dc"], ".gz": ["gzip", "-dc"]}.get(image.suffix, ["cat"])
+    return subprocess.run([*unpack, str(image)], capture_output=True, check=True).stdout
+
+
+def members(image: Path) -> list[tuple[str, str, int, str]]:
+    """(name without ./, mode, size, link target) of each member, as GNU tar lists them: every
+    shard of a sharded image, or the one stream."""
+    data = tar_stream(image)
+    out = subprocess.run(
+        ["tar", "-tv", "--ignore-zeros", "--numeric-owner", "--quoting-style=literal"],
+        input=data,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    found = []
+    for line in out.splitlines():
+        perms, _, size, _, _, rest = line.split(None, 5)
+        name, _, link = rest.partition(" -> ")
+        found.append((name.removeprefix("./").rstrip("/") or ".", perms, int(size), link))
+    return found
+
+
+def unpacked_file(image: Path, name: str) -> bytes:
+    """The content of member *name* (stored as name or ./name)."""
+    with tarfile.open(fileobj=io.BytesIO(tar_stream(image)), ignore_zeros=True) as t:
+        found = [m for m in t.getmembers() if m.name.removeprefix("./") == name]
+        assert len(found) == 1, found
+        f = t.extractfile(found[0])
+        assert f is not None
+        return f.read()
+
+
+FORMATS = [([], "root.tar.zst"), (["--shards=1"], "root.tar.zst"), (["--format=gz"], "root.tar.gz")]
+FORMAT_IDS = ["sharded-default", "one-zstd-stream", "gz"]
+
+
+@pytest.mark.parametrize("args,name", FORMATS, ids=FORMAT_IDS)
+def test_generic_leaves_out_what_differs_per_host_and_empties_the_machine_id(tmp_path, args, name):
+    tree = fleet_tree(tmp_path / "tree")
+    image = tmp_path / name
+    made = run_cli("image", "create", f"--from={tree}", f"--output={image}", "--generic", *args)
+    assert made.returncode == 0, made.stderr
+    listed = members(image)
+    names = [m[0] for m in listed]
+    for gone in PER_HOST_FILES:
+        assert gone not in names, gone
+    for kept in (*KEPT, *KEPT_DIRS):
+        assert kept in names, kept
+    # /etc/machine-id: once, an empty regular file, read-only (systemd makes one at each boot)
+    ids = [m for m in listed if m[0] == "etc/machine-id"]
+    assert [(perms, size) for _, perms, size, _ in ids] == [("-r--r--r--", 0)], ids
+    assert unpacked_file(image, "etc/machine-id") == b""
+    assert names.count("etc/fstab") == 1 and b"#UUID=1111 /" in unpacked_file(image, "etc/fstab")
+    # the tree is not changed
+    assert (tree / "etc/machine-id").read_text() == MACHINE_ID
+    assert all((tree / rel).exists() for rel in PER_HOST_FILES)
+
+
+@pytest.mark.parametrize("args,name", FORMATS, ids=FORMAT_IDS)
+def test_without_generic_the_image_holds_the_hosts_identity(tmp_path, args, name):
+    tree = fleet_tree(tmp_path / "tree")
+    image = tmp_path / name
+    made = run_cli("image", "create", f"--from={tree}", f"--output={image}", *args)
+    assert made.returncode == 0, made.stderr
+    names = [m[0] for m in members(image)]
+    for held in (*PER_HOST_FILES, *KEPT, "etc/machine-id"):
+        assert held in names, held
+    assert unpacked_file(image, "etc/machine-id").decode() == MACHINE_ID
+    assert unpacked_file(image, "etc/ssh/ssh_host_ed25519_key") == b"etc/ssh/ssh_host_ed25519_key of this host\n"
+
+
+@pytest.mark.parametrize("link", ["/etc/machine-id", "../../../etc/machine-id"])
+def test_a_dbus_machine_id_linked_to_etc_is_kept(tmp_path, link):
+    tree = fleet_tree(tmp_path / "tree", dbus_link=link)
+    image = tmp_path / "root.tar"
+    made = run_cli("image", "create", f"--from={tree}", f"--output={image}", "--format=tar", "--generic")
+    assert made.returncode == 0, made.stderr
+    assert ("var/lib/dbus/machine-id", link) in [(m[0], m[3]) for m in members(image)]
+
+
+def test_dry_run_names_what_generic_leaves_out(tmp_path):
+    tree = fleet_tree(tmp_path / "tree")
+    r = run_cli("image", "create", f"--from={tree}", f"--output={tmp_path / 'r.tar.zst'}", "--generic", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if "--generic" in x)
+    assert "/etc/machine-id packed empty" in line
+    for gone in PER_HOST_FILES:
+        assert f"/{gone}" in line, gone
+    assert "sshd_config" not in line
+    assert not list(tmp_path.glob("r.tar.zst*"))
+    plain = run_cli("image", "create", f"--from={tree}", f"--output={tmp_path / 'r.tar.zst'}", "--dry-run")
+    assert "--generic" not in plain.stdout
+
+
+def test_generic_is_documented_item_by_item():
+    r = run_cli("image", "create", "--help")
+    text = " ".join(r.stdout.split())
+    assert "--generic" in text
+    for pattern, why in PER_HOST:
+        assert pattern[1:] in text and " ".join(why.split()) in text, pattern
+
+
+def test_plan_field_and_a_sharded_tree_without_fstab(tmp_path):
+    """make_plan(generic=True) is --generic; a sharded image packs its empty machine ID beside
+    the rewritten fstab, so a tree without one is refused with a one-line reason (one stream
+    takes it)."""
+    tree = fleet_tree(tmp_path / "tree")
+    plan = make_plan(str(tree), str(tmp_path / "r.tar.zst"), generic=True, mountinfo="")
+    assert plan.generic and "./etc/ssh/ssh_host_*key" in plan.excludes
+    assert [name for name, _, _ in plan.staged()] == ["etc/fstab", "etc/machine-id"]
+    assert not make_plan(str(tree), str(tmp_path / "r.tar.zst"), mountinfo="").generic
+    (tree / "etc/fstab").unlink()
+    with pytest.raises(CreateError, match=r"^--generic: .*accepted: --shards 1") as e:
+        make_plan(str(tree), str(tmp_path / "r.tar.zst"), generic=True, mountinfo="")
+    assert "\n" not in str(e.value)
+    plan = make_plan(str(tree), str(tmp_path / "r.tar.zst"), shards=1, generic=True, mountinfo="")
+    assert [name for name, _, _ in plan.staged()] == ["etc/machine-id"]
