@@ -1,8 +1,13 @@
 """A fleet image gives every node its own identity: ``image create --generic`` leaves out of
 the image (never out of the tree) what must differ from host to host and packs an empty
-/etc/machine-id, in every format; without it the image holds them all."""
+/etc/machine-id, in every format; without it the image holds them all. At boot, the
+module's pre-pivot hook writes, only for a root=tmpfs: boot of a systemd root, the unit
+that has the booted system make its own SSH host keys before sshd, and runs nothing of the
+image."""
 
 import io
+import os
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -10,8 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.infra import run_cli
+from tests.test_module_shell import SHELLS, run_sh
+from tui.dracut import MODULE_SOURCE
 from tui.image_create import PER_HOST, CreateError, make_plan
 
+HOOK = MODULE_SOURCE / "tmpfs-root-identity.sh"
+UNIT = "tmpfs-root-host-keys.service"
 MACHINE_ID = "0123456789abcdef0123456789abcdef\n"
 #: What --generic leaves out of the tree below, and what it keeps beside them.
 PER_HOST_FILES = (
@@ -162,3 +171,88 @@ def test_plan_field_and_a_sharded_tree_without_fstab(tmp_path):
     assert "\n" not in str(e.value)
     plan = make_plan(str(tree), str(tmp_path / "r.tar.zst"), shards=1, generic=True, mountinfo="")
     assert [name for name, _, _ in plan.staged()] == ["etc/machine-id"]
+
+
+# ------------------------------------------------------------------ the boot's hook
+def run_hook(shell, tmp_path: Path, cmdline: str = "root=tmpfs:LABEL=IMAGES", systemd: bool = True):
+    """The pre-pivot hook as dracut runs it (sourced, its functions stubbed) on a new root
+    that holds an ssh-keygen and a chroot of its own, which must not run."""
+    newroot = tmp_path / "newroot"
+    (newroot / "usr/bin").mkdir(parents=True, exist_ok=True)
+    (newroot / "usr/lib/systemd").mkdir(parents=True, exist_ok=True)
+    marker = tmp_path / "ran-from-the-image"
+    for tool in ("ssh-keygen", "chroot"):
+        (newroot / "usr/bin" / tool).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (newroot / "usr/bin" / tool).chmod(0o755)
+    if systemd:
+        (newroot / "usr/lib/systemd/systemd").write_text("")
+    run = tmp_path / "run/systemd/system"
+    stub = f'chroot() {{ touch "{marker}"; }}\n'
+    r = run_sh(
+        shell,
+        stub + f". {HOOK}",
+        {"CMDLINE": cmdline, "NEWROOT": str(newroot), "TR_SYSTEMD_RUN": str(run), "TR_RUN": str(tmp_path / "tr")},
+    )
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists()  # nothing of the image ran
+    return r, run
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_the_hook_writes_the_host_keys_unit_and_its_wants_links(shell, tmp_path):
+    r, run = run_hook(shell, tmp_path)
+    unit = (run / UNIT).read_text()
+    lines = unit.splitlines()
+    for line in (
+        "ConditionPathExists=!/etc/initrd-release",
+        "ConditionPathExists=/etc/ssh/sshd_config",
+        "ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key",
+        "Before=ssh.service sshd.service",
+        "ExecStart=ssh-keygen -A",
+        "Type=oneshot",
+    ):
+        assert line in lines, line
+    assert stat.S_IMODE((run / UNIT).stat().st_mode) == 0o644
+    for wanted_by in ("ssh.service", "sshd.service"):
+        link = run / f"{wanted_by}.wants" / UNIT
+        assert os.readlink(link) == f"../{UNIT}"
+        assert link.resolve() == (run / UNIT).resolve()
+    # written under temporary names, renamed: none is left
+    assert sorted(p.name for p in run.rglob(".*")) == []
+    # run again (a second pre-pivot, an emergency shell's retry): the same, nothing else
+    before = {p: (p.is_symlink(), p.read_bytes() if p.is_file() else None) for p in run.rglob("*")}
+    run_hook(shell, tmp_path)
+    assert {p: (p.is_symlink(), p.read_bytes() if p.is_file() else None) for p in run.rglob("*")} == before
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+@pytest.mark.parametrize(
+    "cmdline,systemd",
+    [("root=UUID=1234", True), ("root=/dev/sda2", True), ("", True), ("root=tmpfs:LABEL=IMAGES", False)],
+    ids=["uuid-root", "device-root", "no-root", "no-systemd-in-the-image"],
+)
+def test_the_hook_writes_nothing_unless_a_tmpfs_root_boots_systemd(shell, tmp_path, cmdline, systemd):
+    r, run = run_hook(shell, tmp_path, cmdline, systemd)
+    assert not run.exists() and not (tmp_path / "run").exists(), r.stdout
+    assert r.stderr == ""
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
+def test_the_hook_says_so_when_it_cannot_write(shell, tmp_path):
+    (tmp_path / "run").write_text("")  # a file where the directory would go
+    r, _ = run_hook(shell, tmp_path)
+    assert f"warning: could not write {UNIT}" in r.stderr
+
+
+def test_the_module_installs_the_hook_before_switch_root():
+    lines = [line.strip() for line in (MODULE_SOURCE / "module-setup.sh").read_text().splitlines()]
+    assert 'inst_hook pre-pivot 91 "$moddir/tmpfs-root-identity.sh"' in lines
+
+
+@pytest.mark.needs("systemd-analyze", "ssh-keygen")  # verify looks for the command ExecStart runs
+def test_systemd_accepts_the_unit(tmp_path):
+    _, run = run_hook(["dash"], tmp_path)
+    r = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(run / UNIT)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0 and UNIT not in r.stderr, r.stderr

@@ -59,6 +59,7 @@ install() {
     inst_hook cmdline 90 "$moddir/parse-tmpfs-root.sh"
     inst_hook pre-mount 90 "$moddir/tmpfs-root.sh"
     inst_hook pre-pivot 90 "$moddir/tmpfs-root-selinux.sh"
+    inst_hook pre-pivot 91 "$moddir/tmpfs-root-identity.sh"
     inst_hook emergency 50 "$moddir/tmpfs-root-emergency.sh"
     inst_multiple tar cat tee dd od tr sed awk wc cut sha256sum mkfifo df sleep head tail grep
     # nproc: one worker per core for sharded images (the boot counts /proc/cpuinfo without it);
