@@ -17,7 +17,7 @@ import pytest
 from tests.infra import run_cli
 from tests.test_module_shell import SHELLS, run_sh
 from tui.dracut import MODULE_SOURCE
-from tui.image_create import PER_HOST, CreateError, make_plan
+from tui.image_create import PER_HOST, make_plan
 
 HOOK = MODULE_SOURCE / "tmpfs-root-identity.sh"
 UNIT = "tmpfs-root-host-keys.service"
@@ -157,20 +157,33 @@ def test_generic_is_documented_item_by_item():
 
 
 def test_plan_field_and_a_sharded_tree_without_fstab(tmp_path):
-    """make_plan(generic=True) is --generic; a sharded image packs its empty machine ID beside
-    the rewritten fstab, so a tree without one is refused with a one-line reason (one stream
-    takes it)."""
+    """make_plan(generic=True) is --generic; a sharded image packs its staged files (the empty
+    machine ID, with the fstab when there is one) in its first shard, with their directories,
+    and its index counts them."""
+    import os
+
+    from tui import image_index
+    from tui.image_create import create
+
     tree = fleet_tree(tmp_path / "tree")
     plan = make_plan(str(tree), str(tmp_path / "r.tar.zst"), generic=True, mountinfo="")
     assert plan.generic and "./etc/ssh/ssh_host_*key" in plan.excludes
     assert [name for name, _, _ in plan.staged()] == ["etc/fstab", "etc/machine-id"]
     assert not make_plan(str(tree), str(tmp_path / "r.tar.zst"), mountinfo="").generic
     (tree / "etc/fstab").unlink()
-    with pytest.raises(CreateError, match=r"^--generic: .*accepted: --shards 1") as e:
-        make_plan(str(tree), str(tmp_path / "r.tar.zst"), generic=True, mountinfo="")
-    assert "\n" not in str(e.value)
-    plan = make_plan(str(tree), str(tmp_path / "r.tar.zst"), shards=1, generic=True, mountinfo="")
+    plan = make_plan(str(tree), str(tmp_path / "r.tar.zst"), generic=True, mountinfo="")
     assert [name for name, _, _ in plan.staged()] == ["etc/machine-id"]
+    made = create(plan)
+    listed = members(Path(made.path))
+    names = [m[0] for m in listed]
+    assert names.count("etc/machine-id") == 1 and "etc/fstab" not in names
+    fd = os.open(made.path, os.O_RDONLY)
+    try:
+        index = image_index.read(fd)
+    finally:
+        os.close(fd)
+    # every member of every part, the staged machine ID included, counted by the index
+    assert sum(p.entries for p in index.parts) == len(listed)
 
 
 # ------------------------------------------------------------------ the boot's hook

@@ -141,12 +141,6 @@ class CreatePlan:
             return
         if not (self.source / "etc").is_dir():
             raise CreateError(f"--generic: {shown(str(self.source))} has no /etc; accepted: a root tree")
-        if self.sharded() and self.fstab is None:
-            # A sharded image packs its staged files in its first shard with the fstab's folder.
-            raise CreateError(
-                f"--generic: {shown(str(self.source))} has no /etc/fstab, beside which a sharded image "
-                "packs the empty /etc/machine-id; accepted: --shards 1 (or --format gz, xz, lz4, tar)"
-            )
         self.generic = True
         for pattern, _ in PER_HOST:
             if pattern == "./var/lib/dbus/machine-id" and _links_to_machine_id(self.source / pattern):

@@ -102,14 +102,16 @@ def pack(plan, staging: Path, out, entries, count: int, progress, cancel: Cancel
     warnings: list[str] = []
     by_name = {e.name: e for e in dirs if e.is_dir}
     for n, shard in enumerate([*shards, dirs]):
-        fstab = plan.fstab is not None and n == 0
-        members = shard if n == len(shards) else with_parents(shard, by_name, ("./etc/fstab",) if fstab else ())
+        # The files the image holds in place of the tree's (the rewritten fstab, --generic's
+        # empty machine ID) go into the first shard, with the directories they are in.
+        staged = [f"./{name}" for name, _, _ in plan.staged()] if n == 0 else []
+        members = shard if n == len(shards) else with_parents(shard, by_name, tuple(staged))
         listing = staging / f"part-{n}.list"
         listing.write_bytes(b"".join(os.fsencode(e.name) + b"\0" for e in members))
         offset = os.lseek(fd, 0, os.SEEK_END)
         streamed = stream(
             plan,
-            plan.part_tar_argv(listing, staging if fstab else None, SHARD_RECORD if n < len(shards) else 10240),
+            plan.part_tar_argv(listing, staging if staged else None, SHARD_RECORD if n < len(shards) else 10240),
             plan.compressor_argv(),
             out,
             cancel,
@@ -122,7 +124,7 @@ def pack(plan, staging: Path, out, entries, count: int, progress, cancel: Cancel
         kind = "dirs" if n == len(shards) else "files"
         parts.append(
             image_index.Part(
-                kind, offset, end - offset, streamed.bytes, len(members) + fstab, _range_sha256(fd, offset, end)
+                kind, offset, end - offset, streamed.bytes, len(members) + len(staged), _range_sha256(fd, offset, end)
             )
         )
     index = image_index.render(frame, end, parts)
