@@ -239,3 +239,14 @@ def test_a_second_apply_on_the_same_target_waits_its_turn(fake_target):
         f"tmpfs-root: error: another tmpfs-root is changing {fake_target}; wait for it to finish"
     )
     assert tree_digest(fake_target) == before
+
+
+@pytest.mark.parametrize("args", [[], ["--dry-run"], ["--root", "/"]], ids=["bare", "dry-run", "root"])
+def test_without_a_terminal_the_screen_is_not_started(args):
+    """cron, a pipe, ssh without -t: no escape codes and no wait for keys, but one line saying
+    what to run instead, exit 2 (stdin and stdout are pipes here)."""
+    r = run_cli(*args, timeout=30)
+    assert r.returncode == 2, r
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and "the screen needs a terminal" in lines[0] and "tmpfs-root plan" in lines[0], lines
+    assert r.stdout == "" and "\x1b" not in r.stderr

@@ -549,6 +549,13 @@ def _print_preview(preview: Preview) -> None:
 
 
 def cmd_tui(args) -> int:
+    # Without a terminal (cron, a pipe, ssh without -t) the screen would write escape codes
+    # and wait for keys for ever: one line saying what to run instead.
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(
+            "the screen needs a terminal (stdin and stdout are not one); without one use the commands, "
+            "e.g. tmpfs-root plan --source SRC --image PATH, then tmpfs-root apply (tmpfs-root --help lists them)"
+        )
     from screens.app import run_app
 
     _check_root(args)  # as for every command (the engine itself is made once the screen is up)
