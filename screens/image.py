@@ -242,6 +242,13 @@ class Packed(Message):
     notes: list[str]  # Created.notes(): escaped, shown as they are
 
 
+@dataclass
+class WouldPack(Message):
+    """A dry run's answer: what would be packed (Engine.image_dry_run's lines, escaped)."""
+
+    lines: list[str]
+
+
 #: The formats image create writes, as the dialog offers them (zst-1: --shards 1).
 CREATE_FORMATS = {
     "zst": "zstd, sharded (recommended: unpacked on every core)",
@@ -330,6 +337,9 @@ class CreateImageModal(EngineView, ModalScreen[Packed | None]):
             plan = self.engine.plan_image(
                 source, output, fmt, excludes=excludes, with_mounts=with_mounts, shards=shards
             )
+            if self.engine.dry_run:  # what it would pack, and nothing written
+                self.post_message(WouldPack(self.engine.image_dry_run(plan)))
+                return
             made = self.engine.create_image(
                 plan, progress=lambda done, total, files, ftotal: self.post_message(PackProgress(done, total))
             )
@@ -347,6 +357,12 @@ class CreateImageModal(EngineView, ModalScreen[Packed | None]):
         self.running = False
         if self.is_mounted:
             self.query_one(message.where, Static).update(message.error)
+
+    @on(WouldPack)
+    def show_what_would_be_packed(self, message: WouldPack) -> None:
+        self.running = False
+        if self.is_mounted:
+            self.query_one("#message", Static).update("\n".join(message.lines))
 
     @on(Packed)
     def done(self, message: Packed) -> None:

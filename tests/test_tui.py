@@ -614,7 +614,7 @@ async def test_create_an_image_from_the_tui(fixed, tmp_path):
     tree = tmp_path / "root"
     (tree / "etc").mkdir(parents=True)
     (tree / "etc/hostname").write_text("made-by-the-tui\n")
-    app = app_for(fixed)
+    app = app_for(fixed, dry_run=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await walk_to(pilot, "ImageScreen")
         await pilot.click("#create")
@@ -667,7 +667,7 @@ async def test_the_create_dialog_passes_format_and_exclusions_and_escape_stops_i
     left = vol / "images/.new.tar.gz.0123456789ab.partial"
     left.write_bytes(b"\0" * 1024)
     os.utime(left, (time.time() - 3600, time.time() - 3600))
-    app = app_for(fixed)
+    app = app_for(fixed, dry_run=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await fill_create_dialog(pilot, tree, vol / "images/new.tar.gz", "gz", exclude="/srv/cache")
         await settle_until(pilot, lambda: app.image_info is not None and app.image_info.path.endswith("new.tar.gz"))
@@ -681,7 +681,7 @@ async def test_the_create_dialog_passes_format_and_exclusions_and_escape_stops_i
 
     # Slow to pack (xz of 48 MB of noise takes over ten seconds here): Escape stops it.
     (tree / "srv/cache/big.bin").write_bytes(os.urandom(48 << 20))
-    app = app_for(fixed)
+    app = app_for(fixed, dry_run=False)
     async with app.run_test(size=(80, 24)) as pilot:
         dialog = await fill_create_dialog(pilot, tree, vol / "images/slow.tar.xz", "xz")
         await pilot.pause(1.0)
@@ -697,6 +697,27 @@ async def test_the_create_dialog_passes_format_and_exclusions_and_escape_stops_i
         "rootfs.tar.zst",
     ]
     assert subprocess.run(["pgrep", "-f", "slow.tar.xz"], capture_output=True).returncode == 1  # nothing left running
+
+
+async def test_a_dry_run_create_shows_what_it_would_pack_and_writes_nothing(fixed, tmp_path):
+    """In a dry run the create dialog packs nothing: it says what it would pack (as `image
+    create --dry-run` does), the output's folder and the tree are as they were, and the quit
+    dialog's "nothing has been changed" is true."""
+    tree = tmp_path / "root"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/hostname").write_text("made-by-the-tui\n")
+    vol = fixed[0].parent / "vol"
+    before = (tree_digest(vol), tree_digest(tree))
+    app = app_for(fixed)  # a dry run
+    async with app.run_test(size=(120, 40)) as pilot:
+        dialog = await fill_create_dialog(pilot, tree, vol / "images/new.tar.zst", "zst")
+        await settle_until(pilot, lambda: "would pack" in str(dialog.query_one("#message").render()))
+        said = str(dialog.query_one("#message").render())
+        assert f"would pack {tree} into {vol / 'images/new.tar.zst'} (zst, sharded: 2 shards)" in said, said
+        assert "(dry run: nothing was written)" in said
+        assert not dialog.running and type(app.screen).__name__ == "CreateImageModal"
+    assert (tree_digest(vol), tree_digest(tree)) == before
+    assert not list(vol.rglob("*.partial")) and not (vol / "images/new.tar.zst").exists()
 
 
 @pytest.mark.parametrize("damage", ["not-json", "link", "markup"])

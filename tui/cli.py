@@ -657,22 +657,8 @@ def _image_create(args, console, engine: Engine) -> int:
     for folder in plan.left_out:
         say(f"note: {escape(folder)} is not packed: the output is written there")
     if args.dry_run:
-        total_bytes, total_files = engine.image_size(plan)
-        layout = plan.format
-        if plan.sharded():
-            from tui.image_shards import auto_shards
-
-            layout = f"zst, sharded: {plan.shards or auto_shards(total_bytes)} shards"
-        print(
-            f"would pack {escape(str(plan.source))} into {escape(str(plan.output))} ({layout}): "
-            f"{total_files} entries, {human_size(total_bytes)} before compression"
-        )
-        print(f"  separate filesystems packed: {', '.join('/' + m for m in plan.mounts) or 'none'}")
-        print(f"  mode of the image and its .sha256: {plan.mode:04o}")
-        if plan.generic:
-            left_out = ", ".join(escape(p) for p in plan.per_host) or "none found"
-            print(f"  per-host files (--generic): /etc/machine-id packed empty; left out: {left_out}")
-        print("(dry run: nothing was written)")
+        for line in engine.image_dry_run(plan):
+            print(line)
         return EXIT_OK
     with _progress_bar(console, "packing", True) as bar, _cancel_on_signals(engine):
         task = bar.add_task("pack", total=None, files="")

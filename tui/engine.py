@@ -408,11 +408,36 @@ class Engine:
         return image_create.scan(image_plan)
 
     def create_image(self, image_plan, progress=None):
-        """Pack *image_plan*; cancel stops tar and the compressor and leaves nothing behind."""
+        """Pack *image_plan*; cancel stops tar and the compressor and leaves nothing behind.
+        Refused in a dry run (image_dry_run says what it would pack)."""
         from tui import image_create
 
+        if self.dry_run:
+            raise BadInput("a dry run packs no image; image_dry_run says what would be packed")
         self.cancel_token = CancelToken()
         return image_create.create(image_plan, progress=progress, cancel=self.cancel_token)
+
+    def image_dry_run(self, image_plan) -> list[str]:
+        """What packing *image_plan* would do, as lines to show (the CLI's `image create
+        --dry-run`, the TUI's dialog in a dry run); walks the tree, writes nothing."""
+        from tui.devices import human_size
+
+        total_bytes, total_files = self.image_size(image_plan)
+        layout = image_plan.format
+        if image_plan.sharded():
+            from tui.image_shards import auto_shards
+
+            layout = f"zst, sharded: {image_plan.shards or auto_shards(total_bytes)} shards"
+        lines = [
+            f"would pack {escape(str(image_plan.source))} into {escape(str(image_plan.output))} ({layout}): "
+            f"{total_files} entries, {human_size(total_bytes)} before compression",
+            f"  separate filesystems packed: {', '.join('/' + m for m in image_plan.mounts) or 'none'}",
+            f"  mode of the image and its .sha256: {image_plan.mode:04o}",
+        ]
+        if image_plan.generic:
+            left_out = ", ".join(escape(p) for p in image_plan.per_host) or "none found"
+            lines.append(f"  per-host files (--generic): /etc/machine-id packed empty; left out: {left_out}")
+        return lines + ["(dry run: nothing was written)"]
 
     # -------------------------------------------------------- transactions
     def preview(self, mode: str = "apply") -> Preview:
