@@ -595,3 +595,22 @@ def test_a_full_tmpfs_is_said_as_such(image, tmp_path, pinned, shell, opts, says
         subprocess.run(["umount", "-l", str(dest)], check=False)
     assert "rc=1" in r.stdout, r.stdout + r.stderr
     assert says in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("spare,says", [(3, "rc=0"), (1, "rc=1")], ids=["one-worker", "none"])
+def test_pinned_parts_are_verified_in_the_ram_there_is(image, tmp_path, spare, says):
+    """Pinned, a worker holds two parts at once (one verified and unpacked, the next one
+    fetched): the workers are cut to what RAM holds beside the tree, and when not even one
+    fits the boot refuses in one line, before anything is written."""
+    index = index_of(image)
+    big = max(p.length for p in index.parts)
+    available = index.total + (32 << 20) + spare * big  # 3: room for one worker's two parts, 1: for none
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal: {64 << 20} kB\nMemAvailable: {-(-available // 1024)} kB\n")
+    r = unpack(["dash"], image, tmp_path / "dest", tmp_path / "run", index.digest, {"TR_MEMINFO": str(meminfo)})
+    assert says in r.stdout, r.stdout + r.stderr
+    if says == "rc=0":
+        assert "5 shards, 1 workers" in r.stderr
+    else:
+        assert "is verified in RAM before it is unpacked" in r.stdout and "make the image with more shards" in r.stdout
+        assert not list((tmp_path / "dest").iterdir())

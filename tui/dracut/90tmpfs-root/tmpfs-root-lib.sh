@@ -1128,7 +1128,7 @@ _tr_unpack_sharded() {
     jobs=$(_tr_jobs $((count - 1)))
     [ "$_tr_nolinks" = scan ] && jobs=1
     if [ -n "$sha" ]; then
-        jobs=$(_tr_buffer_jobs "$jobs") || return 1
+        jobs=$(_tr_buffer_jobs "$jobs" "$total") || return 1
     fi
     _tr_progress_written "$dest" "$total" $((count - 1)) &
     progress=$!
@@ -1191,21 +1191,26 @@ EOF
 
 # How many of $1 workers can each hold two parts of the pinned image in $TR_RUN (a part is
 # verified whole before it is unpacked, the next one fetched while it is): the room left
-# there, less 32 MiB, over twice the biggest part. Fails with the reason in $TR_RUN/why when
-# not even one worker can (one line naming the part and the numbers).
+# there, and in RAM beside the $2 bytes the tree will take, less 32 MiB, over twice the
+# biggest part. Fails with the reason in $TR_RUN/why when not even one worker can (one line
+# naming the part and the numbers).
 _tr_buffer_jobs() {
-    local big room fit
+    local big room ram fit
     big=$(awk '$3 > big { big = $3 } END { printf "%.0f\n", big }' "$TR_RUN/parts")
-    room=$(df -k "$TR_RUN" 2> /dev/null | awk 'NR == 2 { printf "%.0f\n", $4 * 1024 - 33554432 }')
-    case "$room" in '' | *[!0-9-]*) echo "$1"; return 0 ;; esac
+    room=$(df -k "$TR_RUN" 2> /dev/null | awk 'NR == 2 { printf "%.0f\n", $4 * 1024 }')
+    case "$room" in '' | *[!0-9]*) room=$(tr_meminfo MemAvailable) ;; esac
+    # /run is a tmpfs too: its size is a limit, not RAM set aside.
+    ram=$(($(tr_meminfo MemAvailable) - $2))
+    [ "$ram" -lt "$room" ] && room=$ram
+    room=$((room - 33554432))
     fit=$((room / (2 * big + 1)))
     if [ "$fit" -ge 1 ]; then
         [ "$fit" -lt "$1" ] && set -- "$fit"
         echo "$1"
         return 0
     fi
-    echo "a part of $(tr_human "$big") is verified in RAM before it is unpacked, and ${TR_RUN} has" \
-        "$(tr_human $((room > 0 ? room : 0))) to spare for two (make the image with more shards)" > "$TR_RUN/why"
+    echo "a part of $(tr_human "$big") is verified in RAM before it is unpacked, and there is" \
+        "$(tr_human $((room > 0 ? room : 0))) to spare for two beside the tree (make the image with more shards)" > "$TR_RUN/why"
     return 1
 }
 
