@@ -13,6 +13,8 @@ Paths choose the behaviour, so one server serves every case:
 * ``/trickle/<path>``     answers one byte every 2 s, status line and headers included
 * ``/hostile/<path>``     404 with terminal escapes in its reason phrase
 * ``/slow/<path>``       sends 256 bytes a second (a server that has stalled)
+* ``/more/<path>``       answers a range with 206 and no Content-Length, then sends the file
+  from the range's start to its end and 64 KiB more before it closes (more than asked)
 
 Every request is logged as (method, path, Range header) in ``server.requests``. HTTPS uses a
 test CA made with openssl (``make_ca``): the server's certificate names 127.0.0.1 and
@@ -61,7 +63,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         mode, _, rest = self.path.lstrip("/").partition("/")
-        if mode not in ("norange", "die", "slow", "redirect", "trickle", *_CLAIMED):
+        if mode not in ("norange", "die", "slow", "redirect", "trickle", "more", *_CLAIMED):
             mode, rest = "", self.path.lstrip("/")
         if mode == "redirect":
             self.send_response(302)
@@ -97,6 +99,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.send_error(416)
                 return
             status = 206
+        if mode == "more" and status == 206:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            with contextlib.suppress(OSError), open(path, "rb") as f:
+                f.seek(start)
+                self.wfile.write(f.read() + bytes(64 << 10))
+            self.close_connection = True
+            return
         self.send_response(status)
         self.send_header("Accept-Ranges", "none" if mode == "norange" else "bytes")
         self.send_header("Content-Length", str(end - start + 1))

@@ -51,8 +51,8 @@ def tar_of(members: list[M], out: Path) -> bytes:
     """One tar stream (10 KiB records, as image create's directory part) of *members*; OUT in a
     name or a link's target is the canary directory *out*."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
-        for m in members:
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, errors="surrogateescape") as t:
+        for m in members:  # a name "\udcff" is the byte 0xff, which is no UTF-8
             info = tarfile.TarInfo(m.name.replace(OUT, str(out).lstrip("/")))
             info.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE}.get(
                 m.kind, tarfile.LNKTYPE
@@ -131,6 +131,17 @@ TABLE = [
         # busybox's tar stops at the first end-of-archive: the link is never made, esc/ is a
         # directory of the new root
         busybox="",
+    ),
+    Hostile(
+        # Under a UTF-8 locale '.' matches no invalid byte: a transform of '.*' would leave
+        # "\xff/../../outside" of the target (found by review; the boot's tars run in LC_ALL=C)
+        "link-target-with-a-byte-that-is-no-utf-8",
+        [
+            [member("a", data=b"a"), member("\udcff", "dir"), member("esc", "sym", link="\udcff/../../outside")],
+            [*ROOT, member("esc/pwned", data=b"x")],
+        ],
+        boot="shard 1 of 1 holds a symbolic link (esc)",
+        inspect="a symbolic link in a shard",
     ),
     Hostile(
         "directory-part-writes-through-its-own-link",
@@ -217,7 +228,7 @@ def test_hostile_image(tmp_path, case, pinned, shell):
     out.mkdir()
     (out / "keep").write_text("canary")
     image, pin = build(case, tmp_path, out)
-    env = {"TR_JOBS": "2"}
+    env = {"TR_JOBS": "2", "LC_ALL": "C.UTF-8"}  # an initramfs may have a UTF-8 locale
     if case.tar_in_order and shell[0] == "dash":
         env.update(serialising_tar(tmp_path / "bin"))
     r = unpack(shell, image, tmp_path / "dest", tmp_path / "run", pin if pinned else "", env)
@@ -356,3 +367,76 @@ def test_inspect_holds_no_huge_header_in_memory(tmp_path, kind):
     said, peak_kb = r.stdout.splitlines()
     assert "header of 314572800 bytes, more than the 1 MiB any root tree needs" in said, r.stdout + r.stderr
     assert int(peak_kb) < 120 * 1024, f"inspect peaked at {int(peak_kb) >> 10} MiB"
+
+
+# ------------------------------------------------------------------ found by review
+def test_the_index_is_parsed_and_hashed_from_one_read(tmp_path):
+    """A source that answers a second read differently (an NFS server) cannot have the boot
+    parse a hostile index and hash the pinned one: the index is read once, into RAM. (A grep
+    shim stands for the server: it puts the pinned index back between the parse and the hash.)"""
+    good, evil = tmp_path / "good", tmp_path / "evil"
+    pin = sharded(good, [tar_of([member("etc/motd", data=b"pinned\n")], tmp_path), tar_of(ROOT, tmp_path)])
+    hostile = [member("etc/motd", data=b"EVIL\n"), member("x", data=b"y" * 300)]
+    sharded(evil, [tar_of(hostile, tmp_path), tar_of(ROOT, tmp_path)])
+    frame = 8 + int.from_bytes(good.read_bytes()[4:8], "little")
+    (tmp_path / "frame").write_bytes(good.read_bytes()[:frame])
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "grep").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *"^files "*) [ -e {tmp_path}/swapped ] || {{ : > {tmp_path}/swapped; '
+        f"dd if={tmp_path}/frame of={evil} conv=notrunc status=none; }} ;; esac\n"
+        'exec /usr/bin/grep "$@"\n'
+    )
+    (shim / "grep").chmod(0o755)
+    env = {"PATH": f"{shim}:/usr/sbin:/usr/bin:/sbin:/bin", "TR_REMOTE_SOURCE": "yes"}
+    r = unpack(["dash"], evil, tmp_path / "dest", tmp_path / "run", pin, env)
+    assert (tmp_path / "swapped").exists()  # the second read did answer otherwise
+    assert "rc=3" in r.stdout and "sha256 of the image (its index)" in r.stdout, r.stdout + r.stderr
+    assert not (tmp_path / "dest/etc/motd").exists()
+
+
+def test_busybox_finds_a_link_deeper_than_path_max_from_the_root(tmp_path):
+    """busybox's find, searching from /, misses a name over PATH_MAX that tar made relative to
+    the new root: the boot searches from inside it, and an error of the search refuses."""
+    out = tmp_path / "outside"
+    out.mkdir()
+    dest = tmp_path / "dest"
+    length = 4094 - len(str(dest)) + 2  # from /: over 4095; from inside: within it
+    comps, rest = [], length - 3
+    while rest > 1:
+        n = min(200, rest - 1)
+        comps.append("d" * n)
+        rest -= n + 1
+    link = "/".join([*comps, "esc" + "e" * rest])
+    parents = [member("/".join(comps[:i]), "dir") for i in range(1, len(comps) + 1)]
+    image = tmp_path / "deep.tar.zst"
+    pin = sharded(
+        image,
+        [
+            tar_of([member("a", data=b"a"), *parents, member(link, "sym", link=str(out))], out),
+            tar_of([member("b", data=b"b"), member(link + "/p", data=b"pwned")], out),
+            tar_of(ROOT, out),
+        ],
+    )
+    r = unpack(["busybox", "sh"], image, dest, tmp_path / "run", pin, {"TR_JOBS": "2"})
+    assert not list(out.iterdir()), r.stdout + r.stderr
+    assert "rc=1" in r.stdout and "shard 1 of 2 holds a symbolic link (ddd" in r.stdout, r.stdout
+
+
+def test_a_server_that_sends_more_than_a_part_is_not_kept(tmp_path):
+    """Pinned over HTTP a part is buffered in RAM: a server that answers a range request with
+    more bytes than asked fills no more than one byte past the part, and is named."""
+    from tests.http_server import http_server
+    from tests.test_module_http import fill
+
+    www = tmp_path / "www"
+    www.mkdir()
+    pin = sharded(www / "img.tar.zst", [tar_of([member("a", data=b"a" * 5000)], tmp_path), tar_of(ROOT, tmp_path)])
+    with http_server(www) as server:  # /more/ sends past every range it is asked
+        r = fill(
+            tmp_path,
+            f"root=tmpfs:http://127.0.0.1:{server.port}/more/ rd.tmpfs.imgfile=img.tar.zst rd.tmpfs.sha256={pin}",
+        )
+    assert "shard 1 of 1): the server sent more than the" in r.stderr and "EMERGENCY" in r.stdout, r.stdout + r.stderr
+    assert not list((tmp_path / "newroot").iterdir())

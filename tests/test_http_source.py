@@ -3,6 +3,7 @@ modules it gives, and how it asks the server (a real one on loopback) before the
 by the boot's rules (no redirect followed, the size of 1-15 digits from Content-Range or
 Content-Length, a URL curl could fetch), within one time bound for the whole probe."""
 
+import contextlib
 import json
 import threading
 import time
@@ -248,3 +249,73 @@ def test_an_index_longer_than_the_first_64k_is_read_whole(tmp_path):
     assert found.problem is None, found.problem
     assert found.format == "sharded" and found.uncompressed == sum(len(p) for p in parts)
     assert image_index.MAX_INDEX + 8 >= frame
+
+
+@contextlib.contextmanager
+def raw_server(head: bytes, body: bytes):
+    """A server on 127.0.0.1 that answers every request with *head* (status line and headers,
+    as given, byte for byte) and *body*."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    stop = threading.Event()
+
+    def serve():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(head + b"\r\n" + body)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+
+
+#: Header spellings: the boot's tr_http_probe and plan's probe must read the same size from each.
+HEADERS = {
+    "upper-case-name": (b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 700\r\n", 700),
+    "no-blank-after-colon": (b"HTTP/1.1 200 OK\r\nContent-Length:700\r\n", 700),
+    "blanks-around": (b"HTTP/1.1 200 OK\r\nContent-Length: \t 700 \t\r\n", 700),
+    "two-lengths-the-last-wins": (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nContent-Length: 700\r\n", 700),
+    "a-range-on-a-200-is-not-the-size": (
+        b"HTTP/1.1 200 OK\r\nContent-Range: bytes 0-1/99\r\nContent-Length: 700\r\n",
+        700,
+    ),
+    "lower-case-range": (b"HTTP/1.1 206 Partial\r\ncontent-range: bytes 0-699/700\r\nContent-Length: 700\r\n", 700),
+    "garbled-length": (b"HTTP/1.1 200 OK\r\nContent-Length: 7x0\r\n", None),
+}
+
+
+@pytest.mark.needs("curl")
+@pytest.mark.parametrize("case", list(HEADERS), ids=list(HEADERS))
+def test_the_boot_and_plan_read_the_size_from_the_same_headers(tmp_path, case):
+    from tests.test_module_shell import run_sh
+
+    head, size = HEADERS[case]
+    body = b"\0" * 257 + b"ustar" + b"\0" * 438  # a tar's first bytes: 700 in all
+    with raw_server(head, body) as port:
+        url = f"http://127.0.0.1:{port}/root.tar"
+        found = probe(url)
+        r = run_sh(
+            ["dash"],
+            f'tr_http_probe "{url}"; echo "rc=$?"; cat "{tmp_path}/http.size" 2> /dev/null',
+            {"TR_RUN": str(tmp_path), "TR_HTTP_RETRIES": "0", "TR_HTTP_CONNECT_TIMEOUT": "2"},
+        )
+    boot = int(r.stdout.split("rc=0\n", 1)[1]) if "rc=0" in r.stdout else None
+    assert found.size == boot == size, (found, r.stdout, r.stderr)

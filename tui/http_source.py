@@ -259,10 +259,13 @@ def _read_head(reply: http.client.HTTPResponse, want: int = PROBE_BYTES) -> byte
 def _size(reply: http.client.HTTPResponse, status: int) -> int | None:
     """The image's size as the boot reads it: Content-Range's */N of a 206, Content-Length of a
     200, 1-15 digits; None otherwise."""
+    def last(name: str) -> str:  # as the boot reads headers: the last one of a name wins
+        return (reply.headers.get_all(name) or [""])[-1].strip(" \t")
+
     if status == 206:
-        text = (reply.getheader("Content-Range") or "").rpartition("/")[2]
+        text = last("Content-Range").rpartition("/")[2]
     elif status == 200:
-        text = reply.getheader("Content-Length") or ""
+        text = last("Content-Length")
     else:
         text = ""
     return int(text) if _SIZE.fullmatch(text) else None
