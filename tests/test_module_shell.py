@@ -319,6 +319,8 @@ def test_pre_mount_hook_fills_newroot(tmp_path, source_dir):
     assert (tmp_path / "newroot/etc/marker").exists()
     assert "root filesystem ready in RAM" in r.stderr
     assert "EMERGENCY" not in r.stdout
+    # carried into the booted system as /run/tmpfs-root, where apply takes its lock: root's alone
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o700
 
 
 def test_pre_mount_hook_ignores_other_roots(tmp_path):

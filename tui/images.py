@@ -7,6 +7,7 @@ initramfs module makes the same decision with the same table
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import tarfile
@@ -202,7 +203,6 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
     image is checked as the boot checks it: its index, then every part against the sha256
     and the size the index records (its sha256 is the index's: what the boot pins).
     """
-    import hashlib
 
     path = os.fspath(path)
     try:
@@ -259,8 +259,6 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
 def _inspect_sharded(path: str, f, members: MemberCheck, progress):
     """Every part of a sharded image through zstd and tar: (uncompressed, members, the
     index's sha256, the parts as dicts); ImageError naming the part at fault."""
-    import hashlib
-
     try:
         index = image_index.read(f.fileno())
     except image_index.DamagedIndex as e:
@@ -434,7 +432,7 @@ class MemberCheck:
     MAX_LINKS = 1_000_000
 
     def __init__(self):
-        self.links: set[str] = set()
+        self.links: set[bytes] = set()
         self.refused: list[tuple[str, str]] = []  # the first one
         self.refused_count = 0
         self.absolute: list[str] = []  # the first one
@@ -450,11 +448,24 @@ class MemberCheck:
         if not self.refused:
             self.refused.append((name, why))
 
+    @staticmethod
+    def _key(parts: list[str]) -> bytes:
+        """What the set of links holds for a name: a 16-byte digest, not the name (a name may
+        be 4 KiB, and a few KB of zstd can hold a million of them)."""
+        return hashlib.blake2b(os.fsencode("/".join(parts)), digest_size=16).digest()
+
     def add(self, member) -> None:
         name = member.name
         if self.in_shard and member.isdir():
             self.shard_parents += 1
         parts = [p for p in name.split("/") if p not in ("", ".")]
+        # What the kernel takes, as the boot's tar meets it (it fails on a longer one)
+        if len(os.fsencode(name)) > 4095 or any(len(os.fsencode(p)) > 255 for p in parts):
+            self._refuse(name, "a name longer than the kernel takes (a part over 255 bytes or the whole over 4095)")
+            return
+        if len(os.fsencode(member.linkname)) > 4095:
+            self._refuse(name, "a link to a name longer than 4095 bytes, which the kernel refuses")
+            return
         if name.startswith("/"):
             self.absolute_count += 1
             if not self.absolute:
@@ -466,7 +477,7 @@ class MemberCheck:
             self._refuse(name, "a symbolic link in a shard, which other shards are unpacked beside")
             return
         for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in self.links:
+            if self._key(parts[:i]) in self.links:
                 self._refuse(name, f"written through the symbolic link member {shown('/'.join(parts[:i]))}")
                 return
         if member.islnk():  # a hard link: its target is a name in the tree, read as a member's
@@ -475,14 +486,14 @@ class MemberCheck:
                 self._refuse(name, f"a hard link to {shown(member.linkname)}, a name with '..'")
                 return
             for i in range(1, len(target) + 1):
-                if "/".join(target[:i]) in self.links:
+                if self._key(target[:i]) in self.links:
                     self._refuse(name, f"a hard link through the symbolic link member {shown('/'.join(target[:i]))}")
                     return
         if member.issym():
             if len(self.links) >= self.MAX_LINKS:
                 self._refuse(name, f"more than {self.MAX_LINKS} symbolic links, more than any root tree holds")
                 return
-            self.links.add("/".join(parts))
+            self.links.add(self._key(parts))
 
     def warnings(self) -> list[str]:
         if not self.absolute:

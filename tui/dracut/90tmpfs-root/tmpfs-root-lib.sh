@@ -1322,6 +1322,8 @@ tr_fill_root() {
     sha=$(getarg rd.tmpfs.sha256=)
     opts=$(getarg rd.tmpfs.opts=)
     mkdir -p "$TR_RUN" "$TR_SRC_MNT"
+    # root's alone: it is carried into the booted system, where tmpfs-root takes its lock in it
+    chmod 0700 "$TR_RUN"
     getarg rd.retry= > /dev/null && TR_HTTP_RETRY_MAX=$(getarg rd.retry=)
 
     [ -n "$img" ] || { tr_fail "no image given; accepted: a path on $src, e.g. images/rootfs.tar.zst" rd.tmpfs.imgfile; return 1; }
