@@ -321,8 +321,10 @@ def test_the_boot_and_inspect_read_an_index_alike(tmp_path, variant):
 def test_the_console_shows_no_control_character(tmp_path):
     """What the boot says comes from the image (a damaged line, a member's name) or a server:
     tr_say and tr_fail show every control character as '?'."""
-    r = run_sh(["dash"], "tr_say \"$(printf 'a\\033[2Jb\\007c')\"", {"TR_RUN": str(tmp_path)})
-    assert r.stderr == "tmpfs-root: a?[2Jb?c\n"
+    for shell in SHELLS:
+        r = run_sh(shell, "tr_say \"$(printf 'a\\033[2Jb\\007c\\302\\2332Jd\\303\\251')\"", {"TR_RUN": str(tmp_path)})
+        # C0, and C1 as UTF-8 writes it (U+009B: CSI); a label's UTF-8 (é) stays
+        assert r.stderr.encode("utf-8", "surrogateescape") == "tmpfs-root: a?[2Jb?c?2Jdé\n".encode(), r.stderr
     assert LIB.exists()
 
 

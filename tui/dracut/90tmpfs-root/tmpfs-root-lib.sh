@@ -39,11 +39,13 @@ _tr_cut() {
     fi
 }
 
-# $1 with every control character (a terminal's escape sequences among them) shown as '?':
-# what the console shows may come from an image or a server (an index line, a member's name,
-# a server's words), and is shown, never acted on.
+# $1 with every control character shown as '?': C0 and DEL, and C1 as UTF-8 writes them
+# (U+0080-U+009F, among them U+009B, a terminal's CSI). What the console shows may come from
+# an image or a server (an index line, a member's name, a server's words), and is shown,
+# never acted on; other UTF-8 characters (a label's) stay.
 _tr_printable() {
-    printf '%s' "$1" | tr '\000-\037\177' '?????????????????????????????????'
+    printf '%s' "$1" | tr '\000-\037\177' '?????????????????????????????????' \
+        | LC_ALL=C sed "s/$(printf '\302[\200-\237]')/?/g"
 }
 
 # The <source> part of root=tmpfs:<source>, or nothing when root= is not ours.
