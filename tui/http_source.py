@@ -259,6 +259,7 @@ def _read_head(reply: http.client.HTTPResponse, want: int = PROBE_BYTES) -> byte
 def _size(reply: http.client.HTTPResponse, status: int) -> int | None:
     """The image's size as the boot reads it: Content-Range's */N of a 206, Content-Length of a
     200, 1-15 digits; None otherwise."""
+
     def last(name: str) -> str:  # as the boot reads headers: the last one of a name wins
         return (reply.headers.get_all(name) or [""])[-1].strip(" \t")
 
