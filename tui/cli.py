@@ -549,6 +549,7 @@ def _print_preview(preview: Preview) -> None:
 
 
 def cmd_tui(args) -> int:
+    _check_root(args)  # as for every command (the engine itself is made once the screen is up)
     # Without a terminal (cron, a pipe, ssh without -t) the screen would write escape codes
     # and wait for keys for ever: one line saying what to run instead.
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -558,7 +559,6 @@ def cmd_tui(args) -> int:
         )
     from screens.app import run_app
 
-    _check_root(args)  # as for every command (the engine itself is made once the screen is up)
     return run_app(root=args.root, dry_run=args.dry_run)
 
 
