@@ -264,14 +264,30 @@ def make_disk_image(path: Path, parts: list[Part], workdir: Path, label: str = "
 
 @contextlib.contextmanager
 def loop_device(image: Path):
-    """Attach *image* to a loop device and add its partitions (this kernel has no parser)."""
+    """Attach *image* to a loop device and add its partitions (this kernel has no parser).
+    The partitions are deleted for sure before the device is let go: a udevd still probing
+    one holds it busy, and `partx -d` then fails; the next image on the same loop device
+    would find the old partition there, with the old size and the old data in its cache."""
     dev = sh("losetup", "--find", "--show", image).stdout.strip()
     try:
+        _drop_partitions(dev)  # one a run before us left (the same reason)
         sh("partx", "-a", dev, check=False)
         yield dev
     finally:
-        sh("partx", "-d", dev, check=False)
+        _drop_partitions(dev)
         sh("losetup", "-d", dev, check=False)
+
+
+def _drop_partitions(dev: str) -> None:
+    """Delete every partition of loop device *dev*, waiting out udev's probes (at most 10 s)."""
+    name = Path(dev).name
+    for _ in range(100):
+        if not list(Path(f"/sys/block/{name}").glob(f"{name}p*")):
+            return
+        sh("udevadm", "settle", "--timeout=2", check=False)
+        sh("partx", "-d", dev, check=False)
+        time.sleep(0.1)
+    raise RuntimeError(f"the partitions of {dev} stay busy: {sorted(Path(f'/sys/block/{name}').glob(f'{name}p*'))}")
 
 
 UDEVD = "/lib/systemd/systemd-udevd"
