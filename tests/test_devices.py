@@ -16,6 +16,7 @@ from tests.infra import (
     loop_device,
     make_disk_image,
     make_fake_target,
+    make_tool_target,
     run_cli,
     sh,
     udevd,
@@ -70,6 +71,26 @@ def test_loop_partition_without_udevd_falls_back_to_blkid(gpt_loop):
     part = _by_path(result.stdout)[f"{gpt_loop}p1"]
     assert part["links"] == []  # no udev database entry: all of this came from blkid
     assert (part["label"], part["uuid"], part["partuuid"], part["partlabel"]) == ("IMGVOL", UUID, PARTUUID, "tmpfsimg")
+
+
+@pytest.mark.udev
+def test_without_udevd_the_kernel_hook_names_the_source_by_its_uuid(gpt_loop, tmp_path):
+    """A rescue system or a container preparing a disk with --root has no udevd: the source
+    device has no /dev/disk links here. The build must still reach it by a name that exists
+    now (its loop partition), but the kernel hook's settings, which a kernel update on the real
+    host repeats, must name it as udev will there: /dev/disk/by-uuid/UUID."""
+    target = make_tool_target(tmp_path / "target")
+    with udevd_stopped():
+        forget_udev_db(gpt_loop)
+        plan = run_cli("plan", f"--root={target}", f"--source=UUID={UUID}", "--image=r.tar", "--json")
+        done = run_cli("apply", f"--root={target}", f"--source=UUID={UUID}", "--image=r.tar", "--yes")
+    assert plan.returncode == 0, plan.stderr
+    [build] = [c for c in json.loads(plan.stdout)["commands"] if c[0] == "dracut"]
+    assert build[build.index("--add-device") + 1] == f"{gpt_loop}p1"  # what dracut can follow here, now
+    assert done.returncode == 0, done.stderr
+    hook_env = (target / "etc/tmpfs-root/hook.env").read_text()
+    assert f"--add-device /dev/disk/by-uuid/{UUID}" in hook_env, hook_env
+    assert "/dev/loop" not in hook_env
 
 
 @pytest.mark.udev

@@ -39,7 +39,25 @@ def test_the_source_device_is_named_as_it_stays_across_boots_and_machines():
     argv = dracut.dracut_argv(Plan(source="UUID=u-2", image="r.tar"), "6.1", "/o", [part])
     assert argv[argv.index("--add-device") + 1] == "/dev/disk/by-uuid/u-2"
     bare = BlockDevice("loop0p2", "/dev/loop0p2", "part", 1, fstype="ext4", uuid="u-2", links=["/dev/disk/by-id/y"])
-    assert dracut.dracut_options(Plan(source="UUID=u-2", image="r"), [bare])[-1] == "/dev/disk/by-id/y"
+    # no by-uuid link here (no udevd made it): udev makes it on the target, so the hook names it
+    assert dracut.dracut_options(Plan(source="UUID=u-2", image="r"), [bare])[-1] == "/dev/disk/by-uuid/u-2"
+    # while the build now takes the name this machine has (dracut follows it to the drivers)
+    assert dracut.dracut_options(Plan(source="UUID=u-2", image="r"), [bare], now=True)[-1] == "/dev/loop0p2"
+    no_uuid = BlockDevice(
+        "sdz1",
+        "/dev/sdz1",
+        "part",
+        1,
+        fstype="xfs",
+        partuuid="5e2a3c1d-0b9f-4a11-8c2e-7f00d1e2c3b4",
+        links=["/dev/disk/by-path/z"],
+    )
+    assert (
+        dracut.dracut_options(Plan(source="PARTUUID=5e2a3c1d-0b9f-4a11-8c2e-7f00d1e2c3b4", image="r"), [no_uuid])[-1]
+        == "/dev/disk/by-partuuid/5e2a3c1d-0b9f-4a11-8c2e-7f00d1e2c3b4"
+    )
+    odd = BlockDevice("sdz2", "/dev/sdz2", "part", 1, fstype="vfat", uuid="a b", links=["/dev/disk/by-path/w"])
+    assert dracut.dracut_options(Plan(source="/dev/sdz2", image="r"), [odd])[-1] == "/dev/disk/by-path/w"
 
 
 def test_generic_build_and_nfs_modules():

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 #: Filesystem types that are containers, not filesystems an image can live on.
 NOT_MOUNTABLE = {"swap", "LVM2_member", "linux_raid_member", "crypto_LUKS", "zfs_member", "bcache"}
 SKIP_PREFIXES = ("ram", "zram")
+#: Characters udev writes into a /dev/disk link literally (it escapes others as \\xNN).
+_UDEV_SAFE = re.compile(r"[0-9A-Za-z._-]{1,128}")
 
 
 @dataclass
@@ -74,8 +76,20 @@ class BlockDevice:
     def stable_name(self) -> str:
         """A name of this device that stays the same across boots and machines (for dracut's
         --add-device, which the kernel hook repeats later): its /dev/disk/by-uuid link, else
-        by-partuuid, by-id or by-path, else its path."""
-        for kind in ("by-uuid", "by-partuuid", "by-id", "by-path"):
+        by-partuuid; an LV's or array's own name; else the by-uuid (by-partuuid) name udev
+        gives it on the target even where no udevd made that link here (a rescue system, a
+        container preparing a disk); else by-id, by-path, else its path."""
+        for kind in ("by-uuid", "by-partuuid"):
+            for link in self.links:
+                if link.startswith(f"/dev/disk/{kind}/"):
+                    return link
+        if self.path.startswith(("/dev/mapper/", "/dev/md/")):
+            return self.path
+        if self.uuid and _UDEV_SAFE.fullmatch(self.uuid):
+            return f"/dev/disk/by-uuid/{self.uuid}"
+        if self.partuuid and _UDEV_SAFE.fullmatch(self.partuuid):
+            return f"/dev/disk/by-partuuid/{self.partuuid}"
+        for kind in ("by-id", "by-path"):
             for link in self.links:
                 if link.startswith(f"/dev/disk/{kind}/"):
                     return link

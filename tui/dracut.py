@@ -71,9 +71,13 @@ def extra_modules(plan: Plan, devices: list[BlockDevice] | None) -> list[str]:
     return mods
 
 
-def dracut_options(plan: Plan, devices: list[BlockDevice] | None = None) -> list[str]:
+def dracut_options(plan: Plan, devices: list[BlockDevice] | None = None, now: bool = False) -> list[str]:
     """dracut's options for the plan, without the kernel version and output (the kernel hook
-    reuses them for new kernels)."""
+    reuses them for new kernels: the source device by its stable name).
+
+    *now*: for a build on this machine, whose /dev may lack that name (no udevd made the
+    link: a rescue system, a container): a name udev did not give the device here becomes
+    its present path, which dracut can follow to its drivers."""
     options = ["--add", " ".join([MODULE_NAME, *extra_modules(plan, devices)])]
     if plan.hostonly:
         # Host-only keeps the image small, but must not bake the host's own root=
@@ -81,7 +85,10 @@ def dracut_options(plan: Plan, devices: list[BlockDevice] | None = None) -> list
         options += ["--hostonly", "--no-hostonly-cmdline"]
         _, device = source_device(plan, devices)
         if device is not None:
-            options += ["--add-device", device.stable_name()]
+            name = device.stable_name()
+            if now and name not in device.links:
+                name = device.path
+            options += ["--add-device", name]
     else:
         options += ["--no-hostonly"]
     return options
@@ -89,7 +96,7 @@ def dracut_options(plan: Plan, devices: list[BlockDevice] | None = None) -> list
 
 def dracut_argv(plan: Plan, kver: str, output: str, devices: list[BlockDevice] | None = None) -> list[str]:
     """The dracut command line that builds the image for *kver* into *output*."""
-    return ["dracut", "--force", "--kver", kver, *dracut_options(plan, devices), output]
+    return ["dracut", "--force", "--kver", kver, *dracut_options(plan, devices, now=True), output]
 
 
 def build_initramfs(
