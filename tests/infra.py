@@ -392,9 +392,13 @@ def have(*programs: str) -> bool:
 
 
 # ------------------------------------------------------- the Debian target
+#: A stock Debian server: the kernel with the distribution's initramfs-tools, which stays;
+#: dracut-core (dracut's tools and modules, without the `dracut` package's Conflicts with
+#: initramfs-tools and its kernel hooks) and dracut-network, as the README tells admins.
 TARGET_PACKAGES = [
     "linux-image-amd64",
-    "dracut",
+    "initramfs-tools",
+    "dracut-core",
     "dracut-network",
     "systemd",
     "udev",
@@ -418,7 +422,7 @@ TARGET_PACKAGES = [
     "curl",
     "ca-certificates",
 ]
-TARGET_VERSION = "4"  # bump to rebuild cached targets when the recipe changes
+TARGET_VERSION = "5"  # bump to rebuild cached targets when the recipe changes
 #: Debian 13: dracut-ng 106, systemd 257, kernel versions with "+"; GRUB for UEFI (the
 #: UEFI full chain boots it). It debootstraps from the same mirror, with bookworm's keyring.
 TRIXIE_PACKAGES = [p for p in TARGET_PACKAGES if p not in ("grub-pc", "isc-dhcp-client")] + [
