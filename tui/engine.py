@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from tui import images, validation
 from tui import plan as plan_mod
 from tui.cancel import CancelToken
-from tui.devices import BlockDevice, human_size
+from tui.devices import BlockDevice, human_size, no_filesystem
 from tui.errors import BadInput, Cancelled, TmpfsRootError, escape, shown
 from tui.host import Action, Host, make_host
 from tui.images import ImageInfo
@@ -50,6 +50,7 @@ __all__ = [
     "escape",
     "gather_facts",
     "human_size",
+    "no_filesystem",
     "shown",
 ]
 
