@@ -135,6 +135,9 @@ def test_every_apply_and_remove_is_logged_on_this_machine(target, tmp_path, monk
     monkeypatch.setenv("TMPFS_ROOT_LOG_DIR", str(tmp_path / "log"))
     engine = Engine(target, plan=Plan(source=PLAN.source, image=PLAN.image))
     engine.apply()
+    assert (
+        engine.log_note == f"the log of this run is {tmp_path / 'log/tmpfs-root.log'} on this machine, not in {target}"
+    )
     (target / "usr/bin/grub-script-check").write_text("#!/bin/sh\necho 'syntax error' >&2\nexit 1\n")
     with pytest.raises(TransactionError):
         Engine(target).remove()
@@ -157,3 +160,15 @@ def test_a_bls_entry_carries_the_admins_arguments_too(target):
     assert entry["options"].startswith("console=ttyS0 root=tmpfs:NFS=nfs:10.0.0.11:/srv/images ")
     hook_env = (target / "etc/tmpfs-root/hook.env").read_text()
     assert "TMPFS_ROOT_CMDLINE='console=ttyS0 root=tmpfs:" in hook_env  # new kernels' entries too
+
+
+def test_a_root_run_says_on_the_console_where_its_log_is(target, tmp_path, monkeypatch):
+    from tests.infra import cli_inproc
+
+    monkeypatch.setenv("TMPFS_ROOT_LOG_DIR", str(tmp_path / "log"))
+    apply(PLAN, Host(target))
+    result = cli_inproc("remove", f"--root={target}", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert f"note: the log of this run is {tmp_path / 'log/tmpfs-root.log'} on this machine, not in {target}" in (
+        result.stderr
+    )

@@ -768,6 +768,8 @@ def _run_transaction(engine: Engine, mode: str, verbose: bool):
         outcome = engine.apply(printer) if mode == "apply" else engine.remove(printer)
     if engine.log_error:
         say(f"warning: {engine.log_error}")
+    if engine.log_note:
+        say(f"note: {engine.log_note}")
     return outcome
 
 

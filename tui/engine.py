@@ -155,6 +155,7 @@ class Engine:
         self._image: tuple[tuple[str, str], ImageInfo] | None = None
         self.cancel_token = CancelToken()
         self.log_error: str | None = None
+        self.log_note: str | None = None  # where the log went, when that is not the target's own
 
     # -------------------------------------------------------------- facts
     @property
@@ -511,6 +512,11 @@ class Engine:
         finally:
             if log:
                 self.log_error = log.error
+                if log.error is None and not self.host.is_live:
+                    # Kept on this machine so that remove leaves the target as it was: say where.
+                    self.log_note = (
+                        f"the log of this run is {escape(str(log.path))} on this machine, not in {self.root}"
+                    )
                 log.close()
 
     def cancel(self) -> None:
