@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Select, Static, TabbedContent, TabPane
 
 from screens.base import StepScreen, problem_slot
-from tui.engine import BlockDevice, human_size
+from tui.engine import BlockDevice, human_size, no_filesystem
 
 
 def device_detail(device: BlockDevice) -> str:
@@ -26,6 +26,9 @@ def device_detail(device: BlockDevice) -> str:
         facts.append(f"PARTUUID {device.partuuid}")
     if device.model:
         facts.append(f"model {device.model}")
+    why = no_filesystem(device)
+    if why:  # the very words of `tmpfs-root devices --all`
+        facts.append(why)
     return f"{device.path}: " + "; ".join(facts)
 
 
@@ -157,7 +160,7 @@ class SourceScreen(StepScreen):
             ):
                 self.engine.edit(source="")
             self.query_one("#cmdline", Static).update(
-                f"{device.path} holds no filesystem: pick a partition or volume that has one."
+                Text(f"{device.path}: {no_filesystem(device)}; pick a partition or volume that has one.")
             )
             return
         choices = self.engine.identifiers(device)

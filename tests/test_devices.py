@@ -238,3 +238,97 @@ def test_the_device_list_in_a_pipe_keeps_every_identifier_whole_on_one_line():
         assert line, (dev["path"], listing.stdout)
         assert dev["recommended"] in line[0], (dev["recommended"], line[0])
     assert [x for x in lines if "└─" in x], listing.stdout  # partitions and volumes below their disk
+
+
+# ------------------------------------------------------------- why no filesystem
+class FakeUdev:
+    """Just what tui.devices reads of a pyudev device: its name, node, properties, size."""
+
+    def __init__(self, name: str, node: str, props: dict, devnum=(8, 99)):
+        import os
+
+        self.sys_name, self.device_node, self.properties = name, node, props
+        self.device_number = os.makedev(*devnum)
+        self.device_links: list[str] = []
+        self.sys_path = "/nonexistent"
+        self.attributes = self
+
+    def asstring(self, name: str) -> str:
+        if name == "size":
+            return "2048"
+        raise KeyError(name)
+
+    def find_parent(self, *_):
+        return None
+
+
+def _device(udev, mountinfo: str = "", live: bool = True):
+    from tui.devices import _from_udev, mount_types
+
+    dev = _from_udev(udev, parse_mountinfo(mountinfo), live, mount_types(mountinfo))
+    assert dev is not None
+    return dev
+
+
+def test_a_device_blkid_cannot_open_says_blkids_own_error(tmp_path, monkeypatch):
+    """No udev data, and blkid fails: its error line is the reason (here as blkid says it to
+    a user who may not read the node), else why the node cannot be read."""
+    from tui.devices import no_filesystem
+
+    node = str(tmp_path / "sdz")  # no such node: the real blkid says nothing
+    dev = _device(FakeUdev("sdz", node, {}))
+    assert dev.fstype is None and not dev.usable and dev.origin == "blkid"
+    assert dev.why_no_fs == "not readable: No such file or directory"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "blkid").write_text('#!/bin/sh\necho "blkid: error: $4: Permission denied" >&2\nexit 2\n')
+    (bin_dir / "blkid").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    dev = _device(FakeUdev("sdz", node, {}))
+    assert dev.why_no_fs == f"blkid: 'error: {node}: Permission denied'"
+    assert no_filesystem(dev) == f"no filesystem: {dev.why_no_fs}"
+
+
+def test_a_device_with_no_signature_says_blkid_found_none(tmp_path):
+    node = tmp_path / "blank"
+    node.write_bytes(b"\0" * (1 << 20))  # zeros: blkid reads it and finds nothing
+    assert _device(FakeUdev("sdy", str(node), {})).why_no_fs == "no udev data and blkid found no filesystem signature"
+    described = _device(FakeUdev("sdy", str(node), {"ID_PART_ENTRY_UUID": PARTUUID}))
+    assert described.why_no_fs == "udev found no filesystem signature"
+    disk = _device(FakeUdev("sdy", str(node), {"ID_PART_TABLE_TYPE": "gpt"}))
+    assert disk.why_no_fs == "a partition table ('gpt'): its partitions hold the filesystems"
+
+
+def test_a_mounted_device_blkid_cannot_read_takes_its_type_from_the_mount_table(tmp_path):
+    """A FUSE mount (ntfs-3g) of a node this user cannot read: the mount table says fuseblk."""
+    node = str(tmp_path / "sdx1")
+    mountinfo = f"40 30 0:52 / /mnt/win rw,relatime shared:9 - fuseblk {node} rw,user_id=0\n"
+    dev = _device(FakeUdev("sdx1", node, {}), mountinfo)
+    assert dev.fstype == "fuseblk" and dev.usable and dev.why_no_fs is None
+    assert dev.mountpoints == ["/mnt/win"] and "mount table" in dev.origin
+    unmounted = _device(FakeUdev("sdx1", node, {}))
+    assert unmounted.fstype is None and unmounted.why_no_fs == "not readable: No such file or directory"
+
+
+def test_devices_all_says_per_device_why_in_the_words_of_the_json_and_the_tui(monkeypatch):
+    """`devices --all`, in a table and in JSON, lists every device, one without a filesystem
+    with why; the TUI's line below its device list says the same."""
+    from screens.source import device_detail
+    from tests.infra import cli_inproc
+
+    reason = "blkid: 'error: /dev/sdb: Permission denied'"
+    devices = [
+        BlockDevice("sdb", "/dev/sdb", "disk", 1 << 30, why_no_fs=reason),
+        BlockDevice("sdc", "/dev/sdc", "disk", 1 << 30, fstype="swap"),
+    ]
+    monkeypatch.setattr("tui.devices.discover", lambda: devices)
+    words = {"/dev/sdb": f"no filesystem: {reason}", "/dev/sdc": "swap is not a filesystem an image can be stored on"}
+    assert "No block device with a filesystem" in cli_inproc("devices").stdout
+    table = cli_inproc("devices", "--all", env={"COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    for path, why in words.items():
+        (line,) = [x for x in table.stdout.splitlines() if x.startswith(path + " ")]
+        assert line.endswith(f"none: {why}")
+        assert why in device_detail(next(d for d in devices if d.path == path))
+    listed = _by_path(cli_inproc("devices", "--all", "--json").stdout)
+    assert {p: d["why_no_fs"] for p, d in listed.items()} == words

@@ -3,6 +3,7 @@ busybox stand-ins (tests/infra.FAKE_TOOLS): the transaction's own logic (idempot
 rollback, recovery of a killed run, the dry run, modes kept) in a second per test. The
 real tools run the same transaction in test_apply.py."""
 
+import json
 import os
 import stat
 
@@ -12,7 +13,7 @@ from tests.infra import FAKE_KVER, make_tool_target, tree_digest
 from tui import owned
 from tui.host import Host, RecordingHost
 from tui.plan import Plan
-from tui.transaction import TransactionError, apply, apply_steps, record, remove, status
+from tui.transaction import DamagedState, TransactionError, apply, apply_steps, record, remove, remove_steps, status
 
 PLAN = Plan(source="nfs:10.0.0.11:/srv/images", image="images/rootfs.tar.zst")
 
@@ -42,7 +43,38 @@ def test_apply_twice_changes_nothing_and_remove_restores_every_file(target):
     assert not again.changed and set(again.notes.values()) == {"unchanged"}
     assert tree_digest(target) == applied
     remove(Host(target))
-    assert made_dirs(before, tree_digest(target)) == []
+    assert tree_digest(target) == before  # the directories apply made (/etc/grub.d, /var/lib, …) too
+
+
+def test_remove_takes_away_only_the_empty_directories_apply_made(target):
+    """A directory the system had before apply stays (even when apply's file was its only
+    one), and so does one apply made that now holds someone else's file; the dry run shows
+    the removal of the others and removes nothing."""
+    (target / "etc/kernel/postinst.d").mkdir(parents=True)  # the distribution's, empty
+    apply(PLAN, Host(target))
+    made = json.loads((target / owned.STATE_FILE.lstrip("/")).read_text())["made_dirs"]
+    assert "/etc/kernel/postrm.d" in made and "/var/lib" in made and "/etc/kernel/postinst.d" not in made
+    (target / "etc/grub.d/40_custom").write_text("# the admin's\n")
+    preview = RecordingHost(target)
+    before = tree_digest(target)
+    for step in remove_steps(preview):
+        step.action()
+    assert tree_digest(target) == before
+    assert ("remove", "/etc/kernel/postrm.d") in [(a.kind, a.path) for a in preview.actions]
+    assert ("remove", "/etc/grub.d") not in [(a.kind, a.path) for a in preview.actions]
+    remove(Host(target))
+    assert (target / "etc/kernel/postinst.d").is_dir() and (target / "etc/grub.d/40_custom").is_file()
+    assert not (target / "etc/kernel/postrm.d").exists() and not (target / "var").exists()
+
+
+def test_a_state_naming_a_directory_that_is_not_tmpfs_roots_is_damaged(target):
+    apply(PLAN, Host(target))
+    path = target / owned.STATE_FILE.lstrip("/")
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(state, made_dirs=["/home"])))
+    with pytest.raises(DamagedState, match="'made_dirs' is not what apply writes"):
+        remove(Host(target))
+    assert (target / "etc/tmpfs-root").is_dir()
 
 
 def test_the_dry_run_records_the_very_files_apply_writes(target):
@@ -93,7 +125,7 @@ def test_every_path_a_transaction_touches_is_one_tmpfs_root_owns(target):
     apply(PLAN, host)
     remove(host)
     for action in host.written_files():
-        assert owned.may_touch(action.path) or action.path in owned.STRICT_DIRS, action.path
+        assert owned.may_touch(action.path) or owned.may_make_dir(action.path), action.path
 
 
 def test_every_apply_and_remove_is_logged_on_this_machine(target, tmp_path, monkeypatch):
@@ -103,6 +135,9 @@ def test_every_apply_and_remove_is_logged_on_this_machine(target, tmp_path, monk
     monkeypatch.setenv("TMPFS_ROOT_LOG_DIR", str(tmp_path / "log"))
     engine = Engine(target, plan=Plan(source=PLAN.source, image=PLAN.image))
     engine.apply()
+    assert (
+        engine.log_note == f"the log of this run is {tmp_path / 'log/tmpfs-root.log'} on this machine, not in {target}"
+    )
     (target / "usr/bin/grub-script-check").write_text("#!/bin/sh\necho 'syntax error' >&2\nexit 1\n")
     with pytest.raises(TransactionError):
         Engine(target).remove()
@@ -125,3 +160,15 @@ def test_a_bls_entry_carries_the_admins_arguments_too(target):
     assert entry["options"].startswith("console=ttyS0 root=tmpfs:NFS=nfs:10.0.0.11:/srv/images ")
     hook_env = (target / "etc/tmpfs-root/hook.env").read_text()
     assert "TMPFS_ROOT_CMDLINE='console=ttyS0 root=tmpfs:" in hook_env  # new kernels' entries too
+
+
+def test_a_root_run_says_on_the_console_where_its_log_is(target, tmp_path, monkeypatch):
+    from tests.infra import cli_inproc
+
+    monkeypatch.setenv("TMPFS_ROOT_LOG_DIR", str(tmp_path / "log"))
+    apply(PLAN, Host(target))
+    result = cli_inproc("remove", f"--root={target}", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert f"note: the log of this run is {tmp_path / 'log/tmpfs-root.log'} on this machine, not in {target}" in (
+        result.stderr
+    )

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from screens.app import TmpfsRootApp
 from tests.infra import FAKE_KVER, Part, loop_device, make_disk_image, make_fake_target, run_cli, sh, tree_digest, udevd
-from tui.devices import BlockDevice
+from tui.devices import BlockDevice, no_filesystem
 from tui.engine import Facts
 
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
@@ -154,7 +154,15 @@ def fixed(request, tmp_path):
     target = make_fake_target(root / "target")
     vol = make_volume_content(root / "vol")
     devices = [
-        BlockDevice("vda", "/dev/vda", "disk", 20 << 30, devnum="254:0", model="QEMU HARDDISK"),
+        BlockDevice(
+            "vda",
+            "/dev/vda",
+            "disk",
+            20 << 30,
+            devnum="254:0",
+            model="QEMU HARDDISK",
+            why_no_fs="a partition table ('dos'): its partitions hold the filesystems",
+        ),
         BlockDevice(
             "vda1",
             "/dev/vda1",
@@ -829,7 +837,11 @@ async def test_a_whole_disk_is_no_source_and_says_so(fixed):
         table.move_cursor(row=0)  # /dev/vda, the whole disk
         await pilot.pause()
         shown = str(app.screen.query_one("#cmdline").render())
-        assert "Select" not in shown and "NULL" not in shown and "holds no filesystem" in shown
+        assert "Select" not in shown and "NULL" not in shown
+        # the very words `tmpfs-root devices --all` gives, on the line below the table too
+        words = "no filesystem: a partition table ('dos'): its partitions hold the filesystems"
+        assert no_filesystem(app.engine.facts.devices[0]) == words and words in shown
+        assert words in str(app.screen.query_one("#device-detail").render())
         assert app.plan.source == ""
 
 

@@ -426,7 +426,7 @@ def _engine(args, dry_run: bool = False) -> Engine:
 
 # ------------------------------------------------------------------ commands
 def cmd_devices(args) -> int:
-    from tui.devices import human_size, recommended_identifier
+    from tui.devices import human_size, no_filesystem, recommended_identifier
     from tui.errors import escape
 
     engine = _engine(args)
@@ -443,7 +443,7 @@ def cmd_devices(args) -> int:
     # lsblk's shape: disks, then their partitions and volumes below them; every value whole on
     # its line (never folded), so that an identifier can be copied as it is.
     tree = [(d, depth) for d, depth in engine.device_tree() if args.all or d.usable or _has_usable_child(d, devices)]
-    if not any(d.usable for d, _ in tree):
+    if not any(d.usable for d, _ in tree) and not (args.all and tree):
         print("No block device with a filesystem found (use --all to list every device).")
         return EXIT_OK
     header = ["NAME", "TYPE", "SIZE", "FSTYPE", "LABEL", "MOUNTPOINTS", "USE AS SOURCE (root=tmpfs:…)"]
@@ -451,6 +451,8 @@ def cmd_devices(args) -> int:
     for d, depth in tree:
         extra = " ".join(d.extra_args())
         source = (recommended_identifier(d, devices) + (f" {extra}" if extra else "")) if d.usable else ""
+        if args.all and not d.usable:  # every device listed says why it cannot be one
+            source = f"none: {no_filesystem(d)}"
         name = ("  " * (depth - 1) + "└─" if depth else "") + d.path
         rows.append([name, d.type, human_size(d.size), d.fstype or "", d.label or "", ",".join(d.mountpoints), source])
     rows = [[escape(c) or "-" if i < 6 else escape(c) for i, c in enumerate(r)] for r in rows]
@@ -459,7 +461,8 @@ def cmd_devices(args) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print(
         "\nUSE AS SOURCE is the recommended identifier (UUID=, else PARTUUID=, else a label only one "
-        "device has); `tmpfs-root devices --json` lists every identifier of each device."
+        "device has); `tmpfs-root devices --json` lists every identifier of each device"
+        + (", and why_no_fs of a device without a filesystem." if args.all else ".")
     )
     return EXIT_OK
 
@@ -765,6 +768,8 @@ def _run_transaction(engine: Engine, mode: str, verbose: bool):
         outcome = engine.apply(printer) if mode == "apply" else engine.remove(printer)
     if engine.log_error:
         say(f"warning: {engine.log_error}")
+    if engine.log_note:
+        say(f"note: {engine.log_note}")
     return outcome
 
 

@@ -4,7 +4,11 @@ Every block device that can hold a root image is listed: disks, partitions,
 LVM logical volumes, md RAID arrays and loop devices that have a backing file.
 ram, zram and unattached loop devices are skipped.  Filesystem properties come
 from the udev database; where it lacks them (no udevd: containers, rescue
-shells) they are filled from ``blkid -p -o export``.
+shells) they are filled from ``blkid -p -o export``; a mounted device whose
+filesystem neither can read (a FUSE mount, a node this user cannot open) takes
+its type from the mount table.  A device left without a filesystem says why, in
+:attr:`BlockDevice.why_no_fs` (blkid's own error line, no udev data, …), which
+:func:`no_filesystem` words for the CLI and the TUI alike.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import shlex
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
+
+from tui.errors import shown
 
 #: Filesystem types that are containers, not filesystems an image can live on.
 NOT_MOUNTABLE = {"swap", "LVM2_member", "linux_raid_member", "crypto_LUKS", "zfs_member", "bcache"}
@@ -44,6 +50,7 @@ class BlockDevice:
     md_uuid: str | None = None  # for md RAID arrays
     links: list[str] = field(default_factory=list)  # /dev/disk/by-*/… symlinks
     origin: str = "udev"  # where the filesystem's identifiers come from: udev, or blkid (and why)
+    why_no_fs: str | None = None  # when it shows no filesystem: why, in words (blkid's error, …)
 
     @property
     def usable(self) -> bool:
@@ -98,6 +105,7 @@ class BlockDevice:
     def to_json(self, devices: list[BlockDevice] | None = None) -> dict:
         data = asdict(self)
         data["usable"] = self.usable
+        data["why_no_fs"] = no_filesystem(self)  # the words the table and the TUI show
         data["identifiers"] = self.identifiers()
         if devices is not None:
             data["recommended"] = recommended_identifier(self, devices)
@@ -185,20 +193,34 @@ def lvm_from_path(path: str) -> str | None:
 
 
 # --------------------------------------------------------------------- discovery
-def parse_mountinfo(text: str) -> dict[str, list[str]]:
-    """Map "major:minor" and the mount source to mountpoints, from /proc/self/mountinfo."""
-    result: dict[str, list[str]] = {}
+def _mount_entries(text: str):
+    """(major:minor, mount source, mountpoint, filesystem type) of each line of /proc/self/mountinfo."""
     for line in text.splitlines():
         fields = line.split()
         if len(fields) < 10 or "-" not in fields:
             continue
         sep = fields.index("-")
-        devnum, mountpoint = fields[2], _unescape_mount(fields[4])
-        source = _unescape_mount(fields[sep + 2])
+        yield fields[2], _unescape_mount(fields[sep + 2]), _unescape_mount(fields[4]), _unescape_mount(fields[sep + 1])
+
+
+def parse_mountinfo(text: str) -> dict[str, list[str]]:
+    """Map "major:minor" and the mount source to mountpoints, from /proc/self/mountinfo."""
+    result: dict[str, list[str]] = {}
+    for devnum, source, mountpoint, _ in _mount_entries(text):
         for key in (devnum, source):
             result.setdefault(key, [])
             if mountpoint not in result[key]:
                 result[key].append(mountpoint)
+    return result
+
+
+def mount_types(text: str) -> dict[str, str]:
+    """Map "major:minor" and the mount source to the filesystem type the mount table gives
+    (the first mount of each), from /proc/self/mountinfo."""
+    result: dict[str, str] = {}
+    for devnum, source, _, fstype in _mount_entries(text):
+        for key in (devnum, source):
+            result.setdefault(key, fstype)
     return result
 
 
@@ -208,14 +230,22 @@ def _unescape_mount(text: str) -> str:
 
 def blkid_probe(devnode: str) -> dict[str, str]:
     """Low-level probe of one device, for when udev's database lacks it."""
+    return blkid_probe_why(devnode)[0]
+
+
+def blkid_probe_why(devnode: str) -> tuple[dict[str, str], str | None]:
+    """What ``blkid -p`` reads on one device, and, when it read nothing, why in words (its own
+    error line, or that it found no signature)."""
     try:
-        out = subprocess.run(
+        r = subprocess.run(
             ["blkid", "-p", "-o", "export", devnode], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
+        )
+    except subprocess.TimeoutExpired:
+        return {}, "blkid: no answer within 30 s"
+    except OSError as e:
+        return {}, f"blkid cannot be run: {e.strerror}"
     props = {}
-    for line in out.splitlines():
+    for line in r.stdout.splitlines():
         try:  # blkid escapes what a shell would split on ("a\ b" for a label "a b")
             (word,) = shlex.split(line)
         except ValueError:
@@ -223,7 +253,20 @@ def blkid_probe(devnode: str) -> dict[str, str]:
         key, sep, value = word.partition("=")
         if sep:
             props[key] = value
-    return props
+    error = [line.strip() for line in r.stderr.splitlines() if line.strip()]
+    if props:
+        return props, None
+    if error:  # "blkid: error: /dev/sdb: Permission denied"
+        return props, f"blkid: {shown(error[-1].removeprefix('blkid: '), 200)}"
+    if r.returncode == 2:  # nothing found, and blkid says no more: was there anything to read?
+        try:
+            os.close(os.open(devnode, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        except OSError as e:
+            return props, f"not readable: {e.strerror}"
+        return props, None  # read, and no signature: the caller says so, knowing what else was asked
+    return props, f"blkid: exit status {r.returncode}" + (
+        " (several signatures: ambivalent)" if r.returncode == 8 else ""
+    )
 
 
 def _decode_udev(value: str | None) -> str | None:
@@ -240,13 +283,14 @@ def discover(context=None, mountinfo_path: str = "/proc/self/mountinfo") -> list
     context = context or pyudev.Context()
     try:
         with open(mountinfo_path) as f:
-            mounts = parse_mountinfo(f.read())
+            text = f.read()
     except OSError:
-        mounts = {}
+        text = ""
+    mounts, types = parse_mountinfo(text), mount_types(text)
     devices: list[BlockDevice] = []
     live = udev_running()
     for udev in context.list_devices(subsystem="block"):
-        dev = _from_udev(udev, mounts, live)
+        dev = _from_udev(udev, mounts, live, types)
         if dev is not None:
             devices.append(dev)
     order = {"disk": 0, "loop": 0, "raid": 1, "part": 2, "dm": 3, "lvm": 3}
@@ -267,7 +311,9 @@ def udev_running() -> bool:
     return r.returncode == 0
 
 
-def _from_udev(udev, mounts: dict[str, list[str]], live: bool = True) -> BlockDevice | None:
+def _from_udev(
+    udev, mounts: dict[str, list[str]], live: bool = True, types: dict[str, str] | None = None
+) -> BlockDevice | None:
     name = udev.sys_name
     if name.startswith(SKIP_PREFIXES):
         return None
@@ -308,9 +354,12 @@ def _from_udev(udev, mounts: dict[str, list[str]], live: bool = True) -> BlockDe
     partuuid = props.get("ID_PART_ENTRY_UUID") or None
     partlabel = _decode_udev(props.get("ID_PART_ENTRY_NAME")) or None
     origin = "udev"
+    why: str | None = None  # blkid's error, when it was asked and read nothing
+    pttype = props.get("ID_PART_TABLE_TYPE")
     if "ID_FS_TYPE" not in props and "ID_PART_ENTRY_UUID" not in props:
         # No udev database entry for this device: probe it ourselves.
-        probe = blkid_probe(devnode)
+        probe, why = blkid_probe_why(devnode)
+        pttype = pttype or probe.get("PTTYPE")
         fstype = probe.get("TYPE") or fstype
         label = probe.get("LABEL") or label
         uuid = probe.get("UUID") or uuid
@@ -320,7 +369,7 @@ def _from_udev(udev, mounts: dict[str, list[str]], live: bool = True) -> BlockDe
     elif not live:
         # No udevd keeps the database up to date (a rescue system, a chroot, a container): what
         # it says may be another disk's that had this node before. The disk itself decides.
-        probe = blkid_probe(devnode)
+        probe, _ = blkid_probe_why(devnode)
         seen = (probe.get("TYPE"), probe.get("UUID"), probe.get("LABEL"), probe.get("PART_ENTRY_UUID"))
         if probe and seen != (fstype, uuid, label, partuuid):
             fstype, uuid, label = probe.get("TYPE"), probe.get("UUID"), probe.get("LABEL")
@@ -353,9 +402,24 @@ def _from_udev(udev, mounts: dict[str, list[str]], live: bool = True) -> BlockDe
         for mp in mounts.get(src, []):
             if mp not in mountpoints:
                 mountpoints.append(mp)
+    mounted_as = next((t for t in ((types or {}).get(k) for k in (devnum, devnode, path)) if t), None)
+    if not fstype and mounted_as and mountpoints:
+        # Mounted, yet neither udev nor blkid could read it (a FUSE mount, a node this user
+        # cannot open): the kernel's mount table knows what it is.
+        fstype = mounted_as
+        origin += "; filesystem type from the mount table"
+    if fstype:
+        why = None
+    elif pttype:
+        why = f"a partition table ({shown(pttype)}): its partitions hold the filesystems"
+    elif origin == "udev":
+        why = "udev found no filesystem signature"
+    elif why is None:
+        why = ("no udev data and " if origin == "blkid" else "") + "blkid found no filesystem signature"
     links = sorted(str(link) for link in udev.device_links)
     return BlockDevice(
         origin=origin,
+        why_no_fs=why,
         name=name,
         path=path,
         type=kind,
@@ -374,6 +438,16 @@ def _from_udev(udev, mounts: dict[str, list[str]], live: bool = True) -> BlockDe
         md_uuid=md_uuid,
         links=links,
     )
+
+
+def no_filesystem(dev: BlockDevice) -> str | None:
+    """Why *dev* cannot hold an image, in the words the device list (CLI and TUI) shows, or None
+    when it can."""
+    if dev.usable:
+        return None
+    if dev.fstype:
+        return f"{dev.fstype} is not a filesystem an image can be stored on"
+    return f"no filesystem: {dev.why_no_fs or 'none found'}"
 
 
 def _sysattr(udev, name: str) -> str | None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from tui import images, validation
 from tui import plan as plan_mod
 from tui.cancel import CancelToken
-from tui.devices import BlockDevice, human_size
+from tui.devices import BlockDevice, human_size, no_filesystem
 from tui.errors import BadInput, Cancelled, TmpfsRootError, escape, shown
 from tui.host import Action, Host, make_host
 from tui.images import ImageInfo
@@ -50,6 +50,7 @@ __all__ = [
     "escape",
     "gather_facts",
     "human_size",
+    "no_filesystem",
     "shown",
 ]
 
@@ -154,6 +155,7 @@ class Engine:
         self._image: tuple[tuple[str, str], ImageInfo] | None = None
         self.cancel_token = CancelToken()
         self.log_error: str | None = None
+        self.log_note: str | None = None  # where the log went, when that is not the target's own
 
     # -------------------------------------------------------------- facts
     @property
@@ -510,6 +512,11 @@ class Engine:
         finally:
             if log:
                 self.log_error = log.error
+                if log.error is None and not self.host.is_live:
+                    # Kept on this machine so that remove leaves the target as it was: say where.
+                    self.log_note = (
+                        f"the log of this run is {escape(str(log.path))} on this machine, not in {self.root}"
+                    )
                 log.close()
 
     def cancel(self) -> None:

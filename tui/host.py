@@ -25,6 +25,7 @@ recorded in :attr:`Host.actions` (and files "written" are seen by later reads), 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shlex
@@ -295,6 +296,33 @@ class Host:
             os.close(dfd)
         return True
 
+    def remove_empty_dir(self, target_path: str) -> bool:
+        """Remove a directory tmpfs-root made, if it is empty now (anything in it, a file of
+        the distribution's or the admin's, keeps it); returns whether it was removed."""
+        if not owned.may_make_dir(target_path):
+            raise ValueError(f"not a directory tmpfs-root may have made: {target_path}")  # a bug, not input
+        try:
+            if not stat.S_ISDIR(self.fs.lstat(target_path).st_mode) or self.fs.listdir(target_path):
+                return False
+            dfd, name = self.fs.split(target_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            os.rmdir(name, dir_fd=dfd)
+            os.fsync(dfd)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):  # filled or gone meanwhile
+                return False
+            raise
+        finally:
+            os.close(dfd)
+        self.actions.append(Action("remove", path=target_path))
+        return True
+
+    def made_dirs(self) -> list[str]:
+        """The directories this transaction made in the target (parents of what it wrote)."""
+        return list(self.journal.made)
+
     def drop_backups(self) -> None:
         """Remove tmpfs-root's backup area (after a complete removal)."""
         self.journal.clear_area()
@@ -423,6 +451,21 @@ class RecordingHost(Host):
         if not self.exists(target_path):
             return False
         return self.remove(target_path)
+
+    def remove_empty_dir(self, target_path: str) -> bool:
+        if not owned.may_make_dir(target_path):
+            raise ValueError(f"not a directory tmpfs-root may have made: {target_path}")
+        if not self.is_dir(target_path) or self.listdir(target_path):
+            return False
+        self.actions.append(Action("remove", path=target_path))
+        self._overlay[target_path] = None
+        return True
+
+    def made_dirs(self) -> list[str]:
+        return []
+
+    def is_dir(self, target_path: str) -> bool:
+        return self._overlay.get(target_path, b"") is not None and super().is_dir(target_path)
 
     def drop_backups(self) -> None:
         pass

@@ -75,6 +75,7 @@ class Journal:
     def __init__(self, fs: TargetRoot):
         self.fs = fs
         self.entries: list[dict] = []
+        self.made: list[str] = []  # every directory this transaction made (the backup area's too)
 
     # ----------------------------------------------------------------- recording
     def covers(self, path: str) -> bool:
@@ -88,12 +89,14 @@ class Journal:
         os.close(dfd)
         if made:
             self.entries.extend({"path": d, "dir": True, "area": True} for d in made)
+            self.made.extend(made)
             self._write()
 
     def made_dirs(self, dirs: list[str]) -> None:
         """Directories just made for a write: removed again (when empty) on rollback."""
         for d in dirs:
             self._add({"path": d, "dir": True})
+            self.made.append(d)
 
     def back_up(self, path: str) -> None:
         """Record *path* as it is now (content, link, or absence), once per transaction."""
@@ -191,7 +194,7 @@ class Journal:
         for entry in reversed(entries):  # directories made for the backup area itself
             if entry.get("area"):
                 self._rmdir(entry["path"])
-        self.entries = []
+        self.entries, self.made = [], []
         return restored
 
     def _restore(self, entry: dict) -> None:

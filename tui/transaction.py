@@ -152,6 +152,11 @@ def _state_problem(state: object) -> str | None:
             ),
         ),
         ("bootloader", isinstance(state.get("bootloader"), dict)),
+        (
+            "made_dirs",  # absent in the state of an older tmpfs-root
+            state.get("made_dirs") is None
+            or (isinstance(state["made_dirs"], list) and all(owned.may_make_dir(d) for d in state["made_dirs"])),
+        ),
     ]
     bad = [key for key, ok in checks if not ok]
     return f"'{bad[0]}' is not what apply writes" if bad else None
@@ -319,6 +324,10 @@ class _Apply:
     def record(self):
         changed = self.host.write_file(PLAN_FILE, self.plan.to_toml())
         files = {p: self.host.sha256(p) for p in owned_files(self.host)}
+        # The directories apply made (this time or before) that are still there: remove takes
+        # them away again when they are empty, and never one the system had before apply.
+        made = set(self.state.get("made_dirs", [])) | set(self.host.made_dirs())
+        made_dirs = sorted(d for d in made if owned.may_make_dir(d) and not _in_backup_area(d) and self.host.is_dir(d))
         state = {
             "version": STATE_VERSION,
             "bootloader": self.bl.to_json(),
@@ -329,6 +338,7 @@ class _Apply:
             "initrds": {k: v for k, v in self.state.get("initrds", {}).items() if k in self.kernels},
             "default_before": self.state.get("default_before"),
             "files": files,
+            "made_dirs": made_dirs,
         }
         changed |= self.host.write_file(STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
         return None if changed else "unchanged"
@@ -470,9 +480,31 @@ def apply(
 
 
 # ------------------------------------------------------------------- remove
+def _in_backup_area(path: str) -> bool:
+    """Below the backup area, which clearing it removes."""
+    return path.startswith(owned.BACKUP_DIR + "/")
+
+
+def _holds_backups(path: str) -> bool:
+    """The backup area or a directory above it: in use by the journal until the removal is done."""
+    return path == owned.BACKUP_DIR or owned.BACKUP_DIR.startswith(path + "/")
+
+
+def _made_dirs(state: dict) -> list[str]:
+    """The directories apply made, as its state records them, deepest first."""
+    return sorted(state.get("made_dirs") or [], key=lambda d: (-d.count("/"), d))
+
+
+def remove_made_dirs(host: Host, dirs: list[str]) -> str | None:
+    """Remove those of *dirs* (deepest first) that are empty; a note when none was."""
+    removed = [d for d in dirs if host.remove_empty_dir(d)]
+    return None if removed else "none empty"
+
+
 def remove_steps(host: Host, on_line: LineCallback | None = None) -> list[Step]:
     bl = bootloader.detect(host)
     state = read_state(host) or {}
+    made = [d for d in _made_dirs(state) if not _holds_backups(d)]
 
     def clear_modes():
         bootloader.clear_boot_modes(host, bl, state.get("default_before"), on_line)
@@ -492,6 +524,8 @@ def remove_steps(host: Host, on_line: LineCallback | None = None) -> list[Step]:
     if bl.style == "grub":
         steps.append(Step("regenerate the GRUB configuration", lambda: bootloader.regenerate(host, bl, on_line)))
     steps.append(Step("remove the state", lambda: host.remove_tree(STATE_DIR)))
+    if made:
+        steps.append(Step("remove the directories apply made", lambda: remove_made_dirs(host, made)))
     return steps
 
 
@@ -511,8 +545,10 @@ def remove(
         recovered = recover(host)
         if not is_installed(host):
             return Outcome(None, False, recovered)
+        area = [d for d in _made_dirs(read_state(host) or {}) if _holds_backups(d)]
         notes = run_steps(host, remove_steps(host, on_line), on_step, cancel)
         host.drop_backups()  # the removal is complete: nothing left to restore
+        remove_made_dirs(host, area)  # /var/lib and /var, when apply made them for the backups
     return Outcome(None, True, recovered, notes)
 
 

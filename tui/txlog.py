@@ -1,7 +1,8 @@
 """The log every apply and remove leaves: what was asked, each step, every line the
 commands printed, and how it ended, appended to ``/var/log/tmpfs-root/tmpfs-root.log``
 on this machine (``TMPFS_ROOT_LOG_DIR`` moves it). It is written on the machine running
-the tool, never in a ``--root`` target, so ``remove`` still leaves the target as before.
+the tool, never in a ``--root`` target, so ``remove`` still leaves the target as before;
+a ``--root`` run says on the console where its log is.
 
 The log is opened as the lock directory is (:func:`tui.safefile.open_private_dir`): its
 directory reached from ``/`` without following a symbolic link in any component, made
