@@ -149,7 +149,7 @@ def test_round_trip_through_the_module_unpack_into_a_tmpfs_loses_nothing(tmp_pat
     run = tmp_path / "run"
     run.mkdir()
     image = out / "root.tar.zst"
-    pin = (out / "root.tar.zst.sha256").read_text().split()[0]
+    pin = (out / "root.tar.zst.pin").read_text().strip()  # what the boot pins
     r = run_sh(
         ["dash"],
         f'f=$(tr_format "{image}"); echo fmt=$f; tr_unpack "{image}" "$f" "{dest}" "{pin}"; echo rc=$?',
@@ -178,7 +178,12 @@ def test_round_trip_through_the_module_unpack_into_a_tmpfs_loses_nothing(tmp_pat
         assert count == (9 if shards else 2)  # --shards auto: at least two
     else:
         sha = hashlib.sha256(data).hexdigest()
-    assert (out / "root.tar.zst.sha256").read_text() == f"{sha}  root.tar.zst\n"
+    assert pin == sha
+    # FILE.sha256 is the whole file's, in the form sha256sum -c reads, whatever the layout.
+    assert (out / "root.tar.zst.sha256").read_text() == f"{hashlib.sha256(data).hexdigest()}  root.tar.zst\n"
+    checked = subprocess.run(["sha256sum", "-c", "--strict", "root.tar.zst.sha256"], cwd=out, capture_output=True)
+    assert checked.returncode == 0 and checked.stdout == b"root.tar.zst: OK\n", checked
+    assert made.stdout.count(" pin ") == 1 and ("the same" in made.stdout) == (fmt != "sharded"), made.stdout
 
 
 def test_fstab_is_rewritten_in_the_image_only(tmp_path, tmpfs):
@@ -432,10 +437,10 @@ def test_refuses_when_the_output_filesystem_lacks_room(tmp_path, tmpfs):
 def test_create_bad_input(tmp_path, args, field):
     tree = make_test_rootfs(tmp_path / "tree")
     argv = [f"--from={tree}", *args] if not args[0].startswith("--from") else args
-    r = run_cli("image", "create", f"--output={tmp_path}/o.tar", *argv)
+    r = run_cli("image", "create", f"--output={tmp_path}/o.tar.zst", *argv)
     assert r.returncode == 2 and field in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert not (tmp_path / "o.tar").exists()
+    assert not (tmp_path / "o.tar.zst").exists()
 
 
 def test_create_will_not_replace_without_yes(tmp_path):
@@ -467,7 +472,7 @@ def test_inspect_each_format(packed, fmt, name):
     info = json.loads(r.stdout)
     assert info["format"] == name and info["files"] == files
     assert info["uncompressed"] == tar_size and info["compressed"] == archive.stat().st_size
-    assert info["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert info["sha256"] == info["pin"] == hashlib.sha256(archive.read_bytes()).hexdigest()  # one stream
 
 
 def test_inspect_truncated_and_non_archives(packed, tmp_path):
@@ -548,7 +553,7 @@ def test_image_create_records_the_size_the_boot_reads(tmp_path, fmt):
 
     tree = make_test_rootfs(tmp_path / "tree")
     (tree / "blob").write_bytes(os.urandom(200_000))
-    out = tmp_path / f"root.{fmt}"
+    out = tmp_path / f"root.tar.{fmt}"
     create(make_plan(str(tree), str(out), fmt))
     size = cheap_uncompressed_size(out)
     info = inspect(out)
