@@ -624,3 +624,23 @@ def test_pinned_parts_are_verified_in_the_ram_there_is(image, tmp_path, spare, s
     else:
         assert "is verified in RAM before it is unpacked" in r.stdout and "make the image with more shards" in r.stdout
         assert not list((tmp_path / "dest").iterdir())
+
+
+def test_plan_refuses_the_whole_files_sha256_as_a_sharded_images_pin(image):
+    """sha256sum's hash of a sharded image is not what the boot checks: plan says so, with
+    the pin it takes, when the image is on a mounted source; the pin itself passes."""
+    from types import SimpleNamespace
+
+    from tui.plan import Plan
+    from tui.validation import _check_image_on_source
+
+    device = SimpleNamespace(mountpoints=[str(image.parent)])
+    whole = hashlib.sha256(image.read_bytes()).hexdigest()
+    pin = (image.parent / "root.tar.zst.pin").read_text().strip()
+    problems: list = []
+    _check_image_on_source(Plan(source="LABEL=IMG", image="root.tar.zst", sha256=whole), device, problems)
+    assert [p.field for p in problems] == ["sha256"]
+    assert f"accepted: {pin} (its FILE.pin" in problems[0].line() and "not the whole file's" in problems[0].line()
+    problems = []
+    _check_image_on_source(Plan(source="LABEL=IMG", image="root.tar.zst", sha256=pin.upper()), device, problems)
+    assert problems == []
