@@ -159,13 +159,17 @@ class ImageScreen(StepScreen):
     def show_info(self, message: ImageRead) -> None:
         info = message.info
         self.query_one("#progress", ProgressBar).display = False
-        if info.sha256:
-            self.engine.edit(sha256=info.sha256)
+        if info.pin:
+            self.engine.edit(sha256=info.pin)
+        pinned = ""
+        if info.pin and info.pin != info.sha256:
+            pinned = f"\npin {info.pin} (of the index, which lists every shard's)\nsha256 of the file {info.sha256}"
+        elif info.pin:
+            pinned = f"\nsha256 {info.pin}"
         self.query_one("#info", Static).update(
             f"{info.format}{self.shard_note(info)}: {human_size(info.compressed)} packed, "
             f"{human_size(info.uncompressed)} "
-            f"unpacked, {info.files} files; tmpfs size {info.recommended_size} recommended"
-            + (f"\nsha256 {info.sha256}" if info.sha256 else "")
+            f"unpacked, {info.files} files; tmpfs size {info.recommended_size} recommended" + pinned
         )
         self.show_problems()
 

@@ -445,10 +445,18 @@ CASES: list[Case] = [
         setup=write("{W}/tree/etc/os-release", "ID=x\n"),
     ),
     Case(
-        "create-planted-partial",
+        "create-output-beside-other-files-in-the-tree",
         ["image", "create", "--from", "{W}/tree", "--output", "{W}/tree/out/o.tar.zst"],
+        2,
+        "is inside the tree packed, in '/out', which holds 1 other entry (e.g. '.keep')",
+        setup=both(write("{W}/tree/etc/os-release", "ID=x\n"), write("{W}/tree/out/.keep", "")),
+        check=lambda w, r: not (w.tmp / "tree/out/o.tar.zst").exists(),
+    ),
+    Case(
+        "create-planted-partial",
+        ["image", "create", "--from", "{W}/tree", "--output", "{W}/tree/out/o.tar.zst", "--exclude", "/out/*"],
         0,
-        "note: /out is not packed",
+        "pin",
         setup=both(
             write("{W}/tree/etc/os-release", "ID=x\n"),
             write("{W}/tree/out/.keep", ""),

@@ -5,6 +5,7 @@ the same damage refused the same way by both, with one line naming the part at f
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import subprocess
 import tarfile
@@ -166,7 +167,12 @@ def test_the_index_records_every_part_and_standard_tools_read_the_file(image, tm
     assert len(index.shards) == 5 and index.parts[-1].kind == "dirs"
     data = image.read_bytes()
     assert index.digest == hashlib.sha256(data[: index.frame]).hexdigest()
-    assert (image.parent / "root.tar.zst.sha256").read_text().split()[0] == index.digest
+    # The boot's pin is the index's, in FILE.pin; FILE.sha256 is the whole file's, where
+    # sha256sum -c reads it (the index's there would make it fail).
+    assert (image.parent / "root.tar.zst.pin").read_text() == index.digest + "\n"
+    assert (image.parent / "root.tar.zst.sha256").read_text().split()[0] == hashlib.sha256(data).hexdigest()
+    checked = subprocess.run(["sha256sum", "-c", "--strict", "root.tar.zst.sha256"], cwd=image.parent)
+    assert checked.returncode == 0
     for part in index.parts:
         assert hashlib.sha256(data[part.offset : part.offset + part.length]).hexdigest() == part.sha256
     dest = tmp_path / "std"
@@ -539,7 +545,11 @@ def test_inspect_shows_the_shards(image):
     assert r.returncode == 0, r.stderr
     assert "sharded archive" in r.stdout and "shards        5, the biggest" in r.stdout
     assert r.stdout.count("    shard ") == 5 and "    dirs " in r.stdout
-    assert f"sha256        {index_of(image).digest} (of the index" in r.stdout  # what the boot pins
+    whole = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert f"sha256        {whole} (of the whole file" in r.stdout
+    assert f"pin           {index_of(image).digest} (of the index" in r.stdout  # what the boot pins
+    info = json.loads(run_cli("image", "inspect", str(image), "--sha256", "--json").stdout)
+    assert (info["sha256"], info["pin"]) == (whole, index_of(image).digest)
 
 
 def test_inspect_refuses_a_link_in_a_shard(tmp_path):
@@ -614,3 +624,23 @@ def test_pinned_parts_are_verified_in_the_ram_there_is(image, tmp_path, spare, s
     else:
         assert "is verified in RAM before it is unpacked" in r.stdout and "make the image with more shards" in r.stdout
         assert not list((tmp_path / "dest").iterdir())
+
+
+def test_plan_refuses_the_whole_files_sha256_as_a_sharded_images_pin(image):
+    """sha256sum's hash of a sharded image is not what the boot checks: plan says so, with
+    the pin it takes, when the image is on a mounted source; the pin itself passes."""
+    from types import SimpleNamespace
+
+    from tui.plan import Plan
+    from tui.validation import _check_image_on_source
+
+    device = SimpleNamespace(mountpoints=[str(image.parent)])
+    whole = hashlib.sha256(image.read_bytes()).hexdigest()
+    pin = (image.parent / "root.tar.zst.pin").read_text().strip()
+    problems: list = []
+    _check_image_on_source(Plan(source="LABEL=IMG", image="root.tar.zst", sha256=whole), device, problems)
+    assert [p.field for p in problems] == ["sha256"]
+    assert f"accepted: {pin} (its FILE.pin" in problems[0].line() and "not the whole file's" in problems[0].line()
+    problems = []
+    _check_image_on_source(Plan(source="LABEL=IMG", image="root.tar.zst", sha256=pin.upper()), device, problems)
+    assert problems == []

@@ -149,7 +149,7 @@ def test_round_trip_through_the_module_unpack_into_a_tmpfs_loses_nothing(tmp_pat
     run = tmp_path / "run"
     run.mkdir()
     image = out / "root.tar.zst"
-    pin = (out / "root.tar.zst.sha256").read_text().split()[0]
+    pin = (out / "root.tar.zst.pin").read_text().strip()  # what the boot pins
     r = run_sh(
         ["dash"],
         f'f=$(tr_format "{image}"); echo fmt=$f; tr_unpack "{image}" "$f" "{dest}" "{pin}"; echo rc=$?',
@@ -178,7 +178,12 @@ def test_round_trip_through_the_module_unpack_into_a_tmpfs_loses_nothing(tmp_pat
         assert count == (9 if shards else 2)  # --shards auto: at least two
     else:
         sha = hashlib.sha256(data).hexdigest()
-    assert (out / "root.tar.zst.sha256").read_text() == f"{sha}  root.tar.zst\n"
+    assert pin == sha
+    # FILE.sha256 is the whole file's, in the form sha256sum -c reads, whatever the layout.
+    assert (out / "root.tar.zst.sha256").read_text() == f"{hashlib.sha256(data).hexdigest()}  root.tar.zst\n"
+    checked = subprocess.run(["sha256sum", "-c", "--strict", "root.tar.zst.sha256"], cwd=out, capture_output=True)
+    assert checked.returncode == 0 and checked.stdout == b"root.tar.zst: OK\n", checked
+    assert made.stdout.count(" pin ") == 1 and ("the same" in made.stdout) == (fmt != "sharded"), made.stdout
 
 
 def test_fstab_is_rewritten_in_the_image_only(tmp_path, tmpfs):
@@ -432,10 +437,10 @@ def test_refuses_when_the_output_filesystem_lacks_room(tmp_path, tmpfs):
 def test_create_bad_input(tmp_path, args, field):
     tree = make_test_rootfs(tmp_path / "tree")
     argv = [f"--from={tree}", *args] if not args[0].startswith("--from") else args
-    r = run_cli("image", "create", f"--output={tmp_path}/o.tar", *argv)
+    r = run_cli("image", "create", f"--output={tmp_path}/o.tar.zst", *argv)
     assert r.returncode == 2 and field in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert not (tmp_path / "o.tar").exists()
+    assert not (tmp_path / "o.tar.zst").exists()
 
 
 def test_create_will_not_replace_without_yes(tmp_path):
@@ -467,7 +472,7 @@ def test_inspect_each_format(packed, fmt, name):
     info = json.loads(r.stdout)
     assert info["format"] == name and info["files"] == files
     assert info["uncompressed"] == tar_size and info["compressed"] == archive.stat().st_size
-    assert info["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert info["sha256"] == info["pin"] == hashlib.sha256(archive.read_bytes()).hexdigest()  # one stream
 
 
 def test_inspect_truncated_and_non_archives(packed, tmp_path):
@@ -548,7 +553,7 @@ def test_image_create_records_the_size_the_boot_reads(tmp_path, fmt):
 
     tree = make_test_rootfs(tmp_path / "tree")
     (tree / "blob").write_bytes(os.urandom(200_000))
-    out = tmp_path / f"root.{fmt}"
+    out = tmp_path / f"root.tar.{fmt}"
     create(make_plan(str(tree), str(out), fmt))
     size = cheap_uncompressed_size(out)
     info = inspect(out)
@@ -561,3 +566,141 @@ def test_image_create_records_the_size_the_boot_reads(tmp_path, fmt):
         with open(out, "rb") as f:
             data = subprocess.run(tool, stdin=f, capture_output=True, check=True).stdout
         assert len(data) == info.uncompressed
+
+
+@pytest.mark.parametrize(
+    "name,args,says",
+    [
+        ("o.tar.gz", [], "accepted for --format zst: a name ending .tar.zst, .tzst, .zst"),
+        ("o.tar.zst", ["--format=xz"], "accepted for --format xz: a name ending .tar.xz, .txz, .xz"),
+        ("rootfs.img", ["--format=tar"], "accepted for --format tar: a name ending .tar"),
+    ],
+)
+def test_an_output_whose_suffix_is_not_its_format_is_refused(tmp_path, name, args, says):
+    tree = make_test_rootfs(tmp_path / "tree")
+    r = create_cli(tree, tmp_path / name, *args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--output" in r.stderr and says in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]
+
+
+def test_an_output_in_the_tree_leaves_out_only_itself_or_is_refused(tmp_path):
+    """The output's folder in the tree is packed (only the image and its sidecars are not);
+    holding anything else, it is refused unless --exclude says to leave it out."""
+    tree = make_test_rootfs(tmp_path / "tree")
+    (tree / "images").mkdir()
+    out = tree / "images/r.tar"
+    first = create_cli(tree, out, "--format=tar")
+    assert first.returncode == 0, first.stderr
+    names = subprocess.run(["tar", "-tf", str(out)], capture_output=True, text=True, check=True).stdout.split()
+    assert "./images/" in names and not [n for n in names if n.startswith("./images/r.tar")]
+    (tree / "images/old.tar").write_text("an older image")
+    refused = create_cli(tree, out, "--format=tar", "--yes")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "in '/images', which holds 1 other entry (e.g. 'old.tar')" in refused.stderr
+    assert "--exclude '/images/*'" in refused.stderr
+    again = create_cli(tree, out, "--format=tar", "--yes", "--exclude=/images/*")
+    assert again.returncode == 0, again.stderr
+    names = subprocess.run(["tar", "-tf", str(out)], capture_output=True, text=True, check=True).stdout.split()
+    assert "./images/" in names and "./images/old.tar" not in names
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sighup_cleans_up_as_sigterm_does(tmp_path, sig):
+    """A dropped ssh session (SIGHUP) stops tar and xz and removes the partial file, with the
+    same exit status and line as SIGTERM."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "blob").write_bytes(os.urandom(24 << 20))
+    out = tmp_path / "out/root.tar.xz"
+    out.parent.mkdir()
+    argv = [sys.executable, "-m", "tui", "image", "create", f"--from={tree}", f"--output={out}", "--format=xz"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(200):
+        if list(out.parent.glob(".root.tar.xz.*.partial")):
+            break
+        time.sleep(0.05)
+    children = []
+    for _ in range(100):  # tar and xz started
+        children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+        if len(children) >= 2:
+            break
+        time.sleep(0.05)
+    assert len(children) >= 2, "tar and xz never ran"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    from tui.errors import EXIT_INTERRUPTED
+
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "image create was cancelled; nothing was written" in err.decode() and b"Traceback" not in err
+    assert list(out.parent.iterdir()) == []
+    assert not any(
+        os.path.exists(f"/proc/{c}") and "Z" not in open(f"/proc/{c}/stat").read().split()[2] for c in children
+    )
+
+
+def test_pace_falls_while_nothing_moves():
+    """The rate is over the last seconds up to now: it falls and the time left grows while
+    nothing moves, and the time left is unknown once all is read but not yet written."""
+    from tui.image_create import Pace
+
+    now = [0.0]
+    pace = Pace(clock=lambda: now[0])
+    for t in range(11):  # 10 MB/s for 10 s
+        now[0] = float(t)
+        pace.update(t * 10_000_000, 1_000_000_000)
+    rate, left = pace.rate(), pace.left()
+    assert rate == pytest.approx(10_000_000) and left == pytest.approx(90)
+    now[0] = 15.0  # 5 s with nothing taken
+    pace.update(100_000_000, 1_000_000_000)
+    assert pace.rate() == pytest.approx(100_000_000 / 15) and pace.left() > left
+    assert "the compressor has taken nothing for 5 s" in pace.text()
+    now[0] = 16.0
+    pace.update(1_000_000_000, 1_000_000_000)
+    assert pace.left() is None and "compressing the rest" in pace.text()
+
+
+def test_progress_keeps_coming_while_xz_is_stalled(tmp_path):
+    """A real xz, stopped: progress is still reported every half second, so the pace shown
+    falls, instead of the last rate staying on screen."""
+    from tui.image_create import TICK, Pace, create, make_plan
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "blob").write_bytes(os.urandom(12 << 20))
+    calls: list[tuple[float, int]] = []
+    pace = Pace()
+    stopped: list[int] = []
+
+    def progress(done, total, files, files_total):
+        calls.append((time.monotonic(), done))
+        pace.update(done, total)
+        if not stopped and done >= 4 << 20:  # stop xz once it has moved (in the packing thread)
+            for task in os.listdir("/proc/self/task"):
+                for pid in open(f"/proc/self/task/{task}/children").read().split():
+                    if open(f"/proc/{pid}/comm").read().strip() == "xz":
+                        os.kill(int(pid), signal.SIGSTOP)
+                        stopped.append(int(pid))
+
+    import threading
+
+    worker = threading.Thread(
+        target=create, args=(make_plan(str(tree), str(tmp_path / "r.tar.xz"), "xz", level=0, mountinfo=""), progress)
+    )
+    worker.start()
+    for _ in range(100):
+        if stopped:
+            break
+        time.sleep(0.05)
+    assert stopped, "xz never ran"
+    time.sleep(1.5)
+    rate_before, start = pace.rate(), time.monotonic()
+    time.sleep(3)
+    during = [c for c in calls if c[0] >= start]
+    rate_after = pace.rate()
+    os.kill(stopped[0], signal.SIGCONT)
+    worker.join(timeout=60)
+    assert len(during) >= int(3 / TICK) - 2, during
+    assert len({done for _, done in during}) == 1  # nothing moved: xz held still
+    assert rate_before is not None and rate_after is not None and rate_after < rate_before
+    assert (tmp_path / "r.tar.xz.sha256").exists()

@@ -134,7 +134,7 @@ def test_image_and_its_sidecar_are_private_unless_mode_widens_them(tmp_path, ext
     finally:
         os.umask(old)
     assert made.returncode == 0, made.stderr
-    for path in (out, out.with_name("root.tar.sha256")):
+    for path in (out, out.with_name("root.tar.sha256"), out.with_name("root.tar.pin")):
         assert stat.S_IMODE(path.stat().st_mode) == mode, (path, oct(path.stat().st_mode))
 
 
@@ -155,7 +155,7 @@ def test_the_partial_file_is_never_readable_by_others_while_it_is_written(tmp_pa
 
     tree = make_test_rootfs(tmp_path / "tree")
     (tree / "blob").write_bytes(os.urandom(3 << 20))
-    out = tmp_path / "out/root.tar"
+    out = tmp_path / ("out/root.tar" if fmt == "tar" else f"out/root.tar.{fmt}")
     out.parent.mkdir()
     seen = []
 

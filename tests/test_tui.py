@@ -700,6 +700,7 @@ async def test_the_create_dialog_passes_format_and_exclusions_and_escape_stops_i
         assert type(app.screen).__name__ == "ImageScreen"
     assert sorted(p.name for p in (vol / "images").iterdir()) == [
         "new.tar.gz",
+        "new.tar.gz.pin",
         "new.tar.gz.sha256",
         "notes.txt",
         "rootfs.tar.zst",

@@ -218,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         "not packed. The image's /etc/fstab (not the host's) has its / "
         "entry and the images volume's entry commented out. Written under "
         "a temporary name (0600 while written), renamed at the end, with FILE.sha256 "
-        "beside it, both 0600 unless --mode widens them (for a "
-        "sharded image: the sha256 of its index, which lists every shard's; pin it "
-        "with plan --sha256). The default zst image is sharded: independent zstd "
+        "beside it (the whole file's: sha256sum -c FILE.sha256 checks it) and FILE.pin "
+        "(what the boot pins, for plan --sha256: a sharded image's is the sha256 of its "
+        "index, which lists every shard's), all 0600 unless --mode widens them. FILE's "
+        "suffix must name --format (e.g. .tar.zst); an output inside the tree is refused "
+        "when its folder holds anything else to pack. The default zst image is sharded: independent zstd "
         "tar streams behind an index, unpacked in parallel at boot (one worker per "
         "core); `zstd -dc FILE | tar -x --ignore-zeros` also unpacks it.",
         epilog="examples:\n"
@@ -281,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         default="0600",
         metavar="OCTAL",
-        help="permissions of FILE and FILE.sha256 (default 0600: the image holds /etc/shadow and "
+        help="permissions of FILE, FILE.sha256 and FILE.pin (default 0600: the image holds /etc/shadow and "
         "the SSH host keys); at most 0644, e.g. --mode 0640 for a web server's group",
     )
     from tui.image_create import PER_HOST
@@ -305,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     i.add_argument("file", metavar="FILE", help="the archive to inspect")
-    i.add_argument("--sha256", action="store_true", help="also compute its sha256 (for --sha256 of plan)")
+    i.add_argument(
+        "--sha256",
+        action="store_true",
+        help="also compute its sha256 (the whole file's) and its pin (what plan --sha256 takes)",
+    )
     i.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -354,7 +360,12 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
         dest="network",
         help="network for an NFS source (kernel ip=): dhcp (default) or client:server:gw:netmask:host:iface:none",
     )
-    g.add_argument("--sha256", metavar="HEX", help="refuse to boot unless the image has this sha256")
+    g.add_argument(
+        "--sha256",
+        metavar="HEX",
+        help="refuse to boot unless the image has this pin: what image create wrote in FILE.pin "
+        "(a sharded image's is the sha256 of its index, not sha256sum's)",
+    )
     g.add_argument(
         "--tmpfs-opts",
         metavar="OPTS",
@@ -566,12 +577,15 @@ def cmd_tui(args) -> int:
 
 
 def _progress_bar(console, label: str, unit_files: bool):
+    """A progress bar; *unit_files*: packing's, with files and the engine's pace (rate and time
+    left that stay true while the compressor holds still) in place of rich's own."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    columns = [TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
+    columns = [TextColumn(label), BarColumn(), DownloadColumn()]
     if unit_files:
-        columns.append(TextColumn("{task.fields[files]}"))
-    columns.append(TimeRemainingColumn())
+        columns += [TextColumn("{task.fields[files]}"), TextColumn("{task.fields[pace]}")]
+    else:
+        columns += [TransferSpeedColumn(), TimeRemainingColumn()]
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
 
@@ -617,8 +631,10 @@ def _image_inspect(args, console, engine: Engine) -> int:
         "at least 256M more, at most 90% of RAM)"
     )
     if info.sha256:
-        what = " (of the index, which lists every shard's: pin this one)" if info.shards else ""
-        print(f"  sha256        {info.sha256}{what}")
+        print(f"  sha256        {info.sha256} (of the whole file, as sha256sum prints it)")
+    if info.pin:
+        what = "the same" if info.pin == info.sha256 else f"{info.pin} (of the index, which lists every shard's sha256)"
+        print(f"  pin           {what}: what the boot checks (plan --sha256, rd.tmpfs.sha256)")
     if info.shards:
         _print_shards(info.shards)
     return EXIT_OK
@@ -644,7 +660,7 @@ def _print_shards(parts: list[dict]) -> None:
 def _image_create(args, console, engine: Engine) -> int:
     from tui.devices import human_size
     from tui.errors import escape
-    from tui.image_create import parse_mode
+    from tui.image_create import Pace, parse_mode
 
     mode = parse_mode(args.mode)
     plan = engine.plan_image(
@@ -657,40 +673,40 @@ def _image_create(args, console, engine: Engine) -> int:
         raise UsageError(f"--output {shown(args.output)}: exists; pass --yes to replace it")
     for m in plan.skipped_mounts:
         say(f"note: /{escape(m)} is a separate filesystem and is not packed (add --with-mount /{escape(m)})")
-    for folder in plan.left_out:
-        say(f"note: {escape(folder)} is not packed: the output is written there")
     if args.dry_run:
         for line in engine.image_dry_run(plan):
             print(line)
         return EXIT_OK
-    with _progress_bar(console, "packing", True) as bar, _cancel_on_signals(engine):
-        task = bar.add_task("pack", total=None, files="")
+    pace = Pace()
+    # SIGHUP too: a dropped ssh session removes the partial file as SIGTERM does.
+    with _progress_bar(console, "packing", True) as bar, _cancel_on_signals(engine, signal.SIGHUP):
+        task = bar.add_task("pack", total=None, files="", pace="")
 
         def show(done, total, files, files_total):
-            bar.update(task, completed=done, total=total, files=f"{files}/{files_total} files")
+            pace.update(done, total)
+            bar.update(task, completed=done, total=total, files=f"{files}/{files_total} files", pace=pace.text())
 
         made = engine.create_image(plan, progress=show)
     for line in made.notes():
         say(line)
-    print(
-        f"{escape(made.path)}: {human_size(made.size)}, {made.files} files, sha256 {made.sha256} "
-        f"(in {escape(made.path)}.sha256)"
-    )
+    print(f"{escape(made.path)}: {human_size(made.size)}, {made.files} files")
+    for line in made.sums():
+        print(f"  {line}")
     return EXIT_OK
 
 
 # ------------------------------------------------------------ apply / remove
 @contextlib.contextmanager
-def _cancel_on_signals(engine: Engine):
-    """Ctrl-C and SIGTERM cancel the engine's work (which stops its command and rolls back);
-    a second one interrupts at once."""
+def _cancel_on_signals(engine: Engine, *also: signal.Signals):
+    """Ctrl-C and SIGTERM (and the signals in *also*) cancel the engine's work (which stops
+    its command and rolls back); a second one interrupts at once."""
 
     def handler(signum, frame):
         if engine.cancel_token.cancelled:
             raise KeyboardInterrupt
         engine.cancel()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, *also)}
     try:
         yield
     finally:

@@ -434,7 +434,7 @@ class Engine:
             f"would pack {escape(str(image_plan.source))} into {escape(str(image_plan.output))} ({layout}): "
             f"{total_files} entries, {human_size(total_bytes)} before compression",
             f"  separate filesystems packed: {', '.join('/' + m for m in image_plan.mounts) or 'none'}",
-            f"  mode of the image and its .sha256: {image_plan.mode:04o}",
+            f"  mode of the image, its .sha256 and .pin: {image_plan.mode:04o}",
         ]
         if image_plan.generic:
             left_out = ", ".join(escape(p) for p in image_plan.per_host) or "none found"

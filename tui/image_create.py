@@ -5,7 +5,9 @@ hard links, sparse files, xattrs, ACLs, SELinux labels, file capabilities) and a
 multi-threaded compressor. It never packs pseudo or volatile trees, the output
 file or the folder of images; the image's /etc/fstab (never the host's) has the
 entries for / and for the volume holding the images commented out. The archive
-is written under a temporary name and renamed at the end, then FILE.sha256.
+is written under a temporary name and renamed at the end, then FILE.sha256 (the whole
+file's, for ``sha256sum -c``) and FILE.pin (what the boot pins: a sharded image's index's
+sha256, else the same).
 
 An image holds the tree's secrets (/etc/shadow, SSH host keys): it and its sidecar are
 0600 unless ``--mode`` widens them (at most read for group and others), and the partial
@@ -34,6 +36,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +77,20 @@ SYSTEM_MOUNTS = ("usr", "var")
 SHARD_RECORD = 163840
 #: A guess of the compressed share, to refuse early when the output's filesystem lacks room.
 RATIO_GUESS = {"zst": 0.5, "gz": 0.55, "xz": 0.4, "lz4": 0.65, "tar": 1.0}
+#: The suffixes an output of each format may end with (its name says what it is, to the
+#: tools and people that go by names: tar -a, file managers, web servers' types).
+SUFFIXES = {
+    "zst": (".tar.zst", ".tzst", ".zst"),
+    "gz": (".tar.gz", ".tgz", ".gz"),
+    "xz": (".tar.xz", ".txz", ".xz"),
+    "lz4": (".tar.lz4", ".lz4"),
+    "tar": (".tar",),
+}
+#: Beside the image: FILE.sha256, the sha256 of the whole file as `sha256sum -c` checks it,
+#: and FILE.pin, what the boot pins (rd.tmpfs.sha256, plan --sha256): for a sharded image
+#: the sha256 of its index (which lists every shard's), else the same as FILE.sha256.
+SUM_SUFFIX = ".sha256"
+PIN_SUFFIX = ".pin"
 FSTAB_NOTE = "# tmpfs-root: commented out in the image: / is a tmpfs unpacked at boot"
 #: The image's and its sidecar's mode: root's alone, as the secrets packed in it are.
 IMAGE_MODE = 0o600
@@ -117,10 +134,9 @@ class CreatePlan:
     excludes: list[str] = field(default_factory=list)  # tar patterns, anchored ones start with ./
     mounts: list[str] = field(default_factory=list)  # separate mounts packed (relative: usr, var, home)
     skipped_mounts: list[str] = field(default_factory=list)  # separate mounts left out
-    left_out: list[str] = field(default_factory=list)  # folders not packed because the output is in them
     fstab: str | None = None  # the image's rewritten /etc/fstab
     shards: int | None = None  # zst: shards of the sharded format (None: by size; 1: one stream)
-    mode: int = IMAGE_MODE  # of the image and FILE.sha256 (parse_mode: at most WIDEST_MODE)
+    mode: int = IMAGE_MODE  # of the image, FILE.sha256 and FILE.pin (parse_mode: at most WIDEST_MODE)
     generic: bool = False  # --generic: what differs per host is left out (PER_HOST)
     per_host: list[str] = field(default_factory=list)  # what --generic leaves out of this tree (/etc/...)
 
@@ -224,27 +240,22 @@ def make_plan(
         raise CreateError(f"--output {shown(output)}: accepted: a file name, e.g. rootfs.tar.{fmt}")
     if not out.parent.is_dir():
         raise CreateError(f"--output {shown(output)}: directory {shown(str(out.parent))} does not exist")
-    for path in (out, out.with_name(out.name + ".sha256")):
+    for path in (out, *(out.with_name(name) for name in sidecars(out.name))):
         try:
             check_output(path)
         except FileRefused as e:
             raise CreateError(f"--output {shown(output)}: {shown(str(path))} {e.strerror}") from None
     plan = CreatePlan(src, out, fmt, level, shards=_shard_count(shards, fmt))
+    if not out.name.endswith(SUFFIXES[fmt]):
+        raise CreateError(
+            f"--output {shown(output)}: the name does not say {fmt}; accepted for --format {fmt}: "
+            f"a name ending {', '.join(SUFFIXES[fmt])} (or the --format its suffix names)"
+        )
     plan.excludes += [f"./{d}/*" for d in VOLATILE] + ["./etc/fstab"]
     for pattern in excludes or []:
         if not pattern or any(c in pattern for c in "\n\0"):
             raise CreateError(f"--exclude {shown(pattern)}: accepted: a tar pattern, e.g. /var/cache/apt/*")
         plan.excludes.append("./" + pattern.lstrip("/") if pattern.startswith("/") else pattern)
-    # The output and the folder it is in, when they are inside the tree.
-    for inside in (out, out.parent):
-        try:
-            rel_path = inside.relative_to(src)
-        except ValueError:
-            continue
-        if str(rel_path) != ".":
-            plan.excludes += [f"./{rel_path}", f"./{rel_path}/*"]
-            if inside == out.parent:
-                plan.left_out.append(f"/{rel_path}")
     plan.excludes += [f"./{p}" for p in _swap_files(src)]
     # Separate filesystems below the root: the OS's own are packed, others only when asked.
     if mountinfo is None:
@@ -271,6 +282,7 @@ def make_plan(
             plan.skipped_mounts.append(rel)
     for m in wanted - set(plan.mounts):
         raise CreateError(f"--with-mount {shown('/' + m)}: no filesystem is mounted there under {src}")
+    _leave_out_the_output(plan, below)
     fstab = src / "etc/fstab"
     if fstab.is_file():
         plan.fstab = rewrite_fstab(
@@ -279,6 +291,48 @@ def make_plan(
     if generic:
         plan.make_generic()
     return plan
+
+
+def sidecars(name: str) -> tuple[str, str]:
+    """The names written beside an image called *name*: its sha256 and its pin."""
+    return name + SUM_SUFFIX, name + PIN_SUFFIX
+
+
+def _leave_out_the_output(plan: CreatePlan, below: list[str]) -> None:
+    """The output, its sidecars and its partial files are never packed when they are inside
+    the tree; nothing else is left out for them. When the folder they are in holds anything
+    else that would be packed, it is refused: packing it would put other images (or whatever
+    is there) into this one, and leaving it out whole would drop a directory unasked."""
+    out, src = plan.output, plan.source
+    try:
+        folder = out.parent.relative_to(src)
+    except ValueError:
+        return
+    own = [out.name, *sidecars(out.name)]
+    prefix = "" if str(folder) == "." else f"{folder}/"
+    plan.excludes += [f"./{prefix}{name}" for name in own] + [f"./{prefix}.{out.name[:180]}.*.partial"]
+    if str(folder) == ".":
+        return  # the root itself is never left out
+    anchored = [e[2:] for e in plan.excludes if e.startswith("./")]
+    floating = [e for e in plan.excludes if not e.startswith("./")]
+    walked = {str(src)} | {str(src / m) for m in plan.mounts}
+    mount = max((mp for mp in [str(src), *below] if out.parent.is_relative_to(mp)), key=len)
+    parts = str(folder).split("/")
+    if mount not in walked or any(_excluded("/".join(parts[:n]), anchored, floating) for n in range(1, len(parts) + 1)):
+        return  # on a filesystem not packed, or left out by --exclude
+    partial = re.compile(re.escape(f".{out.name[:180]}.") + r".*\.partial")
+    others = sorted(
+        name
+        for name in os.listdir(out.parent)
+        if name not in own and not partial.fullmatch(name) and not _excluded(f"{folder}/{name}", anchored, floating)
+    )
+    if others:
+        raise CreateError(
+            f"--output {shown(str(out))}: is inside the tree packed, in {shown('/' + str(folder))}, which holds "
+            f"{len(others)} other entr{'y' if len(others) == 1 else 'ies'} (e.g. {shown(others[0])}) that would be "
+            f"packed with it or the whole folder left out; accepted: an output outside --from, on a "
+            f"filesystem not packed, or --exclude {shown('/' + str(folder) + '/*')} to leave that folder's contents out"
+        )
 
 
 def _links_to_machine_id(path: Path) -> bool:
@@ -498,11 +552,24 @@ def _excluded(rel: str, anchored: list[str], floating: tuple[str, ...] | list[st
 class Created:
     path: str
     size: int
-    sha256: str
+    sha256: str  # of the whole file: what FILE.sha256 holds, as sha256sum -c checks it
     files: int
     warnings: list[str]
     #: partial files of earlier, interrupted runs that this one removed (sweep_partials)
     removed: list[str] = field(default_factory=list)
+    #: what the boot pins (FILE.pin): a sharded image's index's sha256, else sha256
+    pin: str = ""
+
+    def sums(self) -> list[str]:
+        """Which hash is which, a line each, ready to show."""
+        name = escape(os.path.basename(self.path))
+        lines = [f"sha256 {self.sha256} of the whole file (in {name}{SUM_SUFFIX}: sha256sum -c checks it)"]
+        if self.pin == self.sha256:
+            return lines + [f"pin    the same, for the boot (in {name}{PIN_SUFFIX}: plan --sha256, rd.tmpfs.sha256)"]
+        return lines + [
+            f"pin    {self.pin} of the index, which lists every shard's sha256, for the boot "
+            f"(in {name}{PIN_SUFFIX}: plan --sha256, rd.tmpfs.sha256)"
+        ]
 
     def notes(self, most: int = 20) -> list[str]:
         """What the admin is told beside the result, a line each, ready to show (names in
@@ -555,11 +622,12 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
                         from tui import image_shards
 
                         count = plan.shards or image_shards.auto_shards(total_bytes)
-                        files, warnings, sha = image_shards.pack(
+                        files, warnings, pin = image_shards.pack(
                             plan, Path(staging), out, entries, count, progress, cancel
                         )
                     else:
                         files, warnings = _pack(plan, Path(staging), out, total_bytes, total_files, progress, cancel)
+                        pin = ""
                     out.flush()
                     set_owner_and_mode(out.fileno(), plan.mode)  # complete: given its mode
                     os.fsync(out.fileno())
@@ -568,21 +636,30 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
                     f"--from {shown(str(plan.source))}: the image would hold no files "
                     "(everything is left out by --exclude); accepted: a root tree"
                 )
-            if not plan.sharded():
-                digest = hashlib.sha256()
-                with open(os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd), "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        digest.update(chunk)
-                sha = digest.hexdigest()
+            # The whole file's, as sha256sum reads it (a sharded image's pin is its index's).
+            digest = hashlib.sha256()
+            with open(os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd), "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    if cancel and cancel.cancelled:
+                        raise CreateCancelled("image create was cancelled; nothing was written")
+                    digest.update(chunk)
+            sha = digest.hexdigest()
+            pin = pin if plan.sharded() else sha
+            # No sidecar of an earlier image is left beside the new one, even if this run dies
+            # before it writes its own.
+            for name in sidecars(plan.output.name):
+                unlink_quietly(name, dir_fd=dir_fd)
             os.rename(tmp, plan.output.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             os.fsync(dir_fd)
         except BaseException:
             unlink_quietly(tmp, dir_fd=dir_fd)
             raise
-        write_atomic(plan.output.name + ".sha256", f"{sha}  {plan.output.name}\n".encode(), plan.mode, dir_fd=dir_fd)
+        sum_name, pin_name = sidecars(plan.output.name)
+        write_atomic(sum_name, f"{sha}  {plan.output.name}\n".encode(), plan.mode, dir_fd=dir_fd)
+        write_atomic(pin_name, f"{pin}\n".encode(), plan.mode, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
-    return Created(str(plan.output), plan.output.stat().st_size, sha, files, warnings, swept)
+    return Created(str(plan.output), plan.output.stat().st_size, sha, files, warnings, swept, pin=pin)
 
 
 #: How old a partial file must be before a later run removes it; a younger one may have
@@ -710,6 +787,16 @@ def stream(
     reader.start()
     done = 0
     sink = comp.stdin if comp and comp.stdin else out
+    # Reports go on while a write waits for the compressor, and while it finishes what it
+    # holds: the time passes for whoever shows a rate and a time left.
+    ended = threading.Event()
+
+    def tick() -> None:
+        while not ended.wait(TICK):
+            report(done, files[0])
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
     try:
         if cancel:
             cancel.on_cancel(lambda: _kill(tar, comp))
@@ -732,6 +819,8 @@ def stream(
         rc_tar = tar.wait()
         reader.join()
         rc_comp = comp.wait() if comp else 0
+        ended.set()
+        ticker.join()
     if cancel and cancel.cancelled:
         raise CreateCancelled("image create was cancelled; nothing was written")
     if comp and compressor and rc_comp != 0:
@@ -765,6 +854,73 @@ def size_trailer(fmt: str, size: int) -> bytes:
         header = b"\x1f\x8b\x08\x10" + b"\0\0\0\0" + b"\0\xff" + text + b"\0"  # FCOMMENT, no mtime
         return header + b"\x03\x00" + struct.pack("<II", 0, 0)  # an empty deflate block, CRC32 0, size 0
     return b""
+
+
+#: Seconds between progress reports while nothing moves (a compressor busy with what it holds:
+#: xz takes in a whole block, then compresses it for seconds without reading).
+TICK = 0.5
+#: After this many seconds with nothing taken, the pace says so.
+STALL_SAID = 4
+
+
+class Pace:
+    """Rate and time left of packing, true while nothing moves: the rate is over the last
+    WINDOW seconds up to now, so a stalled compressor lowers it and the time left grows
+    (a rate over the samples that moved would stay frozen at its last value)."""
+
+    WINDOW = 20.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.samples: deque[tuple[float, int]] = deque()
+        self.done = self.total = 0
+        self.moved = clock()
+        self._lock = threading.Lock()
+
+    def update(self, done: int, total: int) -> None:
+        now = self.clock()
+        with self._lock:
+            if not self.samples or done > self.done:
+                self.moved = now
+            self.done, self.total = done, total
+            self.samples.append((now, done))
+            while len(self.samples) > 1 and self.samples[1][0] <= now - self.WINDOW:
+                self.samples.popleft()
+
+    def rate(self) -> float | None:
+        """Bytes a second over the window ending now; None before a second has passed."""
+        now = self.clock()
+        with self._lock:
+            if not self.samples:
+                return None
+            t0, d0 = self.samples[0]
+            if now - t0 < 1:
+                return None
+            return (self.done - d0) / (now - t0)
+
+    def left(self) -> float | None:
+        """Seconds left at the current rate; None when unknown (no rate yet, nothing moving,
+        or everything read while the compressor still works on what it holds)."""
+        rate = self.rate()
+        if not rate or self.done >= self.total:
+            return None
+        return (self.total - self.done) / rate
+
+    def text(self) -> str:
+        rate, left = self.rate(), self.left()
+        if rate is None:
+            return "rate: measuring"
+        still = self.clock() - self.moved
+        parts = [f"{human_size(int(rate))}/s"]
+        if self.done >= self.total:
+            parts.append("compressing the rest")
+        elif left is not None:
+            parts.append(f"{int(left) // 60}:{int(left) % 60:02} left")
+        else:
+            parts.append("time left unknown")
+        if still >= STALL_SAID:
+            parts.append(f"the compressor has taken nothing for {int(still)} s")
+        return ", ".join(parts)
 
 
 def _kill(*procs: subprocess.Popen | None) -> None:

@@ -160,10 +160,13 @@ class ImageInfo:
     compressed: int
     uncompressed: int
     files: int  # archive members (files, directories, links, nodes)
-    sha256: str | None
+    sha256: str | None  # of the whole file, as sha256sum prints it (with_sha256)
     recommended_size: str  # for rd.tmpfs.size / --size
     warnings: list[str] = field(default_factory=list)  # members the boot's tar changes
     shards: list[dict] | None = None  # sharded images: every part, as the index records it
+    #: what the boot pins (rd.tmpfs.sha256, plan --sha256; with_sha256): a sharded image's
+    #: index's sha256, which lists every shard's; else the same as sha256
+    pin: str | None = None
 
     def to_json(self) -> dict:
         from dataclasses import asdict
@@ -201,7 +204,8 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
 
     *progress*, if given, is called with (compressed bytes read, compressed total). A sharded
     image is checked as the boot checks it: its index, then every part against the sha256
-    and the size the index records (its sha256 is the index's: what the boot pins).
+    and the size the index records. With *with_sha256*: the whole file's sha256 (sha256sum's)
+    and the pin the boot checks (a sharded image's: its index's sha256).
     """
 
     path = os.fspath(path)
@@ -219,10 +223,10 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
     members = MemberCheck()
     with open(src_fd, "rb") as f:
         compressed = os.fstat(f.fileno()).st_size
+        digest = hashlib.sha256() if with_sha256 else None
         if fmt == "sharded":
-            uncompressed, files, sha, shards = _inspect_sharded(path, f, members, progress)
+            uncompressed, files, pin, shards = _inspect_sharded(path, f, members, progress, digest)
         else:
-            digest = hashlib.sha256() if with_sha256 else None
             size = cheap_uncompressed_size(path, fmt)
             limit = size.uncompressed if size.exact else None  # the boot's tar reads no further
             uncompressed, files = _tar_through(
@@ -233,7 +237,7 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
                 limit,
                 f"holds more than the {limit} bytes of tar it records (a damaged or changed archive)",
             )
-            sha, shards = (digest.hexdigest() if digest else None), None
+            pin, shards = None, None
     if files == 0:
         raise ImageError(f"{shown(path)}: the archive holds no files")
     if members.refused:
@@ -249,20 +253,24 @@ def inspect(path: str | os.PathLike, *, with_sha256: bool = False, ram: int = 0,
         compressed=compressed,
         uncompressed=uncompressed,
         files=files,
-        sha256=sha if with_sha256 else None,
+        sha256=digest.hexdigest() if digest else None,
+        pin=(pin or digest.hexdigest()) if digest else None,
         recommended_size=size_arg(recommended_size(uncompressed, ram)),
         warnings=members.warnings(),
         shards=shards,
     )
 
 
-def _inspect_sharded(path: str, f, members: MemberCheck, progress):
+def _inspect_sharded(path: str, f, members: MemberCheck, progress, file_digest=None):
     """Every part of a sharded image through zstd and tar: (uncompressed, members, the
-    index's sha256, the parts as dicts); ImageError naming the part at fault."""
+    index's sha256, the parts as dicts); ImageError naming the part at fault. *file_digest*, when
+    given, is fed every byte of the file (the parts follow the index without gaps)."""
     try:
         index = image_index.read(f.fileno())
     except image_index.DamagedIndex as e:
         raise ImageError(f"{shown(path)}: {e}") from None
+    if file_digest:
+        file_digest.update(os.pread(f.fileno(), index.frame, 0))
     total_files = 0
     shards = []
     reported = [index.frame]
@@ -273,7 +281,7 @@ def _inspect_sharded(path: str, f, members: MemberCheck, progress):
 
     for n, part in enumerate(index.parts, 1):
         name = image_index.part_name(n, len(index.parts))
-        digest = hashlib.sha256()
+        digest = _Tee(hashlib.sha256(), file_digest)
         members.in_shard = part.kind == "files"
         changed = f"{shown(path)}: {name}: its sha256 is not the one in the index (the image was changed)"
         try:
@@ -313,6 +321,21 @@ def _inspect_sharded(path: str, f, members: MemberCheck, progress):
             }
         )
     return index.total, total_files - members.shard_parents, index.digest, shards
+
+
+class _Tee:
+    """Hashes fed to two digests at once (the second may be None)."""
+
+    def __init__(self, first, second) -> None:
+        self.first, self.second = first, second
+
+    def update(self, data: bytes) -> None:
+        self.first.update(data)
+        if self.second:
+            self.second.update(data)
+
+    def hexdigest(self) -> str:
+        return self.first.hexdigest()
 
 
 def _chunks(f, start: int, length: int, digest, progress):

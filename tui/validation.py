@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from tui.devices import BlockDevice, human_size, match_source
 from tui.errors import shown
-from tui.images import ImageError, cheap_uncompressed_size, detect_format
+from tui.images import ImageError, cheap_uncompressed_size, detect_format, read_index
 from tui.owned import KERNEL_TEMPLATE, KVER_RE
 
 if TYPE_CHECKING:
@@ -277,7 +277,8 @@ def _check_http_pin(plan: Plan, problems: list[Problem]) -> None:
             "sha256",
             "",
             "is required over plain http (anyone on the network could change the image); accepted: 64 hex "
-            "digits from `tmpfs-root image inspect FILE --sha256`, or https, or --append rd.tmpfs.insecure=1",
+            "digits from the image's FILE.pin (or `tmpfs-root image inspect FILE --sha256`), or https, or "
+            "--append rd.tmpfs.insecure=1",
         )
     )
 
@@ -348,6 +349,16 @@ def _check_image_on_source(plan: Plan, device: BlockDevice | None, problems: lis
     except ImageError as e:  # a sharded image whose index is damaged
         problems.append(Problem("image", plan.image, f"{str(e).split(': ', 1)[-1]}; accepted: an image as made"))
         return None
+    if fmt == "sharded" and plan.sha256 and plan.sha256.lower() != (pin := read_index(path).digest):
+        problems.append(
+            Problem(
+                "sha256",
+                plan.sha256,
+                f"is not the pin of {shown(plan.image)} on {plan.source}: the boot would refuse it. A sharded "
+                f"image's pin is the sha256 of its index, which lists every shard's, not the whole file's "
+                f"(sha256sum's, FILE.sha256); accepted: {pin} (its FILE.pin, or `image inspect FILE --sha256`)",
+            )
+        )
     return info.uncompressed if info.exact else None
 
 
