@@ -234,7 +234,7 @@ class World:
             make_lvm_disk(self.lvm_disk, lvm_content, "LVMIMG", tmp)
             self.names_disk = tmp / "names.img"
             created = created_images(rootfs, tmp, "zst")
-            self.params["sha_created"] = (created / "images/created.tar.zst.sha256").read_text().split()[0]
+            self.params["sha_created"] = (created / "images/created.tar.zst.pin").read_text().strip()  # the boot's pin
             make_disk_image(
                 self.names_disk,
                 [
