@@ -153,7 +153,7 @@ def main() -> int:
         t0 = time.perf_counter()
         made = create(make_plan(str(tree), str(out), fmt, shards=shards))
         pack_s[name] = time.perf_counter() - t0
-        archives[name], shas[name] = out, made.sha256
+        archives[name], shas[name] = out, made.pin or made.sha256  # the boot's pin
         print(f"created {out.name}: {out.stat().st_size / 1e6:.0f} MB in {pack_s[name]:.1f} s", flush=True)
     subprocess.run(["sync"], check=True)
     with open(archives["sharded"], "rb") as f:

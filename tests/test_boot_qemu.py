@@ -302,7 +302,7 @@ def tampered_shard(rootfs: Path, tmp: Path, out: Path) -> str:
         os.close(fd)
     data[second.offset + second.length // 2] ^= 0x10
     out.write_bytes(bytes(data))
-    return made.sha256
+    return made.pin
 
 
 def hostile_shard(tmp: Path, out: Path) -> str:

@@ -61,7 +61,7 @@ def www(tmp_path_factory):
     (tmp / "www/images").mkdir(parents=True)
     made = create(make_plan(str(tree), str(tmp / "www/images/r.tar.zst"), "zst", shards=2))
     (tmp / "www/images/notes.txt").write_text("not an archive\n")
-    return tmp / "www", made.sha256
+    return tmp / "www", made.pin
 
 
 def plan_cli(fake_target, source: str, image: str, *extra):

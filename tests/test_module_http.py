@@ -40,7 +40,7 @@ def served(tmp_path_factory):
     data = bytearray((www / "images/sharded.tar.zst").read_bytes())
     data[-len(data) // 3] ^= 0x40  # inside the third shard
     (www / "images/tampered.tar.zst").write_bytes(bytes(data))
-    return {"www": www, "sharded": sharded.sha256, "stream": stream.sha256, "tmp": tmp}
+    return {"www": www, "sharded": sharded.pin, "stream": stream.pin, "tmp": tmp}
 
 
 def fill(tmp_path, cmdline: str, env=None):
@@ -225,7 +225,7 @@ def test_an_image_of_many_shards_boots_over_http(tmp_path):
     with http_server(www) as server:
         r = fill(
             tmp_path,
-            f"root=tmpfs:http://127.0.0.1:{server.port}/ rd.tmpfs.imgfile=many.tar.zst rd.tmpfs.sha256={made.sha256}",
+            f"root=tmpfs:http://127.0.0.1:{server.port}/ rd.tmpfs.imgfile=many.tar.zst rd.tmpfs.sha256={made.pin}",
             {"TR_JOBS": "2"},
         )
     assert "EMERGENCY" not in r.stdout, r.stdout + r.stderr
