@@ -344,3 +344,39 @@ def test_status_reports_drift(system):
     assert "older than its kernel" in st.stderr and "/etc/tmpfs-root/grub.env is modified" in st.stderr
     again = apply(system)  # and apply repairs both
     assert again.returncode == 0 and run_cli("status", "--root", system).returncode == 0
+
+
+def test_a_second_kernel_package_runs_initramfs_tools_and_our_hook_and_its_purge_removes_ours(system):
+    """A stock Debian host keeps initramfs-tools (the target has dracut-core, never the
+    `dracut` package, which would replace it). Installing another kernel package, as apt does
+    on an update, runs both kernel hooks: initramfs-tools makes the distribution's
+    initrd.img-KVER, ours makes initrd-tmpfs-root-KVER.img, and zz-update-grub lists both
+    entries; purging the package removes ours with it. The first kernel's distribution
+    initramfs stays byte for byte as it was throughout."""
+    kver = target_kernel(system)
+    distro_initrd = system / f"boot/initrd.img-{kver}"
+    before = distro_initrd.read_bytes()
+    assert in_target(system, "dpkg-query", "-W", "-f=${Status}", "initramfs-tools") == "install ok installed"
+    assert apply(system).returncode == 0
+    host = Host(system)
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    host.run(["apt-get", "update", "-q"], env=env)
+    # the cloud flavour: another kernel package of the same release, a different version string
+    host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "linux-image-cloud-amd64"], env=env)
+    second = [k for k in (p.name for p in (system / "lib/modules").iterdir()) if k != kver]
+    assert len(second) == 1 and second[0].endswith("-cloud-amd64"), second
+    new = second[0]
+    assert (system / f"boot/initrd.img-{new}").stat().st_size > 1 << 20  # initramfs-tools' hook
+    assert (system / f"boot/initrd-tmpfs-root-{new}.img").stat().st_size > 1 << 20  # ours
+    cfg = (system / "boot/grub/grub.cfg").read_text()
+    ids = entries(cfg)
+    assert f"tmpfs-root-{new}" in ids and f"tmpfs-root-{kver}" in ids, list(ids)
+    assert f"/boot/initrd.img-{new}" in cfg and f"/boot/initrd.img-{kver}" in cfg  # the distribution's entries
+    assert distro_initrd.read_bytes() == before
+    host.run(["apt-get", "purge", "-y", "-q", "linux-image-cloud-amd64", f"linux-image-{new}"], env=env)
+    assert not (system / f"boot/initrd-tmpfs-root-{new}.img").exists()
+    assert f"tmpfs-root-{new}" not in (system / "boot/grub/grub.cfg").read_text()
+    assert (system / f"boot/initrd-tmpfs-root-{kver}.img").exists()
+    assert distro_initrd.read_bytes() == before
+    assert run_cli("remove", "--root", system, "--yes").returncode == 0
+    assert distro_initrd.read_bytes() == before
