@@ -135,14 +135,18 @@ class OverviewScreen(StepScreen):
         self.tmpfs_app.next_step(self.NAME)
 
     def action_quit(self) -> None:
-        """Escape on the first step asks before leaving (nothing has been changed)."""
+        """Escape on the first step asks before leaving, saying what this session changed
+        (an apply, a remove, an image written), or that it changed nothing."""
         from screens.confirm import ConfirmModal
 
         def answered(ok: bool | None) -> None:
             if ok:
                 self.app.exit()
 
-        self.app.push_screen(ConfirmModal("Quit tmpfs-root?", "Nothing has been changed.", "Quit"), answered)
+        engine = self.tmpfs_app._engine  # not made here just to be asked: unmade, it changed nothing
+        changes = engine.changes if engine is not None else []
+        detail = "Nothing has been changed." if not changes else "In this session:\n" + "\n".join(changes)
+        self.app.push_screen(ConfirmModal("Quit tmpfs-root?", detail, "Quit"), answered)
 
     def _load_installed_plan(self) -> None:
         from tui.engine import TmpfsRootError, escape  # not at the top: the first screen does not wait for it

@@ -172,3 +172,21 @@ def test_a_root_run_says_on_the_console_where_its_log_is(target, tmp_path, monke
     assert f"note: the log of this run is {tmp_path / 'log/tmpfs-root.log'} on this machine, not in {target}" in (
         result.stderr
     )
+
+
+def test_the_engine_says_what_a_session_changed_and_a_dry_run_changed_nothing(target, tmp_path, monkeypatch):
+    """What the TUI's quit dialog says comes from here: a dry run's apply and remove add
+    nothing (and write nothing), a real apply and remove each say what they did, an apply
+    that changes nothing adds nothing."""
+    from tui.engine import Engine
+
+    monkeypatch.setenv("TMPFS_ROOT_LOG_DIR", str(tmp_path / "log"))
+    before = tree_digest(target)
+    dry = Engine(target, dry_run=True, plan=PLAN)
+    dry.apply()
+    assert dry.changes == [] and tree_digest(target) == before
+    real = Engine(target, plan=PLAN)
+    real.apply()
+    real.apply()  # nothing more to change
+    real.remove()
+    assert real.changes == [f"tmpfs-root was applied to '{target}'", f"tmpfs-root was removed from '{target}'"]

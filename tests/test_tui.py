@@ -639,11 +639,27 @@ async def test_create_an_image_from_the_tui(fixed, tmp_path):
         assert "images/new.tar.zst" in [a[0] for a in app.screen.archives]
         assert app.image_info is not None and app.image_info.format == "sharded"  # the default
         assert "shards, unpacked in parallel" in str(app.screen.query_one("#info").render())
+        # leaving, it does not say "nothing has been changed": it names what was written
+        detail = await quit_dialog_detail(pilot)
+        assert "Nothing has been changed" not in detail
+        assert f"an image was written: '{vol / 'images/new.tar.zst'}'" in detail, detail
     stream = subprocess.run(
         ["zstd", "-dc", str(fixed[0].parent / "vol/images/new.tar.zst")], capture_output=True, check=True
     ).stdout
     listing = subprocess.run(["tar", "-t", "--ignore-zeros"], input=stream, capture_output=True).stdout.decode()
     assert "./etc/hostname" in listing
+
+
+async def quit_dialog_detail(pilot) -> str:
+    """Back to the Overview and Escape: the quit dialog's text about what was changed."""
+    app = pilot.app
+    while len(app.screen_stack) > 1:
+        app.pop_screen()
+        await pilot.pause()
+    await pilot.press("escape")
+    await pilot.pause()
+    assert type(app.screen).__name__ == "ConfirmModal", type(app.screen).__name__
+    return app.screen.detail
 
 
 async def fill_create_dialog(pilot, tree: Path, output: Path, fmt: str, exclude: str = ""):
@@ -725,6 +741,7 @@ async def test_a_dry_run_create_shows_what_it_would_pack_and_writes_nothing(fixe
         assert f"would pack {tree} into {vol / 'images/new.tar.zst'} (zst, sharded: 2 shards)" in said, said
         assert "(dry run: nothing was written)" in said
         assert not dialog.running and type(app.screen).__name__ == "CreateImageModal"
+        assert await quit_dialog_detail(pilot) == "Nothing has been changed."
     assert (tree_digest(vol), tree_digest(tree)) == before
     assert not list(vol.rglob("*.partial")) and not (vol / "images/new.tar.zst").exists()
 

@@ -149,6 +149,9 @@ class Engine:
         self.dry_run = dry_run
         self.host = make_host(root, dry_run=dry_run)
         self.root = self.host.root
+        #: What this engine has written so far, a line each (shown literally): what a front end says
+        #: when it is left ("nothing has been changed" only when this is empty).
+        self.changes: list[str] = []
         self._facts = facts
         self.plan = plan or Plan()
         self._bootloader: Bootloader | None = None
@@ -417,7 +420,9 @@ class Engine:
         if self.dry_run:
             raise BadInput("a dry run packs no image; image_dry_run says what would be packed")
         self.cancel_token = CancelToken()
-        return image_create.create(image_plan, progress=progress, cancel=self.cancel_token)
+        made = image_create.create(image_plan, progress=progress, cancel=self.cancel_token)
+        self.changes.append(f"an image was written: {shown(made.path)}")
+        return made
 
     def image_dry_run(self, image_plan) -> list[str]:
         """What packing *image_plan* would do, as lines to show (the CLI's `image create
@@ -504,6 +509,9 @@ class Engine:
                 outcome = transaction.remove(self.host, on_line=on_line, on_step=on_step, cancel=self.cancel_token)
             if log:
                 log.line(f"=== done: {'changed' if outcome.changed else 'nothing to change'}")
+            if outcome.changed and not self.dry_run:
+                done = "applied to" if mode == "apply" else "removed from"
+                self.changes.append(f"tmpfs-root was {done} {shown(str(self.root))}")
             return outcome
         except BaseException as e:
             if log:
