@@ -222,10 +222,10 @@ def test_parts_are_read_in_32k_records_and_older_images_still_unpack(tmp_path, m
     at a time (a third of the reads from the pipe), and modules made before, which read 10 KiB,
     count them exactly too. Images made before (shards of 10 KiB records) still unpack, read
     10 KiB at a time; busybox's tar (no records) reads both."""
-    from tui import image_create
+    from tui import image_shards
 
     if record == 10240:  # as image create made them before
-        monkeypatch.setattr(image_create, "SHARD_RECORD", 10240)
+        monkeypatch.setattr(image_shards, "SHARD_RECORD", 10240)
     tree = small_tree(tmp_path / "tree")
     image = tmp_path / "root.tar.zst"
     create(make_plan(str(tree), str(image), "zst", shards=5))

@@ -663,7 +663,8 @@ def test_pace_falls_while_nothing_moves():
 def test_progress_keeps_coming_while_xz_is_stalled(tmp_path):
     """A real xz, stopped: progress is still reported every half second, so the pace shown
     falls, instead of the last rate staying on screen."""
-    from tui.image_create import TICK, Pace, create, make_plan
+    from tui.image_create import Pace, create, make_plan
+    from tui.tar_stream import TICK
 
     tree = tmp_path / "tree"
     tree.mkdir()

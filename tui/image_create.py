@@ -43,8 +43,7 @@ from pathlib import Path
 
 from tui.cancel import CancelToken
 from tui.devices import human_size, parse_mountinfo
-from tui.errors import BadInput, Cancelled, Failure, escape, shown
-from tui.runner import die_with_parent
+from tui.errors import BadInput, escape, shown
 from tui.safefile import (
     FileRefused,
     check_output,
@@ -53,6 +52,7 @@ from tui.safefile import (
     unlink_quietly,
     write_atomic,
 )
+from tui.tar_stream import CreateCancelled, counting, scan_totals, stream
 
 #: format -> (compressor argv with {level}, default level, accepted levels)
 COMPRESSORS = {
@@ -69,12 +69,6 @@ VOLATILE = ("proc", "sys", "dev", "run", "tmp")
 #: Separate mounts that are part of the OS, packed without asking.
 SYSTEM_MOUNTS = ("usr", "var")
 #: Every shard of a sharded image is a tar stream of whole 160 KiB records: a multiple of the
-#: 32 KiB records the boot reads them in (a third of the reads of tar's default 10 KiB, ~7%
-#: off the unpack) and of the 10 KiB that modules made before read, so that both count
-#: exactly what the index says (GNU tar's --totals counts whole records; the shards are read
-#: to their end). The padding is zeros: a few bytes of zstd each. The directory part keeps
-#: tar's 10 KiB: read alone, up to its end-of-archive, by the modules made before.
-SHARD_RECORD = 163840
 #: A guess of the compressed share, to refuse early when the output's filesystem lacks room.
 RATIO_GUESS = {"zst": 0.5, "gz": 0.55, "xz": 0.4, "lz4": 0.65, "tar": 1.0}
 #: The suffixes an output of each format may end with (its name says what it is, to the
@@ -119,10 +113,6 @@ Progress = Callable[[int, int, int, int], None]  # bytes done, bytes total, file
 
 class CreateError(BadInput):
     """What was asked cannot be packed (an option at fault); one line for the user."""
-
-
-class CreateFailed(Failure):
-    """Packing failed while it ran (tar, the compressor, the disk); nothing is left behind."""
 
 
 @dataclass
@@ -525,17 +515,6 @@ def scan(plan: CreatePlan) -> tuple[int, int]:
     return scan_totals(walk(plan))
 
 
-def scan_totals(entries) -> tuple[int, int]:
-    total_bytes = total_files = 0
-    for e in entries:
-        if e.name == ".":
-            continue
-        total_files += 1
-        if not e.is_dir:
-            total_bytes += e.weight
-    return total_bytes, total_files
-
-
 def _excluded(rel: str, anchored: list[str], floating: tuple[str, ...] | list[str] = ()) -> bool:
     """Whether tar leaves *rel* out: an anchored pattern matches the whole path, a floating
     one (tar's --no-anchored) any tail of it after a '/'."""
@@ -706,10 +685,6 @@ def sweep_partials(name: str, dir_fd: int) -> list[str]:
     return said
 
 
-class CreateCancelled(Cancelled):
-    """Packing was stopped on request; nothing is left behind."""
-
-
 def _pack(
     plan: CreatePlan,
     staging: Path,
@@ -721,7 +696,7 @@ def _pack(
 ) -> tuple[int, list[str]]:
     """One tar stream of the whole tree through one compressor, then the size trailer."""
     streamed = stream(
-        plan, plan.tar_argv(staging), plan.compressor_argv(), out, cancel, _counting(progress, total_bytes, total_files)
+        plan, plan.tar_argv(staging), plan.compressor_argv(), out, cancel, counting(progress, total_bytes, total_files)
     )
     trailer = size_trailer(plan.format, streamed.bytes)
     if trailer:  # after what the compressor wrote through the same file
@@ -729,111 +704,6 @@ def _pack(
         os.lseek(out.fileno(), 0, os.SEEK_END)
         os.write(out.fileno(), trailer)
     return streamed.files, streamed.warnings
-
-
-@dataclass
-class Streamed:
-    bytes: int  # uncompressed: the tar stream's length
-    files: int  # members tar named
-    warnings: list[str]
-
-
-def _counting(progress: Progress | None, total_bytes: int, total_files: int, base: list[int] | None = None):
-    """A stream progress callback (bytes, files of this stream) that reports totals over
-    the streams before it (*base*: bytes and files done so far)."""
-    base = base if base is not None else [0, 0]
-
-    def report(done: int, files: int) -> None:
-        if progress:
-            b, f = base[0] + done, base[1] + files
-            progress(b, max(total_bytes, b), f, max(total_files, f))
-
-    return report
-
-
-def stream(
-    plan: CreatePlan,
-    tar_argv: list[str],
-    compressor: list[str] | None,
-    out,
-    cancel: CancelToken | None,
-    report: Callable[[int, int], None],
-) -> Streamed:
-    """Run tar into the compressor into *out* (at its end); raise CreateFailed or
-    CreateCancelled. tar's stream passes through here, to count it."""
-    # Both die with tmpfs-root, even when it is killed outright: no compressor runs on alone.
-    tar = subprocess.Popen(tar_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=die_with_parent)
-    comp = (
-        subprocess.Popen(
-            compressor, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE, preexec_fn=die_with_parent
-        )
-        if compressor
-        else None
-    )
-    files = [0]
-    messages: list[str] = []
-
-    def listing() -> None:  # tar --verbose names each member on stderr; its complaints start with "tar: "
-        for raw in tar.stderr or []:
-            line = raw.decode(errors="replace").rstrip("\n")
-            if line.startswith("tar: "):
-                messages.append(line[5:])
-            else:
-                files[0] += 1
-
-    assert tar.stdout is not None
-    tar_out = tar.stdout
-    reader = threading.Thread(target=listing, daemon=True)
-    reader.start()
-    done = 0
-    sink = comp.stdin if comp and comp.stdin else out
-    # Reports go on while a write waits for the compressor, and while it finishes what it
-    # holds: the time passes for whoever shows a rate and a time left.
-    ended = threading.Event()
-
-    def tick() -> None:
-        while not ended.wait(TICK):
-            report(done, files[0])
-
-    ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
-    try:
-        if cancel:
-            cancel.on_cancel(lambda: _kill(tar, comp))
-        for chunk in iter(lambda: tar_out.read(1 << 20), b""):
-            sink.write(chunk)
-            done += len(chunk)
-            report(done, files[0])
-        if comp and comp.stdin:
-            comp.stdin.close()
-    except BaseException as e:
-        tar.kill()
-        if comp:
-            comp.kill()
-        if cancel and cancel.cancelled:
-            raise CreateCancelled("image create was cancelled; nothing was written") from None
-        if isinstance(e, OSError):
-            raise CreateFailed(f"--output {shown(str(plan.output))}: writing failed ({e.strerror})") from None
-        raise
-    finally:
-        rc_tar = tar.wait()
-        reader.join()
-        rc_comp = comp.wait() if comp else 0
-        ended.set()
-        ticker.join()
-    if cancel and cancel.cancelled:
-        raise CreateCancelled("image create was cancelled; nothing was written")
-    if comp and compressor and rc_comp != 0:
-        err = comp.stderr.read().decode(errors="replace").strip().splitlines() if comp.stderr else []
-        raise CreateFailed(
-            f"--output {shown(str(plan.output))}: {compressor[0]} failed ({shown(err[-1] if err else rc_comp, 120)})"
-        )
-    # tar exits 1 when files changed while being read (a live root): a warning, not a failure.
-    if rc_tar not in (0, 1):
-        raise CreateFailed(
-            f"--from {shown(str(plan.source))}: tar failed ({shown(messages[-1] if messages else rc_tar, 120)})"
-        )
-    return Streamed(done, files[0], [m for m in messages if not re.search(r"socket ignored$", m)])
 
 
 #: The mark of the size trailer, in the boot's words (tr_recorded_size in tmpfs-root-lib.sh).
@@ -856,9 +726,6 @@ def size_trailer(fmt: str, size: int) -> bytes:
     return b""
 
 
-#: Seconds between progress reports while nothing moves (a compressor busy with what it holds:
-#: xz takes in a whole block, then compresses it for seconds without reading).
-TICK = 0.5
 #: After this many seconds with nothing taken, the pace says so.
 STALL_SAID = 4
 
@@ -921,9 +788,3 @@ class Pace:
         if still >= STALL_SAID:
             parts.append(f"the compressor has taken nothing for {int(still)} s")
         return ", ".join(parts)
-
-
-def _kill(*procs: subprocess.Popen | None) -> None:
-    for p in procs:
-        if p is not None and p.poll() is None:
-            p.kill()

@@ -13,7 +13,7 @@ Layout (all offsets in bytes from the start of the file)::
              directories on their paths, parents first (so that no tar finds a parent
              missing while others unpack beside it); no symbolic link; a hard-link group
              stays in one shard; whole 160 KiB records (read 32 KiB at a time at boot,
-             image_create.SHARD_RECORD)
+             image_shards.SHARD_RECORD)
     [dirs]   a zstd frame holding a tar stream of every directory and symbolic link, unpacked
              last: the links appear only once no other tar runs, and the directories'
              owners, modes, times and xattrs are the final word
