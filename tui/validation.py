@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from tui.devices import BlockDevice, human_size, match_source
 from tui.errors import shown
+from tui.hints import command
 from tui.images import ImageError, cheap_uncompressed_size, detect_format
 from tui.owned import KERNEL_TEMPLATE, KVER_RE
 
@@ -224,7 +225,7 @@ def _check_source(plan: Plan, ctx: Context, problems: list[Problem]):
                 "source",
                 plan.source,
                 "matches no block device now; the boot will "
-                "wait for it (check the identifier with `tmpfs-root devices`)",
+                f"wait for it (check the identifier with `{command(ctx.host.root, 'devices')}`)",
                 "warning",
             )
         )
