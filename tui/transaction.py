@@ -284,7 +284,7 @@ class _Apply:
         entries_ok = all(bootloader.config_has_entry(self.host, self.bl, k) for k in self.kernels)
         if entries_ok and not self.built and not self.entries_changed:
             return "unchanged"
-        bootloader.regenerate(self.host, self.bl, self.on_line)
+        bootloader.regenerate(self.host, self.bl, self.on_line, expect=self.kernels)
         return None
 
     def remove_stale(self):
@@ -296,6 +296,8 @@ class _Apply:
     def boot_mode(self):
         env = bootloader.grubenv(self.host, self.bl)
         wanted = bootloader.entry_id(self.entry_kver)
+        if self.plan.boot in ("once", "default"):  # never arm an entry GRUB does not have
+            bootloader.check_entries(self.host, self.bl, [self.entry_kver])
         if self.plan.boot == "once":
             if env.get("next_entry") == wanted:
                 return "unchanged"
