@@ -118,7 +118,8 @@ class SavePlanModal(EngineView, ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("[b]Save the plan[/b] (load it with `tmpfs-root apply --plan FILE`)")
+            load = self.engine.command("apply", "--plan", "FILE")
+            yield Static(Text.assemble(("Save the plan", "bold"), f" (load it with `{load}`)"))
             yield Input(compact=True, value="/root/tmpfs-root.toml", id="path")
             yield Static(id="message", classes="error", markup=False)
             with Horizontal(classes="row"):

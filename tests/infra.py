@@ -113,8 +113,14 @@ def tree_digest(root: Path) -> dict[str, str]:
 FAKE_KVER = "6.1.0-99-amd64"
 
 
-def make_fake_target(root: Path, kvers=(FAKE_KVER,), dracut=True) -> Path:
-    """A directory that looks like an installed Debian system to the engine."""
+#: What apply runs in a target besides dracut (plan checks each is there); stand-ins in a
+#: fake target, which runs none of them (make_tool_target's FAKE_TOOLS do run).
+GRUB_TOOLS = ("grub-mkconfig", "grub-script-check", "grub-reboot", "grub-set-default", "grub-editenv")
+
+
+def make_fake_target(root: Path, kvers=(FAKE_KVER,), dracut=True, tools=True) -> Path:
+    """A directory that looks like an installed Debian system to the engine: with *tools*, a
+    /bin/sh and the GRUB tools apply runs (stand-ins that are never run)."""
     (root / "etc").mkdir(parents=True, exist_ok=True)
     (root / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n')
     (root / "boot/grub").mkdir(parents=True, exist_ok=True)
@@ -125,10 +131,15 @@ def make_fake_target(root: Path, kvers=(FAKE_KVER,), dracut=True) -> Path:
         (root / f"lib/modules/{kver}/kernel").mkdir(parents=True, exist_ok=True)
         (root / f"boot/vmlinuz-{kver}").write_bytes(b"kernel")
         (root / f"boot/initrd.img-{kver}").write_bytes(b"the distro's initramfs")
-    if dracut:
-        exe = root / "usr/bin/dracut"
+    names = (["dracut"] if dracut else []) + (list(GRUB_TOOLS) if tools else [])
+    for name in names:
+        exe = root / "usr/bin" / name
         exe.write_text("#!/bin/sh\nexit 0\n")
         exe.chmod(0o755)
+    if tools:
+        (root / "bin").mkdir(exist_ok=True)
+        (root / "bin/sh").write_bytes(b"\x7fELF a shell stand-in")
+        (root / "bin/sh").chmod(0o755)
     return root
 
 
@@ -169,7 +180,7 @@ esac
 
 def make_tool_target(root: Path, kvers=(FAKE_KVER,)) -> Path:
     """A fake target whose tools run under chroot: static busybox as /bin/sh, and FAKE_TOOLS."""
-    make_fake_target(root, kvers)
+    make_fake_target(root, kvers, tools=False)
     (root / "bin").mkdir(exist_ok=True)
     shutil.copy2("/bin/busybox", root / "bin/busybox")
     for name in ("sh", "grep", "mv", "echo", "cat"):

@@ -3,7 +3,7 @@ no traceback, and nothing changed under --root."""
 
 import pytest
 
-from tests.infra import FAKE_KVER, cli_inproc, make_fake_target, run_cli, tree_digest
+from tests.infra import FAKE_KVER, GRUB_TOOLS, cli_inproc, make_fake_target, run_cli, tree_digest
 
 GOOD = ["--source", "LABEL=IMGVOL", "--image", "images/rootfs.tar.zst", "--size", "2G"]
 
@@ -211,6 +211,8 @@ def test_target_without_grub_is_refused(fake_target):
     import shutil
 
     shutil.rmtree(fake_target / "boot/grub")
+    for tool in GRUB_TOOLS:
+        (fake_target / "usr/bin" / tool).unlink()
     result = run_cli("apply", f"--root={fake_target}", *with_(), "--yes")
     assert result.returncode == 2
     assert "error: bootloader" in result.stderr and "no GRUB found" in result.stderr
@@ -250,3 +252,70 @@ def test_without_a_terminal_the_screen_is_not_started(args):
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and "the screen needs a terminal" in lines[0] and "tmpfs-root plan" in lines[0], lines
     assert r.stdout == "" and "\x1b" not in r.stderr
+
+
+def test_debian_target_without_dracut_is_told_to_install_dracut_core(tmp_path):
+    """dracut-core installs beside initramfs-tools; Debian's dracut package would replace it."""
+    target = make_fake_target(tmp_path / "t", dracut=False)
+    result = cli_inproc("plan", f"--root={target}", *GOOD)
+    line = [x for x in result.stderr.splitlines() if "error: dracut" in x]
+    assert result.returncode == 2 and len(line) == 1
+    assert "apt install --no-install-recommends dracut-core" in line[0]
+
+
+def _drop(target, path):
+    (target / path.lstrip("/")).unlink()
+
+
+# (what the target lacks, the plan's --boot, what the one line names, what it says to install)
+MISSING_TOOLS = [
+    ("/bin/sh", "once", "'/bin/sh'", "install dash"),
+    ("/usr/bin/grub-mkconfig", "menu", "'grub-mkconfig'", "grub2-common"),
+    ("/usr/bin/grub-script-check", "menu", "'grub-script-check'", "grub-common"),
+    ("/usr/bin/grub-reboot", "once", "'grub-reboot'", "grub2-common"),
+    ("/usr/bin/grub-set-default", "default", "'grub-set-default'", "grub2-common"),
+]
+
+
+@pytest.mark.parametrize("missing,boot,names,install", MISSING_TOOLS, ids=[m[0] for m in MISSING_TOOLS])
+def test_plan_names_each_tool_apply_would_run_that_the_target_lacks(fake_target, missing, boot, names, install):
+    (fake_target / "etc/default").mkdir(parents=True, exist_ok=True)
+    (fake_target / "etc/default/grub").write_text("GRUB_DEFAULT=saved\n")  # --boot default needs it
+    assert cli_inproc("plan", f"--root={fake_target}", *with_(boot=boot)).returncode == 0
+    _drop(fake_target, missing)
+    before = tree_digest(fake_target)
+    result = cli_inproc("plan", f"--root={fake_target}", *with_(boot=boot))
+    lines = [x for x in result.stderr.splitlines() if "error: tool" in x]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"tmpfs-root: error: tool {names}: ") and install in lines[0]
+    applied = cli_inproc("apply", f"--root={fake_target}", *with_(boot=boot), "--yes")
+    assert applied.returncode == 2 and tree_digest(fake_target) == before  # refused, nothing written
+
+
+def test_plan_checks_dracuts_interpreter_in_the_target(fake_target):
+    """dracut is a bash script: the bash it names must be in the target (or found by env)."""
+    dracut = fake_target / "usr/bin/dracut"
+    dracut.write_text("#!/bin/bash --norc\nexit 0\n")
+    result = cli_inproc("plan", f"--root={fake_target}", *GOOD)
+    lines = [x for x in result.stderr.splitlines() if "error: tool" in x]
+    assert result.returncode == 2 and len(lines) == 1
+    assert "tool '/bin/bash': is not in the target, and /usr/bin/dracut" in lines[0] and "install bash" in lines[0]
+    dracut.write_text("#!/usr/bin/env bash\nexit 0\n")
+    (fake_target / "usr/bin/env").write_text("#!/bin/sh\n")
+    (fake_target / "usr/bin/env").chmod(0o755)
+    result = cli_inproc("plan", f"--root={fake_target}", *GOOD)
+    assert result.returncode == 2 and "tool 'bash': is not in the target" in result.stderr
+    (fake_target / "bin/bash").write_text("")
+    (fake_target / "bin/bash").chmod(0o755)
+    assert cli_inproc("plan", f"--root={fake_target}", *GOOD).returncode == 0
+
+
+def test_grub_editenv_is_checked_where_grubenv_is_on_the_esp(fake_target):
+    """RHEL's EFI layout: the boot mode is set with grub-editenv on the ESP's grubenv."""
+    esp = fake_target / "boot/efi/EFI/redhat"
+    esp.mkdir(parents=True)
+    (esp / "grub.cfg").write_text("# the real one\n")
+    _drop(fake_target, "/usr/bin/grub-editenv")
+    result = cli_inproc("plan", f"--root={fake_target}", *GOOD)
+    assert result.returncode == 2
+    assert "error: tool 'grub-editenv': is not in the target's PATH (sets --boot once in /boot/efi" in result.stderr

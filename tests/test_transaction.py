@@ -190,3 +190,43 @@ def test_the_engine_says_what_a_session_changed_and_a_dry_run_changed_nothing(ta
     real.apply()  # nothing more to change
     real.remove()
     assert real.changes == [f"tmpfs-root was applied to '{target}'", f"tmpfs-root was removed from '{target}'"]
+
+
+@pytest.mark.parametrize("boot", ["once", "menu"])
+def test_a_grub_mkconfig_that_skips_grub_d_fails_the_step_and_arms_nothing(target, boot):
+    """Its grub.cfg has no tmpfs-root entry: the step fails before grub.cfg is replaced, and
+    before any boot mode is set; everything is rolled back."""
+    (target / "usr/bin/grub-mkconfig").write_text(
+        '#!/bin/sh\n[ "$1" = -o ] || exit 2\necho "# no grub.d here" > "$2.new" && mv "$2.new" "$2"\n'
+    )
+    before = tree_digest(target)
+    with pytest.raises(TransactionError) as err:
+        apply(Plan(source=PLAN.source, image=PLAN.image, boot=boot), Host(target))
+    assert str(err.value).startswith(
+        "step 'regenerate the GRUB configuration' failed: grub-mkconfig wrote no tmpfs-root entry for "
+        f"{FAKE_KVER}: /etc/grub.d/42_tmpfs-root did not run"
+    )
+    assert made_dirs(before, tree_digest(target)) == []  # grub.cfg, grubenv and the rest as before
+    assert "next_entry" not in (target / "boot/grub/grubenv").read_text()
+
+
+def test_a_bls_entry_that_is_not_there_is_never_armed(target):
+    """The entry is read back before grub-reboot names it: missing, the step fails."""
+    from tui.transaction import Step, run_steps
+
+    (target / "boot/loader/entries").mkdir(parents=True)
+    (target / "etc/default").mkdir(parents=True)
+    (target / "etc/default/grub").write_text("GRUB_ENABLE_BLSCFG=true\n")
+    before = tree_digest(target)
+    host = Host(target)
+    _, steps = apply_steps(PLAN, host)
+    at = [s.name for s in steps].index("set the boot mode (once)")
+    entry = target / f"boot/loader/entries/tmpfs-root-{FAKE_KVER}.conf"
+    steps.insert(at, Step("lose the entry", entry.unlink))
+    with pytest.raises(TransactionError) as err:
+        run_steps(host, steps)
+    assert f"no tmpfs-root entry in /boot/loader/entries: /boot/loader/entries/tmpfs-root-{FAKE_KVER}.conf" in str(
+        err.value
+    )
+    assert made_dirs(before, tree_digest(target)) == []
+    assert "next_entry" not in (target / "boot/grub/grubenv").read_text()

@@ -323,8 +323,11 @@ def remove_entries(host: Host) -> None:
         host.remove(path)
 
 
-def regenerate(host: Host, bl: Bootloader, on_line: LineCallback | None = None) -> None:
-    """Regenerate grub.cfg with the target's own grub-mkconfig; checked before it replaces the old one."""
+def regenerate(
+    host: Host, bl: Bootloader, on_line: LineCallback | None = None, expect: list[str] | None = None
+) -> None:
+    """Regenerate grub.cfg with the target's own grub-mkconfig; checked (grub-script-check, and
+    an entry for each kernel of *expect*) before it replaces the old one."""
     if bl.style != "grub":
         return
     new = f"{bl.config}.tmpfs-root"
@@ -334,6 +337,7 @@ def regenerate(host: Host, bl: Bootloader, on_line: LineCallback | None = None) 
     try:
         host.run([bl.tool("mkconfig"), "-o", new], on_line=on_line)
         host.run([bl.tool("script-check"), new], on_line=on_line)
+        check_entries(host, bl, expect or [], new)
         host.copy_mode(bl.config, new)  # a grub.cfg of mode 0600 (a password hash) stays 0600
     except BaseException:
         for path in scratch:
@@ -342,13 +346,30 @@ def regenerate(host: Host, bl: Bootloader, on_line: LineCallback | None = None) 
     host.rename(new, bl.config)
 
 
-def config_has_entry(host: Host, bl: Bootloader, kver: str) -> bool:
+def config_has_entry(host: Host, bl: Bootloader, kver: str, config: str | None = None) -> bool:
+    """Whether the configuration GRUB reads (*config*: another one, e.g. a new grub.cfg not yet
+    renamed) holds tmpfs-root's entry for *kver*: its BLS file, or its id in grub.cfg."""
     if bl.style == "bls":
         return host.exists(bls_path(kver))
     try:
-        return f"'{entry_id(kver)}'" in host.read_text(bl.config)
+        return f"'{entry_id(kver)}'" in host.read_text(config or bl.config)
     except OSError:
         return False
+
+
+def check_entries(host: Host, bl: Bootloader, kernels: list[str], config: str | None = None) -> None:
+    """Read back what was written (a dry run wrote nothing, and is not checked): an entry for
+    each of *kernels*, or one line saying why not (the step fails, and is rolled back)."""
+    missing = [k for k in kernels if not host.dry_run and not config_has_entry(host, bl, k, config)]
+    if not missing:
+        return
+    if bl.style == "bls":
+        raise BootloaderError(f"no tmpfs-root entry in {BLS_DIR}: {bls_path(missing[0])} is not there")
+    raise BootloaderError(
+        f"{bl.tool('mkconfig')} wrote no tmpfs-root entry for {', '.join(missing)}: {GRUB_SCRIPT} did not "
+        f"run (the target's {bl.tool('mkconfig')} must run the executable scripts of /etc/grub.d); "
+        f"{bl.config} is left as it was"
+    )
 
 
 # --------------------------------------------------------------- boot modes

@@ -567,9 +567,12 @@ def cmd_tui(args) -> int:
     # Without a terminal (cron, a pipe, ssh without -t) the screen would write escape codes
     # and wait for keys for ever: one line saying what to run instead.
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        from tui.hints import command
+
         raise UsageError(
             "the screen needs a terminal (stdin and stdout are not one); without one use the commands, "
-            "e.g. tmpfs-root plan --source SRC --image PATH, then tmpfs-root apply (tmpfs-root --help lists them)"
+            f"e.g. {command(args.root, 'plan', '--source', 'SRC', '--image', 'PATH')}, then "
+            f"{command(args.root, 'apply')} (tmpfs-root --help lists them)"
         )
     from screens.app import run_app
 
@@ -834,7 +837,7 @@ def cmd_apply(args) -> int:
     if engine.plan.boot == "default":
         _confirm(
             "--boot default: every reboot will boot this entry (root in RAM) until you change "
-            "it or run 'tmpfs-root remove'. Make it the default?",
+            f"it or run `{engine.command('remove')}`. Make it the default?",
             args.yes,
             "--boot default",
         )

@@ -578,15 +578,24 @@ class Engine:
             lines.append("  default       tmpfs-root's entry is the default")
         return lines
 
+    def command(self, *words: str) -> str:
+        """``tmpfs-root WORDS…`` as the user types it for this target (``--root DIR`` when it
+        is not /): every hint the CLI and the screens show is made by it (tui/hints.py)."""
+        from tui.hints import command
+
+        return command(self.root, *words)
+
     def next_steps(self) -> str:
-        """What to do after a successful apply."""
+        """What to do after a successful apply (every command for this engine's target)."""
+        remove = self.command("remove")
+        # --root: the target is not this machine; it is the system in DIR that boots next
+        boot = "reboot (systemctl reboot)" if self.is_live else f"boot the system in {escape(str(self.root))}"
         first = {
-            "once": "Next: reboot (systemctl reboot) to boot it once; if it fails, the machine "
-            "reboots into its normal entry.",
-            "default": "Next: reboot (systemctl reboot); it boots from RAM until you run 'tmpfs-root remove'.",
-            "menu": "Next: reboot and choose the entry in the GRUB menu.",
+            "once": f"Next: {boot} to boot it once; if it fails, the machine reboots into its normal entry.",
+            "default": f"Next: {boot}; it boots from RAM until you run `{remove}`.",
+            "menu": f"Next: {boot} and choose the entry in the GRUB menu.",
         }[self.plan.boot]
         return (
-            f"{first}\nCheck after the boot: findmnt / shows tmpfs. Check the setup: tmpfs-root "
-            "status. Undo: tmpfs-root remove."
+            f"{first}\nCheck after the boot: findmnt / shows tmpfs. Check the setup: "
+            f"{self.command('status')}. Undo: {remove}."
         )

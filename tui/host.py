@@ -156,14 +156,34 @@ class Host:
     def which(self, program: str) -> str | None:
         """The target path of *program* in the target's standard PATH, or None."""
         for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
-            candidate = f"{d}/{program}"
-            try:
-                st = self.fs.stat(candidate)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
-                return candidate
+            if self.executable(f"{d}/{program}"):
+                return f"{d}/{program}"
         return None
+
+    def executable(self, target_path: str) -> bool:
+        """Whether *target_path* is a file the target can execute (links followed in the target)."""
+        try:
+            st = self.fs.stat(target_path)
+        except (OSError, UnsafePath):
+            return False
+        return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)
+
+    def interpreter(self, target_path: str) -> list[str]:
+        """The ``#!`` line of a script of the target, split (``["/bin/bash"]``, ``["/usr/bin/env",
+        "bash"]``); empty for a binary or a file that cannot be read."""
+        try:
+            fd = self.fs.open_regular(target_path)
+        except (OSError, UnsafePath):
+            return []
+        try:
+            head = os.read(fd, 256)
+        except OSError:
+            return []
+        finally:
+            os.close(fd)
+        if not head.startswith(b"#!"):
+            return []
+        return head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
 
     def sha256(self, target_path: str) -> str | None:
         """sha256 of a regular file of the target, or None when there is none."""

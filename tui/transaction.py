@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from tui import bootloader, dracut, kernel_hooks, owned
 from tui.bootloader import Bootloader
 from tui.cancel import CancelToken
 from tui.devices import BlockDevice
-from tui.errors import Cancelled, Failure, shown
+from tui.errors import Cancelled, Failure, escape, shown
+from tui.hints import command, target_file
 from tui.host import DamagedJournal, Host, HostError, LineCallback, UnsafePath
 from tui.owned import INITRD_TEMPLATE, KERNEL_TEMPLATE, KVER_RE, PLAN_FILE, STATE_DIR, STATE_FILE
 from tui.plan import BOOT_MODES, Plan, Resolved, resolve, version_key
@@ -100,12 +102,14 @@ def older_than_kernel(host: Host, kver: str) -> bool:
 class DamagedState(Failure):
     """tmpfs-root's state file in the target cannot be trusted; one line saying how to recover."""
 
-    def __init__(self, why: str):
+    def __init__(self, why: str, root: str | os.PathLike = "/"):
         self.why = why
+        state = target_file(root, STATE_FILE)
+        move = " ".join(shlex.quote(escape(p)) for p in ("mv", state, f"{state}.damaged"))
         super().__init__(
-            f"{STATE_FILE} is damaged ({why}); move it aside (mv {STATE_FILE} "
-            f"{STATE_FILE}.damaged), then run 'tmpfs-root remove' to remove the rest of "
-            "tmpfs-root, or 'tmpfs-root apply' to set it up anew"
+            f"{STATE_FILE} is damaged ({why}); move it aside (`{move}`), then run "
+            f"`{command(root, 'remove')}` to remove the rest of tmpfs-root, or "
+            f"`{command(root, 'apply')}` to set it up anew"
         )
 
 
@@ -169,16 +173,16 @@ def read_state(host: Host) -> dict | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise DamagedState(e.strerror or str(e)) from None
+        raise DamagedState(e.strerror or str(e), host.root) from None
     except UnsafePath as e:  # a link in tmpfs-root's own directory
-        raise DamagedState(e.why) from None
+        raise DamagedState(e.why, host.root) from None
     try:
         state = json.loads(text)
     except ValueError as e:
-        raise DamagedState(f"not JSON: {shown(str(e), 60)}") from None
+        raise DamagedState(f"not JSON: {shown(str(e), 60)}", host.root) from None
     problem = _state_problem(state)
     if problem:
-        raise DamagedState(problem)
+        raise DamagedState(problem, host.root)
     return state
 
 
@@ -285,7 +289,7 @@ class _Apply:
         entries_ok = all(bootloader.config_has_entry(self.host, self.bl, k) for k in self.kernels)
         if entries_ok and not self.built and not self.entries_changed:
             return "unchanged"
-        bootloader.regenerate(self.host, self.bl, self.on_line)
+        bootloader.regenerate(self.host, self.bl, self.on_line, expect=self.kernels)
         return None
 
     def remove_stale(self):
@@ -297,6 +301,8 @@ class _Apply:
     def boot_mode(self):
         env = bootloader.grubenv(self.host, self.bl)
         wanted = bootloader.entry_id(self.entry_kver)
+        if self.plan.boot in ("once", "default"):  # never arm an entry GRUB does not have
+            bootloader.check_entries(self.host, self.bl, [self.entry_kver])
         if self.plan.boot == "once":
             if env.get("next_entry") == wanted:
                 return "unchanged"
@@ -585,7 +591,7 @@ def status(host: Host) -> dict:
     report["installed"] = state is not None
     if state is None:
         if owned_files(host):
-            problems.append("files of tmpfs-root are present but no state: run 'tmpfs-root remove'")
+            problems.append(f"files of tmpfs-root are present but no state: run `{command(host.root, 'remove')}`")
         return report
     report.update(boot=state.get("boot"), entry=state.get("entry"), cmdline=" ".join(state.get("cmdline", [])))
     for path, digest in sorted(state.get("files", {}).items()):
@@ -596,6 +602,7 @@ def status(host: Host) -> dict:
             problems.append(f"{path} is {mark} since apply")
     shipped = shipped_digest()
     initrds = our_initrds(host)
+    reapply = f"run `{command(host.root, 'apply', '--plan', target_file(host.root, PLAN_FILE))}`"
     for kver in sorted(set(state.get("kernels", [])) | set(initrds), key=version_key):
         initrd = INITRD_TEMPLATE.format(kver=kver)
         built = state.get("initrds", {}).get(kver, {})
@@ -608,15 +615,13 @@ def status(host: Host) -> dict:
         }
         report["kernels"].append(k)
         if k["initrd"] is None:
-            problems.append(f"{initrd} is missing: run 'tmpfs-root apply --plan {PLAN_FILE}'")
+            problems.append(f"{initrd} is missing: {reapply}")
         if not k["entry"]:
-            problems.append(f"no boot entry for {kver} in {bl.config}: run 'tmpfs-root apply --plan {PLAN_FILE}'")
+            problems.append(f"no boot entry for {kver} in {bl.config}: {reapply}")
         if k["older_than_kernel"]:
-            problems.append(f"{initrd} is older than its kernel: run 'tmpfs-root apply --plan {PLAN_FILE}'")
+            problems.append(f"{initrd} is older than its kernel: {reapply}")
         if k["module_changed"]:
-            problems.append(
-                f"{initrd} was built with another version of the module: run 'tmpfs-root apply --plan {PLAN_FILE}'"
-            )
+            problems.append(f"{initrd} was built with another version of the module: {reapply}")
     env = bootloader.grubenv(host, bl)
     report["boot_once_pending"] = env.get("next_entry", "").startswith(bootloader.ENTRY_PREFIX)
     report["default_is_ours"] = env.get("saved_entry", "").startswith(bootloader.ENTRY_PREFIX)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from tui.devices import BlockDevice, human_size, match_source
 from tui.errors import shown
+from tui.hints import command
 from tui.images import ImageError, cheap_uncompressed_size, detect_format, read_index
 from tui.owned import KERNEL_TEMPLATE, KVER_RE
 
@@ -37,6 +38,7 @@ FIELD_OPTIONS = {
     "dracut": "dracut",
     "user": "user",
     "bootloader": "bootloader",
+    "tools": "tool",
 }
 SIZE_ACCEPTED = "N, N followed by k, m, g, t, p or e, or N% of RAM (e.g. 2G, 512m, 50%)"
 #: The largest tmpfs size: what the boot's shell arithmetic (signed 64 bits) holds with room.
@@ -164,6 +166,8 @@ def validate(plan: Plan, ctx: Context) -> list[Problem]:
     _check_text_fields(plan, problems)
     _check_cmdline_length(plan, ctx, problems)
     _check_target(ctx, problems)
+    if not any(p.field == "root" for p in problems):
+        _check_tools(plan, ctx, problems)
     _check_bootloader(plan, ctx, problems)
     return problems
 
@@ -224,7 +228,7 @@ def _check_source(plan: Plan, ctx: Context, problems: list[Problem]):
                 "source",
                 plan.source,
                 "matches no block device now; the boot will "
-                "wait for it (check the identifier with `tmpfs-root devices`)",
+                f"wait for it (check the identifier with `{command(ctx.host.root, 'devices')}`)",
                 "warning",
             )
         )
@@ -664,14 +668,7 @@ def _check_target(ctx: Context, problems: list[Problem]) -> None:
         )
         return
     if host.which("dracut") is None:
-        problems.append(
-            Problem(
-                "dracut",
-                str(host.root),
-                "is not installed in the target; "
-                "install the dracut package there (Debian: dracut; Fedora/RHEL: dracut)",
-            )
-        )
+        problems.append(Problem("dracut", str(host.root), f"is not installed in the target; {DRACUT_INSTALL}"))
     if host.is_live and ctx.euid != 0:
         problems.append(
             Problem(
@@ -681,6 +678,72 @@ def _check_target(ctx: Context, problems: list[Problem]) -> None:
                 "run with sudo, or pass --root DIR for a mounted system",
             )
         )
+
+
+#: What to install for dracut: on Debian dracut-core, beside initramfs-tools (the dracut
+#: package Conflicts with initramfs-tools and would replace the distribution's generator).
+DRACUT_INSTALL = (
+    "install it there without side effects (Debian: apt install --no-install-recommends dracut-core, "
+    "beside initramfs-tools; Fedora/RHEL: dnf install dracut)"
+)
+#: The Debian package of each GRUB tool apply runs (Fedora/RHEL: grub2-tools, grub2-tools-minimal).
+GRUB_PACKAGES = {"mkconfig": "grub2-common", "reboot": "grub2-common", "set-default": "grub2-common"}
+#: What to install for an interpreter a tool of the target names.
+INTERPRETER_PACKAGES = {"sh": "dash (Fedora/RHEL: bash)", "bash": "bash", "env": "coreutils"}
+
+
+def programs_apply_runs(plan: Plan, ctx: Context) -> list[tuple[str, str]]:
+    """(program, what apply runs it for) of every command apply runs in the target, as
+    tui/transaction.py and tui/bootloader.py run them; dracut itself is _check_target's."""
+    from tui import bootloader
+
+    bl = ctx.bootloader
+    assert bl is not None
+    programs = [("dracut", "builds the initramfs")]
+    if bl.style == "":
+        return programs
+    if bl.style == "grub":
+        programs += [(bl.tool("mkconfig"), "writes grub.cfg"), (bl.tool("script-check"), "checks it")]
+    tool = {"once": "reboot", "default": "set-default"}.get(plan.boot)
+    if tool and bl.env_on_esp:
+        programs.append((bl.tool("editenv"), f"sets --boot {plan.boot} in {bl.grubenv}"))
+    elif tool:
+        programs.append((bl.tool(tool), f"sets --boot {plan.boot}"))
+    elif any(v.startswith(bootloader.ENTRY_PREFIX) for v in bootloader.grubenv(ctx.host, bl).values()):
+        programs.append((bl.tool("editenv"), "clears the boot mode an earlier apply set"))
+    return programs
+
+
+def _check_tools(plan: Plan, ctx: Context, problems: list[Problem]) -> None:
+    """Each program apply will run in the target, and the interpreter each script names (and,
+    in a chroot, /bin/sh), must be there: one line for each missing one, with what to install."""
+    host = ctx.host
+    missing: dict[str, str] = {}  # what is missing -> the message
+    if not host.is_live and not host.executable("/bin/sh"):
+        missing["/bin/sh"] = (
+            "is not in the target, and the commands apply runs there need it; "
+            f"install {INTERPRETER_PACKAGES['sh']} there"
+        )
+    for program, why in programs_apply_runs(plan, ctx):
+        path = host.which(program)
+        if path is None:
+            if program != "dracut":  # _check_target says that one
+                package = GRUB_PACKAGES.get(program.split("-", 1)[1], "grub-common")
+                missing[program] = (
+                    f"is not in the target's PATH ({why}); install it there (Debian: {package}; "
+                    "Fedora/RHEL: grub2-tools, grub2-tools-minimal)"
+                )
+            continue
+        words = host.interpreter(path)
+        needed = words[:1] + (words[1:2] if words[:1] and words[0].endswith("/env") else [])
+        for word in needed:
+            found = host.executable(word) if word.startswith("/") else host.which(word) is not None
+            if not found and word not in missing:
+                name = word.rsplit("/", 1)[-1]
+                what = INTERPRETER_PACKAGES.get(name, f"the package that has {shown(name)}")
+                missing[word] = f"is not in the target, and {path} ({why}) runs with it; install {what} there"
+    for word, message in missing.items():
+        problems.append(Problem("tools", word, message))
 
 
 def _check_bootloader(plan: Plan, ctx: Context, problems: list[Problem]) -> None:
