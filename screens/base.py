@@ -65,8 +65,8 @@ class StepScreen(EngineView, Screen):
     tried_next = False
 
     def action_help(self) -> None:
+        from screens.confirm import TextModal
         from screens.help import help_text
-        from screens.overview import TextModal
 
         self.app.push_screen(TextModal("Help", help_text(self.NAME)))
 

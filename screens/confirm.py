@@ -1,11 +1,12 @@
-"""The explicit confirmation before anything is changed (destructive style)."""
+"""Modal screens: the explicit confirmation before anything is changed (destructive style),
+and a text to read (status, help, a file's content)."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
@@ -37,3 +38,26 @@ class ConfirmModal(ModalScreen[bool]):
 
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+class TextModal(ModalScreen):
+    """A text to read (status, a file's content), closed with Escape."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    TextModal { align: center middle; }
+    TextModal > VerticalScroll { width: 90%; height: 80%; border: thick $primary; background: $surface; }
+    """
+
+    def __init__(self, title: str, text: str):
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(self.title_text, classes="title")
+            yield Static(self.text, markup=False)
+            yield Button("Close", id="close")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss()

@@ -8,10 +8,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from screens.base import StepScreen
+from screens.confirm import TextModal
 
 MARKS = {"pass": "[green]✔ pass[/]", "warn": "[yellow]! warn[/]", "fail": "[red]✘ fail[/]"}
 
@@ -155,26 +155,3 @@ class OverviewScreen(StepScreen):
             self.engine.load_installed_plan()
         except TmpfsRootError as e:
             self.notify(escape(str(e)), severity="warning", markup=False)
-
-
-class TextModal(ModalScreen):
-    """A text to read (status, a file's content), closed with Escape."""
-
-    BINDINGS = [Binding("escape", "dismiss", "Close")]
-    DEFAULT_CSS = """
-    TextModal { align: center middle; }
-    TextModal > VerticalScroll { width: 90%; height: 80%; border: thick $primary; background: $surface; }
-    """
-
-    def __init__(self, title: str, text: str):
-        super().__init__()
-        self.title_text, self.text = title, text
-
-    def compose(self) -> ComposeResult:
-        with VerticalScroll():
-            yield Static(self.title_text, classes="title")
-            yield Static(self.text, markup=False)
-            yield Button("Close", id="close")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss()

@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, Static
 
 from screens.base import EngineView, StepScreen
-from screens.overview import TextModal
+from screens.confirm import TextModal
 from tui.engine import TmpfsRootError, escape
 
 

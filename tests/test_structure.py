@@ -1,5 +1,8 @@
 """The boundaries a reader relies on, checked by machine: the engine (tui/) imports no
-Textual, and the screens talk to the engine only through its façade (tui.engine)."""
+Textual, the screens talk to the engine only through its façade (tui.engine), no module
+imports itself back through others (at any depth of its code: a lazy import inside a
+function closes a circle too), and the layering contract in pyproject.toml holds
+(import-linter's lint-imports, also run by .ci/run)."""
 
 import ast
 import subprocess
@@ -70,3 +73,92 @@ def test_every_step_has_its_screen_and_the_first_screen_waits_for_no_engine_modu
     loaded, names_match = r.stdout.splitlines()
     assert names_match == "True"
     assert "tui.engine" not in loaded and "tui.transaction" not in loaded, loaded
+
+
+def runtime_imports(path: Path, known: set[str]) -> set[str]:
+    """The project modules a file imports when it runs, at any depth of its code (`from
+    tui import x` names tui.x); what only a type checker reads (under `if TYPE_CHECKING:`)
+    is left out: it runs nothing."""
+    tree = ast.parse(path.read_text())
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(n) for child in node.body for n in ast.walk(child)}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names & known
+
+
+def module_graph() -> dict[str, set[str]]:
+    files = {f"{p.parent.name}.{p.stem}": p for p in [*ENGINE, *SCREENS] if p.stem != "__init__"}
+    return {name: runtime_imports(path, set(files)) - {name} for name, path in files.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_itself_back_through_others():
+    assert circles(module_graph()) == []
+
+
+def test_the_circle_finder_finds_circles():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_engines_parts_never_import_the_layers_above_them():
+    """Below the façade (tui.engine) and the transaction, no part reaches up to them or to
+    the CLI: the layers contract in pyproject.toml names only the upper layers."""
+    upper = {"tui.cli", "tui.__main__", "tui.engine", "tui.transaction"}
+    graph = module_graph()
+    for name, imports in graph.items():
+        allowed = {"tui.cli": upper, "tui.__main__": upper, "tui.engine": {"tui.transaction"}}.get(name, set())
+        if name.startswith("screens."):
+            allowed = {"tui.engine"}
+        assert imports & upper <= allowed, f"{name} imports {sorted(imports & upper - allowed)}"
+
+
+def test_the_layering_contract_holds():
+    import shutil
+
+    lint = shutil.which("lint-imports")
+    assert lint, "import-linter is in the test extra: pip install -e '.[test]'"
+    r = subprocess.run([lint], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "0 broken" in r.stdout

@@ -30,12 +30,9 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tui.host import Host, HostError, LineCallback
-
-if TYPE_CHECKING:
-    from tui.plan import Resolved
 from tui.owned import BLS_DIR, DEFAULT_DROPIN, ENTRY_PREFIX, GRUB_ENV, GRUB_SCRIPT, KVER_RE
 
 GRUB_SCRIPT_SOURCE = Path(__file__).parent / "grub" / "42_tmpfs-root"
@@ -268,7 +265,18 @@ def our_bls_entries(host: Host) -> list[str]:
 
 
 # -------------------------------------------------------------------- writing
-def write_entries(host: Host, bl: Bootloader, resolved: Resolved, kernels: list[str], boot: str) -> bool:
+class EntrySpec(Protocol):
+    """What an entry is written from (the plan's Resolved has it; the bootloader needs no more
+    of the plan, and does not import it)."""
+
+    title: str
+    cmdline: list[str]  # tmpfs-root's own arguments
+
+    @property
+    def entry_cmdline(self) -> list[str]: ...  # the whole line: the admin's arguments, then ours
+
+
+def write_entries(host: Host, bl: Bootloader, resolved: EntrySpec, kernels: list[str], boot: str) -> bool:
     """Write our entry files (not the generated configuration); returns whether any changed.
 
     A BLS entry carries the whole command line (the admin's arguments, then ours); with
