@@ -5,11 +5,15 @@ real tools run the same transaction in test_apply.py."""
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
-from tests.infra import FAKE_KVER, make_tool_target, tree_digest
+from tests.infra import FAKE_KVER, REPO, make_tool_target, tree_digest
 from tui import owned
 from tui.host import Host, RecordingHost
 from tui.plan import Plan
@@ -230,3 +234,30 @@ def test_a_bls_entry_that_is_not_there_is_never_armed(target):
     )
     assert made_dirs(before, tree_digest(target)) == []
     assert "next_entry" not in (target / "boot/grub/grubenv").read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_a_dropped_session_during_apply_stops_the_step_and_rolls_back(target, tmp_path, sig):
+    """SIGHUP (an ssh session dropped mid-apply) is taken as SIGTERM is: the running command is
+    stopped, every step done so far is undone, and the exit says so; nothing is left for the
+    next run to recover."""
+    started = tmp_path / "dracut-started"
+    (target / "usr/bin/dracut").write_text(f"#!/bin/sh\n: > /{started.name}\nexec /bin/busybox sleep 60\n")
+    before = tree_digest(target)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPFS_ROOT_LOG_DIR=str(tmp_path / "log"))
+    argv = [sys.executable, "-m", "tui", "apply", f"--root={target}", f"--source={PLAN.source}"]
+    proc = subprocess.Popen(
+        [*argv, f"--image={PLAN.image}", "--yes"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    marker = target / started.name
+    deadline = time.monotonic() + 60
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate()
+    marker.unlink()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "rolled back" in err, err
+    assert made_dirs(before, tree_digest(target)) == []
+    assert not (target / "var/lib/tmpfs-root/journal").exists()  # nothing left to recover

@@ -783,7 +783,9 @@ def _run_transaction(engine: Engine, mode: str, verbose: bool):
     from rich.console import Console
 
     printer = StepPrinter(Console(stderr=True, highlight=False), verbose)
-    with _cancel_on_signals(engine):
+    # SIGHUP too: a dropped ssh session stops the step and rolls back, as SIGTERM does,
+    # rather than leaving the journal for the next run to undo.
+    with _cancel_on_signals(engine, signal.SIGHUP):
         outcome = engine.apply(printer) if mode == "apply" else engine.remove(printer)
     if engine.log_error:
         say(f"warning: {engine.log_error}")
