@@ -42,7 +42,7 @@ class Plan:
     title: str | None = None  # None: from the target's os-release
     boot: str = "once"
     append: str = ""
-    network: str | None = None  # ip= for an NFS source; None: dhcp
+    network: str | None = None  # ip= for an NFS or http(s) source; None: dhcp
     sha256: str | None = None
     tmpfs_opts: str | None = None
     hostonly: bool = True

@@ -140,7 +140,7 @@ FIELDS: tuple[PlanField, ...] = (
         "network",
         "--ip",
         "CONF",
-        "network for an NFS source (kernel ip=): dhcp (default) or client:server:gw:netmask:host:iface:none",
+        "network for an NFS or http(s) source (kernel ip=): dhcp (default) or client:server:gw:netmask:host:iface:none",
         "dhcp",
         STRING,
         label="Network (ip=)",
