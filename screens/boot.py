@@ -8,6 +8,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, RadioButton, RadioSet, SelectionList, Static
 
 from screens.base import StepScreen, problem_slot
+from tui.engine import plan_field
 
 #: The boot modes: a short label for the choice, and what it does, shown whole below it.
 MODES = {
@@ -31,15 +32,15 @@ class BootScreen(StepScreen):
     def body(self) -> ComposeResult:
         engine = self.engine
         chosen = engine.plan.kernels or engine.default_kernels()
-        yield Static("Kernels to build a tmpfs-root initramfs for:", classes="help")
+        yield Static(plan_field("kernels").label + ":", classes="help")
         yield SelectionList[str](*[(k, k, k in chosen) for k in reversed(engine.target_kernels())], id="kernels")
         yield problem_slot("kernels")
         with Horizontal(classes="field"):
-            yield Label("Entry title")
+            yield Label(plan_field("title").label)
             yield Input(
                 compact=True,
                 value=engine.plan.title or "",
-                placeholder=f"default: {engine.default_title()}",
+                placeholder=plan_field("title").placeholder.format(default=engine.default_title()),
                 id="title",
             )
         yield problem_slot("title")
@@ -50,8 +51,10 @@ class BootScreen(StepScreen):
         yield problem_slot("boot")
         yield problem_slot("bootloader")
         with Horizontal(classes="field"):
-            yield Label("Extra args")
-            yield Input(compact=True, value=engine.plan.append, placeholder="e.g. console=ttyS0 quiet", id="append")
+            yield Label(plan_field("append").label)
+            yield Input(
+                compact=True, value=engine.plan.append, placeholder=plan_field("append").placeholder, id="append"
+            )
         yield problem_slot("append")
 
     def on_mount(self) -> None:

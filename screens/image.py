@@ -21,7 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, ProgressBar, Select, Static
 
 from screens.base import EngineView, StepScreen, problem_slot
-from tui.engine import ImageInfo, TmpfsRootError, escape, human_size
+from tui.engine import ImageInfo, TmpfsRootError, escape, human_size, plan_field
 
 
 @dataclass
@@ -55,11 +55,11 @@ class ImageScreen(StepScreen):
         yield Static(id="where", classes="help", markup=False)
         yield DataTable(id="archives", cursor_type="row", zebra_stripes=True)
         with Horizontal(classes="field"):
-            yield Label("Image path")
+            yield Label(plan_field("image").label)
             yield Input(
                 compact=True,
                 value=self.engine.plan.image,
-                placeholder="e.g. images/rootfs.tar.zst (on the source volume)",
+                placeholder=plan_field("image").placeholder,
                 id="image-path",
             )
         yield problem_slot("image")
@@ -69,11 +69,11 @@ class ImageScreen(StepScreen):
             "Pin its sha256: the boot refuses any other image", value=bool(self.engine.plan.sha256), id="pin"
         )
         with Horizontal(classes="field", id="sha-row"):
-            yield Label("sha256")
+            yield Label(plan_field("sha256").label)
             yield Input(
                 compact=True,
                 value=self.engine.plan.sha256 or "",
-                placeholder="e.g. 9f86d0… (`tmpfs-root image inspect FILE --sha256` on the server)",
+                placeholder=plan_field("sha256").placeholder,
                 id="sha-text",
             )
         yield problem_slot("sha256")

@@ -8,7 +8,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, Static
 
 from screens.base import StepScreen, problem_slot
-from tui.engine import human_size
+from tui.engine import human_size, plan_field
 
 BAR = 40
 
@@ -44,11 +44,11 @@ class SizeScreen(StepScreen):
             facts.append(f"recommended {info.recommended_size}")
         yield Static(" · ".join(facts), id="facts", classes="help")
         with Horizontal(classes="field"):
-            yield Label("tmpfs size")
+            yield Label(plan_field("size").label)
             yield Input(
                 compact=True,
                 value=self.engine.plan.size or "",
-                placeholder="e.g. 2G, 1536m, 50% (empty: decided at boot)",
+                placeholder=plan_field("size").placeholder,
                 id="size",
             )
         yield problem_slot("size")

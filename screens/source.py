@@ -12,7 +12,10 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Select, Static, TabbedContent, TabPane
 
 from screens.base import StepScreen, problem_slot
-from tui.engine import BlockDevice, human_size, no_filesystem
+from tui.engine import BlockDevice, human_size, no_filesystem, plan_field
+
+#: The ip= field, on the NFS and the HTTP(S) tab alike.
+NETWORK = plan_field("network")
 
 
 def device_detail(device: BlockDevice) -> str:
@@ -50,7 +53,7 @@ class SourceScreen(StepScreen):
                         ("server", "Server", "e.g. 10.0.0.11 or nfs.example.org"),
                         ("export", "Export", "e.g. /srv/images"),
                         ("options", "Options", "optional, comma separated, e.g. vers=4.2"),
-                        ("ip", "Network (ip=)", "empty: dhcp; or client:server:gw:netmask:host:iface:none"),
+                        ("ip", NETWORK.label, NETWORK.placeholder),
                     ):
                         with Horizontal(classes="field"):
                             yield Label(label)
@@ -69,7 +72,7 @@ class SourceScreen(StepScreen):
                 with Vertical():
                     for fid, label, placeholder in (
                         ("url", "URL", "e.g. http://10.0.0.11:8080/images or https://images.example.org/"),
-                        ("ip", "Network (ip=)", "empty: dhcp; or client:server:gw:netmask:host:iface:none"),
+                        ("ip", NETWORK.label, NETWORK.placeholder),
                     ):
                         with Horizontal(classes="field"):
                             yield Label(label)

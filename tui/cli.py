@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from tui import __version__
 from tui.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BadInput, TmpfsRootError, shown
+from tui.plan_fields import FIELDS
 
 if TYPE_CHECKING:
     from tui.engine import Engine, Event, Preview
@@ -319,87 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
 def add_plan_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("plan")
     g.add_argument("--plan", metavar="FILE", help="load a saved plan (TOML) instead of the options below")
-    g.add_argument(
-        "--source",
-        metavar="SRC",
-        help="the volume holding the image: /dev/vda1, LABEL=IMGVOL, UUID=…, PARTUUID=…, "
-        "PARTLABEL=…, /dev/mapper/vg-lv, nfs:server:/export[,opts] / nfs4:…, or a web "
-        "server: http://server[:port]/dir (the image must be pinned with --sha256) or https://…",
-    )
-    g.add_argument(
-        "--image", metavar="PATH", help="archive path relative to the source's root, e.g. images/rootfs.tar.zst"
-    )
-    g.add_argument(
-        "--size",
-        metavar="SIZE",
-        help="tmpfs size as tmpfs takes it: 2G, 1536m, 50%% (default: decided at boot "
-        "from the image's size and the RAM)",
-    )
-    g.add_argument(
-        "--kernel",
-        metavar="KVER",
-        action="append",
-        dest="kernels",
-        help="kernel version to build for, repeatable (default: the running kernel if "
-        "installed in the target, else the newest), e.g. --kernel 6.1.0-50-amd64",
-    )
-    g.add_argument("--title", metavar="T", help="boot entry title (default: the OS name + 'root in RAM (tmpfs-root)')")
-    g.add_argument(
-        "--boot",
-        metavar="MODE",
-        help="once (default): boot the entry on the next reboot only, falling back to "
-        "the normal entry on failure; menu: only add the entry; default: make it "
-        "the default entry",
-    )
-    g.add_argument(
-        "--append", metavar="ARGS", default=None, help="extra kernel arguments, e.g. --append 'console=ttyS0 quiet'"
-    )
-    g.add_argument(
-        "--ip",
-        metavar="CONF",
-        dest="network",
-        help="network for an NFS source (kernel ip=): dhcp (default) or client:server:gw:netmask:host:iface:none",
-    )
-    g.add_argument(
-        "--sha256",
-        metavar="HEX",
-        help="refuse to boot unless the image has this pin: what image create wrote in FILE.pin "
-        "(a sharded image's is the sha256 of its index, not sha256sum's)",
-    )
-    g.add_argument(
-        "--tmpfs-opts",
-        metavar="OPTS",
-        help="extra tmpfs options (mpol=, nr_inodes=, huge=within_size|advise|never), e.g. mpol=interleave",
-    )
-    g.add_argument(
-        "--no-hostonly",
-        dest="hostonly",
-        action="store_false",
-        default=None,
-        help="build a generic initramfs (dracut -N) instead of a host-only one",
-    )
-
-
-PLAN_FIELDS = (
-    "source",
-    "image",
-    "size",
-    "kernels",
-    "title",
-    "boot",
-    "append",
-    "network",
-    "sha256",
-    "tmpfs_opts",
-    "hostonly",
-)
+    for f in FIELDS:
+        g.add_argument(f.option, **f.argparse_kwargs())
 
 
 def plan_from_args(args, engine: Engine) -> None:
     """The engine's plan from --plan FILE (if given) and the plan options, which win."""
     if args.plan is not None:
         engine.load_plan(args.plan)
-    engine.edit(**{k: getattr(args, k) for k in PLAN_FIELDS if getattr(args, k) is not None})
+    engine.edit(**{f.name: getattr(args, f.name) for f in FIELDS if getattr(args, f.name) is not None})
 
 
 def _merge_globals(args) -> None:

@@ -26,6 +26,7 @@ from tui.errors import BadInput, Cancelled, TmpfsRootError, escape, shown
 from tui.host import Action, Host, make_host
 from tui.images import ImageInfo
 from tui.plan import Plan, Resolved
+from tui.plan_fields import plan_field
 from tui.validation import Problem
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ __all__ = [
     "gather_facts",
     "human_size",
     "no_filesystem",
+    "plan_field",
     "shown",
 ]
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from tui.devices import BlockDevice, lvm_from_path, match_source
 from tui.errors import BadInput, shown
 from tui.owned import INITRD_TEMPLATE, KVER_RE
+from tui.plan_fields import plan_field, toml_value
 
 BOOT_MODES = ("menu", "once", "default")
 #: Arguments a boot-once entry carries so that a failed boot falls back to the default entry.
@@ -41,7 +42,7 @@ class Plan:
     title: str | None = None  # None: from the target's os-release
     boot: str = "once"
     append: str = ""
-    network: str | None = None  # ip= for an NFS source; None: dhcp
+    network: str | None = None  # ip= for an NFS or http(s) source; None: dhcp
     sha256: str | None = None
     tmpfs_opts: str | None = None
     hostonly: bool = True
@@ -53,7 +54,7 @@ class Plan:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            lines.append(f"{f.name} = {_toml_value(value)}")
+            lines.append(f"{f.name} = {toml_value(value)}")
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -67,9 +68,12 @@ class Plan:
         for key, value in data.items():
             if key not in known:
                 raise PlanError(f"{origin}: unknown key {shown(key)}; accepted: {', '.join(known)}")
-            expected = _expected_type(key)
-            if not _type_ok(value, expected):
-                raise PlanError(f"{origin}: '{key}' must be {expected}, not {type(value).__name__}")
+            declared = plan_field(key)
+            if not declared.accepts(value):
+                raise PlanError(
+                    f"{origin}: '{key}' must be {declared.toml} (e.g. {declared.toml_line()}), "
+                    f"not {type(value).__name__}"
+                )
             setattr(plan, key, list(value) if isinstance(value, list) else value)
         return plan
 
@@ -103,44 +107,6 @@ def save_plan(path: str, plan: Plan) -> None:
         write_atomic(path, plan.to_toml().encode(), 0o600)
     except OSError as e:
         raise BadInput(f"--save {shown(path)}: cannot be written ({e.strerror})") from None
-
-
-def _expected_type(key: str) -> str:
-    if key == "kernels":
-        return "a list of strings"
-    if key == "hostonly":
-        return "true or false"
-    return "a string"
-
-
-def _type_ok(value, expected: str) -> bool:
-    if expected == "a list of strings":
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if expected == "true or false":
-        return isinstance(value, bool)
-    return isinstance(value, str)
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_string(v) for v in value) + "]"
-    return _toml_string(str(value))
-
-
-def _toml_string(s: str) -> str:
-    out = []
-    for ch in s:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
 
 
 # ------------------------------------------------------------------ sources

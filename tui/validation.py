@@ -21,19 +21,11 @@ if TYPE_CHECKING:
     from tui.bootloader import Bootloader
     from tui.host import Host
 from tui.plan import BOOT_MODES, SOURCE_FORMS, TITLE_MAX, Plan, kernel_cmdline, parse_source, target_kernels
+from tui.plan_fields import FIELDS
 
-#: How each plan field is spelled on the command line, so messages name what the user typed.
-FIELD_OPTIONS = {
-    "source": "--source",
-    "image": "--image",
-    "size": "--size",
-    "kernels": "--kernel",
-    "title": "--title",
-    "boot": "--boot",
-    "append": "--append",
-    "network": "--ip",
-    "sha256": "--sha256",
-    "tmpfs_opts": "--tmpfs-opts",
+#: How each plan field (and each other thing a problem can be about) is spelled on the command
+#: line, so messages name what the user typed.
+FIELD_OPTIONS = {f.name: f.option for f in FIELDS} | {
     "root": "--root",
     "dracut": "dracut",
     "user": "user",
