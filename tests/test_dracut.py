@@ -146,6 +146,7 @@ def chroot_target(fake_target):
     """The fake target with a static busybox as /bin/sh, so its fake dracut runs under chroot."""
     (fake_target / "bin").mkdir(exist_ok=True)
     shutil.copy2("/bin/busybox", fake_target / "bin/busybox")
+    (fake_target / "bin/sh").unlink(missing_ok=True)  # the fake target's stand-in, never run
     (fake_target / "bin/sh").symlink_to("busybox")
     return fake_target
 
