@@ -424,6 +424,7 @@ def target_dracut(target: Path, body: str) -> None:
     """Give the fake target a dracut of its own, run under chroot with a static busybox."""
     (target / "bin").mkdir(exist_ok=True)
     shutil.copy("/bin/busybox", target / "bin/busybox")
+    (target / "bin/sh").unlink(missing_ok=True)  # the fake target's stand-in, never run
     (target / "bin/sh").symlink_to("busybox")
     (target / "usr/bin/dracut").write_text("#!/bin/sh\n" + body)
 
