@@ -248,6 +248,13 @@ def test_snapshot_of_every_screen(fixed, snap_compare, step, size, monkeypatch, 
 
     async def run_before(pilot):
         await walk_to_stop(pilot, step)
+        # A focused field's cursor blinks on a timer: on a loaded machine the picture could
+        # catch it off. Steady, it is drawn as the picture holds it.
+        from textual.widgets import Input
+
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False
+        await pilot.pause()
         if STOPS[step] == "apply":
             screen = pilot.app.screen
             screen.query_one("#elapsed").update("elapsed 0 s")  # differs run to run
