@@ -3,7 +3,8 @@ devices, udevd, the Debian target, QEMU) lives in tests/infra.py.
 
 The run (all xdist workers with it) gets: its own directories for tmpfs-root's log and
 locks (nothing in this machine's /var/log or /run), and, where no udevd serves the
-machine, a private /run/udev with a udevd of its own (tests/infra.private_udev_session).
+machine and the run can select a test that attaches disks (not the quick tier), a private
+/run/udev with a udevd of its own (tests/infra.private_udev_session).
 Tests that boot QEMU, build in the Debian chroot or attach disk images are marked slow:
 `python3 -m pytest -m "not slow"` is the quick tier.
 """
@@ -26,7 +27,21 @@ def pytest_configure(config):
     os.environ.setdefault("TMPFS_ROOT_LOG_DIR", os.path.join(base, "log"))
     os.environ.setdefault("TMPFS_ROOT_LOCK_DIR", os.path.join(base, "lock"))
     config._tmpfs_root_base = base
-    config._tmpfs_root_end_udev = private_udev_session()
+    config._tmpfs_root_end_udev = private_udev_session() if may_select_udev_tests(config.option.markexpr) else None
+
+
+def may_select_udev_tests(markexpr: str) -> bool:
+    """Whether the run's -m expression can select a test that attaches disks (marked udev,
+    chroot or qemu, and so slow): the quick tier (-m "not slow") cannot, and starts no udevd."""
+    if not markexpr:
+        return True
+    from _pytest.mark.expression import Expression
+
+    heavy = {"slow", "udev", "chroot", "qemu"}
+    return any(
+        Expression.compile(markexpr).evaluate(lambda name, on=on: name in on)
+        for on in ({"slow", "udev"}, {"slow", "chroot"}, {"slow", "qemu"}, heavy)
+    )
 
 
 def pytest_unconfigure(config):

@@ -162,3 +162,12 @@ def test_the_layering_contract_holds():
     r = subprocess.run([lint], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stdout[-3000:]
     assert "0 broken" in r.stdout
+
+
+def test_the_quick_tier_starts_no_udevd_and_the_slow_tier_does():
+    from tests.conftest import may_select_udev_tests
+
+    assert not may_select_udev_tests("not slow")
+    assert not may_select_udev_tests("not slow and not chroot")
+    assert may_select_udev_tests("slow") and may_select_udev_tests("qemu") and may_select_udev_tests("udev")
+    assert may_select_udev_tests("") and may_select_udev_tests("slow and not qemu")
