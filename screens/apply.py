@@ -152,7 +152,7 @@ class ApplyScreen(StepScreen):
             text.append(
                 " Apply again when you are ready." if isinstance(e, Cancelled) else " Fix the cause and apply again."
             )
-        self.query_one("#result", Static).update(text)
+        self.query_one("#result", Static).update(self.with_log_note(text))
 
     def succeeded(self, outcome) -> None:
         if self.engine.dry_run:
@@ -168,7 +168,15 @@ class ApplyScreen(StepScreen):
         else:
             text = Text.from_markup("[green]✔ Applied.[/] ")
             text.append(self.engine.next_steps())
-        self.query_one("#result", Static).update(text)
+        self.query_one("#result", Static).update(self.with_log_note(text))
+
+    def with_log_note(self, text: Text) -> Text:
+        """The engine's word on its log (where a --root run's log is, or why none was
+        written), below the result, as the CLI says it."""
+        for prefix, said in (("warning", self.engine.log_error), ("note", self.engine.log_note)):
+            if said:
+                text.append(f"\n{prefix}: {said}", style="yellow" if prefix == "warning" else "")
+        return text
 
     def finish(self) -> None:
         self.finished = True

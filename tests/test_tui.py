@@ -451,6 +451,7 @@ async def test_a_failing_apply_shows_the_step_and_the_rollback(fixed):
         result = str(app.screen.query_one("#result").render())
         assert f"step 'build the initramfs for {FAKE_KVER}' failed" in result
         assert "Rolled back" in result and "as it was before" in result
+        assert f"note: the log of this run is {os.environ['TMPFS_ROOT_LOG_DIR']}" in result  # as the CLI says it
         log = "\n".join(str(line) for line in app.screen.query_one("#log").lines)
         assert "simulated failure" in log
     assert tree_digest(target) == before
