@@ -20,18 +20,14 @@ type getarg > /dev/null 2>&1 || . "${TR_DRACUT_LIB:-/lib/dracut-lib.sh}"
 # shellcheck source=tmpfs-root-shards-lib.sh
 . "${TR_LIBDIR:-/lib}/tmpfs-root-shards-lib.sh"
 
-tr_fill_root() {
-    local src img size sha opts nfslib netif did dev file fmt usize choice bytes avail rc why bad csize TR_REMOTE_SOURCE
-    src=$(tr_source) || return 0
-    img=$(getarg rd.tmpfs.imgfile=)
-    size=$(getarg rd.tmpfs.size=)
-    sha=$(getarg rd.tmpfs.sha256=)
-    opts=$(getarg rd.tmpfs.opts=)
-    mkdir -p "$TR_RUN" "$TR_SRC_MNT"
-    # root's alone: it is carried into the booted system, where tmpfs-root takes its lock in it
-    chmod 0700 "$TR_RUN"
-    getarg rd.retry= > /dev/null && TR_HTTP_RETRY_MAX=$(getarg rd.retry=)
+# What the steps below share (this program's own variables: none reaches init's shell):
+# src img size sha opts, the kernel command line's (root=tmpfs:<src>, rd.tmpfs.*); file,
+# the image (a path under the source's mount, or a URL); fmt, its format; bytes, the
+# tmpfs's size; TR_REMOTE_SOURCE=yes for a source that need not answer the same twice.
 
+# The rd.tmpfs.* parameters checked, each failure naming the one to fix.
+_tr_check_args() {
+    local bad
     [ -n "$img" ] || { tr_fail "no image given; accepted: a path on $src, e.g. images/rootfs.tar.zst" rd.tmpfs.imgfile; return 1; }
     case "/$img/" in
         //* | */../*) tr_fail "'$img' must be a relative path without '..'" rd.tmpfs.imgfile; return 1 ;;
@@ -53,60 +49,69 @@ tr_fill_root() {
         tr_fail "tmpfs option '$bad' not accepted; accepted: mpol=, nr_inodes=, huge=within_size|advise|never" rd.tmpfs.opts
         return 1
     fi
+}
 
-    case "$src" in
-        http://* | https://*)
-            file="${src%/}/$img"
-            if [ -z "$sha" ] && [ "${src%%:*}" = http ] && ! getargbool 0 rd.tmpfs.insecure; then
-                tr_fail "over plain http the image must be pinned: rd.tmpfs.sha256=<hex> (or rd.tmpfs.insecure=1 to boot whatever the network sends)" rd.tmpfs.sha256
-                return 1
-            fi
-            command -v curl > /dev/null || { tr_fail "no curl in this initramfs (add dracut's url-lib module)" root=; return 1; }
-            _tr_wait_for_network "$src" "${TR_HTTP_RETRY_MAX:-180}" \
-                || tr_say "no network route after ${TR_HTTP_RETRY_MAX:-180} s (rd.retry); trying anyway"
-            if ! tr_http_probe "$file"; then
-                tr_fail "$(cat "$TR_RUN/why")" root=
-                return 1
-            fi
-            ;;
-        NFS=*)
-            nfslib=${TR_NFS_LIB:-/lib/nfs-lib.sh}
-            [ -e "$nfslib" ] || { tr_fail "no NFS support in this initramfs (add dracut's nfs module)" root=; return 1; }
-            # shellcheck source=/dev/null # dracut's nfs module, in the initramfs
-            . "$nfslib"
-            netif=
-            for did in /tmp/net.*.did-setup; do
-                [ -e "$did" ] || continue
-                netif=${did#/tmp/net.}
-                netif=${netif%.did-setup}
-                break
-            done
-            # A server may answer a second read differently: a pinned image is verified in RAM.
-            TR_REMOTE_SOURCE=yes
-            if ! mount_nfs "${src#NFS=}" "$TR_SRC_MNT" "$netif"; then
-                tr_fail "cannot mount the NFS export ${src#NFS=}" root=
-                return 1
-            fi
-            # mount_nfs mounts read-write when the kernel command line says rw: not the source.
-            # -i: the kernel remounts it; mount.nfs would need /etc/protocols, not in the initramfs.
-            if ! mount -i -o remount,ro "$TR_SRC_MNT" 2> "$TR_RUN/mount.err"; then
-                tr_fail "cannot make the NFS export ${src#NFS=} read-only: $(tail -n 1 "$TR_RUN/mount.err")" root=
-                return 1
-            fi
-            ;;
-        *)
-            dev=$(tr_source_dev "$src")
-            if [ ! -b "$dev" ]; then
-                tr_fail "source $src not found ($dev missing)" root=
-                return 1
-            fi
-            if ! mount -o ro "$dev" "$TR_SRC_MNT" 2> "$TR_RUN/mount.err"; then
-                tr_fail "cannot mount $src read-only: $(tail -n 1 "$TR_RUN/mount.err")" root=
-                return 1
-            fi
-            ;;
-    esac
+# An HTTP(S) source: the image's URL in $file, the network waited for, the first bytes
+# fetched (tr_http_probe).
+_tr_open_url() {
+    file="${src%/}/$img"
+    if [ -z "$sha" ] && [ "${src%%:*}" = http ] && ! getargbool 0 rd.tmpfs.insecure; then
+        tr_fail "over plain http the image must be pinned: rd.tmpfs.sha256=<hex> (or rd.tmpfs.insecure=1 to boot whatever the network sends)" rd.tmpfs.sha256
+        return 1
+    fi
+    command -v curl > /dev/null || { tr_fail "no curl in this initramfs (add dracut's url-lib module)" root=; return 1; }
+    _tr_wait_for_network "$src" "${TR_HTTP_RETRY_MAX:-180}" \
+        || tr_say "no network route after ${TR_HTTP_RETRY_MAX:-180} s (rd.retry); trying anyway"
+    if ! tr_http_probe "$file"; then
+        tr_fail "$(cat "$TR_RUN/why")" root=
+        return 1
+    fi
+}
 
+# An NFS source, mounted read-only on $TR_SRC_MNT with dracut's nfs-lib.sh.
+_tr_mount_nfs() {
+    local nfslib netif did
+    nfslib=${TR_NFS_LIB:-/lib/nfs-lib.sh}
+    [ -e "$nfslib" ] || { tr_fail "no NFS support in this initramfs (add dracut's nfs module)" root=; return 1; }
+    # shellcheck source=/dev/null # dracut's nfs module, in the initramfs
+    . "$nfslib"
+    netif=
+    for did in /tmp/net.*.did-setup; do
+        [ -e "$did" ] || continue
+        netif=${did#/tmp/net.}
+        netif=${netif%.did-setup}
+        break
+    done
+    # A server may answer a second read differently: a pinned image is verified in RAM.
+    TR_REMOTE_SOURCE=yes
+    if ! mount_nfs "${src#NFS=}" "$TR_SRC_MNT" "$netif"; then
+        tr_fail "cannot mount the NFS export ${src#NFS=}" root=
+        return 1
+    fi
+    # mount_nfs mounts read-write when the kernel command line says rw: not the source.
+    # -i: the kernel remounts it; mount.nfs would need /etc/protocols, not in the initramfs.
+    if ! mount -i -o remount,ro "$TR_SRC_MNT" 2> "$TR_RUN/mount.err"; then
+        tr_fail "cannot make the NFS export ${src#NFS=} read-only: $(tail -n 1 "$TR_RUN/mount.err")" root=
+        return 1
+    fi
+}
+
+# A block device source, mounted read-only on $TR_SRC_MNT.
+_tr_mount_dev() {
+    local dev
+    dev=$(tr_source_dev "$src")
+    if [ ! -b "$dev" ]; then
+        tr_fail "source $src not found ($dev missing)" root=
+        return 1
+    fi
+    if ! mount -o ro "$dev" "$TR_SRC_MNT" 2> "$TR_RUN/mount.err"; then
+        tr_fail "cannot mount $src read-only: $(tail -n 1 "$TR_RUN/mount.err")" root=
+        return 1
+    fi
+}
+
+# The image found on the source ($file) and its format ($fmt), refused when it is no archive.
+_tr_find_image() {
     if _tr_is_url "$src"; then
         fmt=$(tr_format "$TR_RUN/http.bin")
     else
@@ -117,13 +122,17 @@ tr_fill_root() {
         fi
         fmt=$(tr_format "$file")
     fi
-    csize=$(_tr_size "$file")
     if [ "$fmt" = unknown ]; then
         tr_fail "$img is not an archive (by its first bytes); accepted: tar, or tar with gzip, xz, zstd, bzip2, lz4" rd.tmpfs.imgfile
         return 1
     fi
+}
 
-    # RAM-fit check, before anything is unpacked.
+# The tmpfs's size in $bytes, checked against the image and RAM before anything is
+# unpacked, then the tmpfs mounted on $NEWROOT.
+_tr_mount_tmpfs() {
+    local csize usize choice avail
+    csize=$(_tr_size "$file")
     usize=$(tr_uncompressed_size "$file" "$fmt")
     choice=$(tr_choose_size "$size" "$usize")
     bytes=${choice%% *}
@@ -145,6 +154,12 @@ tr_fill_root() {
         tr_fail "cannot mount the tmpfs: $(tail -n 1 "$TR_RUN/mount.err")" rd.tmpfs.opts
         return 1
     fi
+}
+
+# The image unpacked into $NEWROOT and the source unmounted; a failure names the parameter
+# its cause points to.
+_tr_fill_tmpfs() {
+    local rc why
     tr_unpack "$file" "$fmt" "$NEWROOT" "$sha"
     rc=$?
     tr_cleanup
@@ -168,6 +183,27 @@ tr_fill_root() {
         tr_say "root filesystem ready in RAM; $src unmounted"
     fi
     return 0
+}
+
+tr_fill_root() {
+    src=$(tr_source) || return 0
+    img=$(getarg rd.tmpfs.imgfile=)
+    size=$(getarg rd.tmpfs.size=)
+    sha=$(getarg rd.tmpfs.sha256=)
+    opts=$(getarg rd.tmpfs.opts=)
+    mkdir -p "$TR_RUN" "$TR_SRC_MNT"
+    # root's alone: it is carried into the booted system, where tmpfs-root takes its lock in it
+    chmod 0700 "$TR_RUN"
+    getarg rd.retry= > /dev/null && TR_HTTP_RETRY_MAX=$(getarg rd.retry=)
+    _tr_check_args || return 1
+    case "$src" in
+        http://* | https://*) _tr_open_url || return 1 ;;
+        NFS=*) _tr_mount_nfs || return 1 ;;
+        *) _tr_mount_dev || return 1 ;;
+    esac
+    _tr_find_image || return 1
+    _tr_mount_tmpfs || return 1
+    _tr_fill_tmpfs
 }
 
 tr_fill_root

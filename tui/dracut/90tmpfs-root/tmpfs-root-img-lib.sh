@@ -211,12 +211,11 @@ tr_progress_loop() {
 # is unpacked before it is verified (_tr_verify_stream; a sharded image part by part).
 # Fails with a one-line reason in $TR_RUN/why.
 tr_unpack() {
-    local file fmt dest sha decomp taropts reader progress limit name
+    local file fmt dest sha decomp taropts
     file=$1
     fmt=$2
     dest=$3
     sha=$4
-    name=${file##*/}
     decomp=$(tr_decompressor "$fmt") || return 1
     command -v "${decomp%% *}" > /dev/null || {
         echo "no ${decomp%% *} in the initramfs for this $fmt image" > "$TR_RUN/why"
@@ -239,6 +238,20 @@ tr_unpack() {
         # The bytes to unpack: the file's, or a copy of a server's that was hashed.
         file=$(_tr_verify_stream "$file" "$sha") || return
     fi
+    _tr_unpack_stream "$file" "$fmt" "$dest" "$decomp" "$taropts" "${1##*/}"
+}
+
+# Unpack single-stream image $1 (a file, a URL, or the copy _tr_verify_stream hashed) of
+# format $2 into $3 through decompressor $4 and tar with options $5; $6: how the image is
+# named. Fails with a one-line reason in $TR_RUN/why (4: the server).
+_tr_unpack_stream() {
+    local file fmt dest decomp taropts name reader progress limit
+    file=$1
+    fmt=$2
+    dest=$3
+    decomp=$4
+    taropts=$5
+    name=$6
     rm -f "$TR_RUN/data" "$TR_RUN"/st.*
     mkfifo "$TR_RUN/data" || return 1
     if _tr_is_url "$file"; then
@@ -278,6 +291,20 @@ tr_unpack() {
     kill "$progress" 2> /dev/null
     wait "$progress" 2> /dev/null
     [ "$file" = "$TR_RUN/image.buf" ] && rm -f "$file"
+    _tr_stream_said "$file" "$fmt" "$dest" "$decomp" "$name" "$limit"
+}
+
+# What the single-stream pipeline's stages said (their statuses under $TR_RUN): the unpack's
+# one line, or its reason in $TR_RUN/why and a failure. $1-$4 as _tr_unpack_stream's, $5: how
+# the image is named, $6: the bytes of tar it records (or nothing).
+_tr_stream_said() {
+    local file fmt dest decomp name limit
+    file=$1
+    fmt=$2
+    dest=$3
+    decomp=$4
+    name=$5
+    limit=$6
     # The server first: a transfer cut short leaves the decompressor a truncated stream.
     if [ -e "$TR_RUN/st.fetch" ] && [ "$(cat "$TR_RUN/st.fetch")" != 0 ]; then
         echo "cannot fetch $file: $(_tr_curl_why "$TR_RUN/curl.err")" > "$TR_RUN/why"

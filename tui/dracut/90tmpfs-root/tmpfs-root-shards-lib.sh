@@ -394,18 +394,7 @@ _tr_unpack_run() {
     fi
     read -r got < "$st.decomp"
     if [ "$got" != 0 ]; then
-        # Which shard: each one of the run on its own through zstd's test.
-        i=$5
-        while [ "$i" -le "$6" ]; do
-            # shellcheck disable=SC2046 # the shard's index fields
-            set -- "$1" "$2" "$3" "$4" "$5" "$6" $(sed -n "${i}p" "$TR_RUN/parts")
-            if ! _tr_read_range "$1" "$8" "$9" 2> /dev/null | zstd -tq 2> /dev/null; then
-                echo "1 $(_tr_part_name "$i" "$4") of ${1##*/} is damaged (zstd failed)" > "$TR_RUN/shard/$5.why"
-                return 1
-            fi
-            i=$((i + 1))
-        done
-        echo "1 $name of ${1##*/} is damaged (zstd failed)" > "$TR_RUN/shard/$5.why"
+        _tr_run_damaged "$1" "$5" "$6" "$4" "$name" > "$TR_RUN/shard/$5.why"
         return 1
     fi
     if [ "$tarst" != 0 ]; then
@@ -422,6 +411,29 @@ _tr_unpack_run() {
         : > "$TR_RUN/shard/$i.done"
         i=$((i + 1))
     done
+}
+
+# Which shard of the run of shards $2 to $3 of image $1 ($4: the number of parts) is damaged:
+# each one on its own through zstd's test. Prints "1 <reason>" naming it, or naming the run
+# ($5: how a message names it) when none alone is.
+_tr_run_damaged() {
+    local file from to count name i
+    file=$1
+    from=$2
+    to=$3
+    count=$4
+    name=$5
+    i=$from
+    while [ "$i" -le "$to" ]; do
+        # shellcheck disable=SC2046 # the shard's index fields: kind offset length ...
+        set -- $(sed -n "${i}p" "$TR_RUN/parts")
+        if ! _tr_read_range "$file" "$2" "$3" 2> /dev/null | zstd -tq 2> /dev/null; then
+            echo "1 $(_tr_part_name "$i" "$count") of ${file##*/} is damaged (zstd failed)"
+            return 0
+        fi
+        i=$((i + 1))
+    done
+    echo "1 $name of ${file##*/} is damaged (zstd failed)"
 }
 
 # One worker: go through the parts (the directory part, last, aside), claim each one nobody
@@ -449,51 +461,16 @@ _tr_shard_worker() {
 # makes every link that could lead out only at its very end. Fails with the reason in
 # $TR_RUN/why (3: a hash).
 _tr_unpack_sharded() {
-    local file dest sha taropts count jobs total frame got w pids progress n why head line
+    local file dest sha taropts count jobs total progress
     file=$1
     dest=$2
     sha=$(printf '%s' "$3" | tr '[:upper:]' '[:lower:]')
     taropts=$4
     _tr_tar_has --totals && taropts="$taropts --totals"
-    if _tr_is_url "$file"; then
-        if [ "$(cat "$TR_RUN/http.ranges")" != yes ]; then
-            echo "$file: the server does not answer range requests, which a sharded image needs" \
-                "(serve it with one that does, or make the image with --shards 1)" > "$TR_RUN/why"
-            return 4
-        fi
-        head=$TR_RUN/http.bin
-    else
-        # The index is read once, into RAM: what is parsed is what is hashed, whatever the
-        # source (an NFS server) would answer to a second read.
-        head=$TR_RUN/index.bin
-        head -c 1048584 "$file" > "$head" || return 1
-    fi
-    if ! tr_index "$head" "$(_tr_size "$file")" > "$TR_RUN/index"; then
-        echo "${file##*/}: $(sed -n 's/^ERR //p' "$TR_RUN/index")" > "$TR_RUN/why"
-        return 1
-    fi
+    _tr_sharded_index "$file" "$sha" || return
     total=$(sed -n 's/^total //p' "$TR_RUN/index")
-    frame=$(sed -n 's/^frame //p' "$TR_RUN/index")
-    grep -e '^files ' -e '^dirs ' "$TR_RUN/index" > "$TR_RUN/parts"
     count=$(grep -c '' "$TR_RUN/parts")
-    if [ -n "$sha" ]; then
-        got=$(head -c "$frame" "$head" | _tr_sha256 | cut -d' ' -f1)
-        if [ "$got" != "$sha" ]; then
-            echo "sha256 of the image (its index) is $got, not the expected one" > "$TR_RUN/why"
-            return 3
-        fi
-    fi
-    # How no shard makes a symbolic link: GNU tar is told so (and runs shards side by side);
-    # another tar is followed by a search of the new root, one shard at a time.
-    if _tr_tar_has --ignore-zeros && _tr_tar_has --transform && [ "${_tr_checkpoint:-}" = yes ]; then
-        _tr_nolinks=transform
-    elif command -v find > /dev/null; then
-        _tr_nolinks=scan
-    else
-        echo "this initramfs can unpack no sharded image safely: its tar cannot be told to make no" \
-            "symbolic link and it has no find (install GNU tar, or make the image with --shards 1)" > "$TR_RUN/why"
-        return 1
-    fi
+    _tr_nolinks_how || return 1
     rm -rf "$TR_RUN/shard"
     mkdir -p "$TR_RUN/shard" || return 1
     jobs=$(_tr_jobs $((count - 1)))
@@ -506,6 +483,73 @@ _tr_unpack_sharded() {
     # Decided once, here: the workers' subshells inherit it.
     _tr_gnu_dd=no
     dd --version 2> /dev/null | grep -q coreutils && _tr_gnu_dd=yes
+    _tr_unpack_shards "$file" "$dest" "$sha" "$taropts" "$count" "$jobs"
+    _tr_unpack_dirs "$file" "$dest" "$sha" "$taropts" "$count"
+    kill "$progress" 2> /dev/null
+    wait "$progress" 2> /dev/null
+    _tr_sharded_said "$file" "$dest" "$sha" "$count" "$jobs"
+}
+
+# The index of sharded image $1 read once, into RAM (what is parsed is what is hashed,
+# whatever the source, an NFS server, would answer to a second read), checked, and hashed
+# against sha256 $2 when it is pinned: $TR_RUN/index as tr_index prints it, $TR_RUN/parts its
+# parts' lines. Fails with the reason in $TR_RUN/why (3: the hash, 4: the server).
+_tr_sharded_index() {
+    local file sha head frame got
+    file=$1
+    sha=$2
+    if _tr_is_url "$file"; then
+        if [ "$(cat "$TR_RUN/http.ranges")" != yes ]; then
+            echo "$file: the server does not answer range requests, which a sharded image needs" \
+                "(serve it with one that does, or make the image with --shards 1)" > "$TR_RUN/why"
+            return 4
+        fi
+        head=$TR_RUN/http.bin
+    else
+        head=$TR_RUN/index.bin
+        head -c 1048584 "$file" > "$head" || return 1
+    fi
+    if ! tr_index "$head" "$(_tr_size "$file")" > "$TR_RUN/index"; then
+        echo "${file##*/}: $(sed -n 's/^ERR //p' "$TR_RUN/index")" > "$TR_RUN/why"
+        return 1
+    fi
+    frame=$(sed -n 's/^frame //p' "$TR_RUN/index")
+    grep -e '^files ' -e '^dirs ' "$TR_RUN/index" > "$TR_RUN/parts"
+    if [ -n "$sha" ]; then
+        got=$(head -c "$frame" "$head" | _tr_sha256 | cut -d' ' -f1)
+        if [ "$got" != "$sha" ]; then
+            echo "sha256 of the image (its index) is $got, not the expected one" > "$TR_RUN/why"
+            return 3
+        fi
+    fi
+}
+
+# How no shard makes a symbolic link, in $_tr_nolinks: GNU tar is told so ("transform", and
+# runs shards side by side); another tar is followed by a search of the new root, one shard
+# at a time ("scan"). Fails, with the reason in $TR_RUN/why, when neither can be done.
+_tr_nolinks_how() {
+    if _tr_tar_has --ignore-zeros && _tr_tar_has --transform && [ "${_tr_checkpoint:-}" = yes ]; then
+        _tr_nolinks=transform
+    elif command -v find > /dev/null; then
+        _tr_nolinks=scan
+    else
+        echo "this initramfs can unpack no sharded image safely: its tar cannot be told to make no" \
+            "symbolic link and it has no find (install GNU tar, or make the image with --shards 1)" > "$TR_RUN/why"
+        return 1
+    fi
+}
+
+# The shards of sharded image $1 unpacked into $2 by $6 workers side by side ($3: the pinned
+# sha256 or nothing, $4: tar's options, $5: the number of parts); each shard that is in gets
+# $TR_RUN/shard/<n>.done, one that failed <n>.why.
+_tr_unpack_shards() {
+    local file dest sha taropts count jobs w pids line
+    file=$1
+    dest=$2
+    sha=$3
+    taropts=$4
+    count=$5
+    jobs=$6
     pids=
     if [ "$_tr_nolinks" = scan ]; then
         # Part by part, each on its own tar (busybox's stops at the first end-of-archive).
@@ -529,8 +573,18 @@ EOF
     fi
     # shellcheck disable=SC2086
     wait $pids
-    # The directories and links last, and only once every shard is in: their owners, modes,
-    # times and xattrs are the final word, and no link exists while another tar runs.
+}
+
+# The directory part of sharded image $1 unpacked into $2 ($3-$5 as _tr_unpack_shards'), and
+# only once every shard is in: its directories' owners, modes, times and xattrs are the final
+# word, and no link exists while another tar runs.
+_tr_unpack_dirs() {
+    local file dest sha taropts count n
+    file=$1
+    dest=$2
+    sha=$3
+    taropts=$4
+    count=$5
     n=1
     while [ "$n" -lt "$count" ] && [ -e "$TR_RUN/shard/$n.done" ]; do
         n=$((n + 1))
@@ -546,8 +600,18 @@ EOF
         # shellcheck disable=SC2046 # the last line's six fields
         _tr_unpack_part "$file" "$dest" "$sha" "$taropts" "$count" "$count" $(tail -n 1 "$TR_RUN/parts")
     fi
-    kill "$progress" 2> /dev/null
-    wait "$progress" 2> /dev/null
+}
+
+# What the parts of sharded image $1, unpacked into $2 by $5 workers, came to ($3: the pinned
+# sha256 or nothing, $4: the number of parts): the unpack's lines, or the first failed part's
+# reason in $TR_RUN/why and its status.
+_tr_sharded_said() {
+    local file dest sha count jobs n why
+    file=$1
+    dest=$2
+    sha=$3
+    count=$4
+    jobs=$5
     n=1
     while [ "$n" -le "$count" ]; do
         if [ -e "$TR_RUN/shard/$n.why" ]; then
