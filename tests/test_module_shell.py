@@ -105,6 +105,16 @@ def test_shellcheck_clean():
     assert r.returncode == 0, r.stdout
 
 
+@pytest.mark.needs("shfmt")
+def test_shfmt_clean():
+    """Every file of the module in one layout, beside shellcheck: shfmt's with 4 spaces, case
+    items indented, a space after redirections, && and | starting a continued line (-i 4 -ci
+    -sr -bn, Debian 12's shfmt 3.6)."""
+    files = sorted(str(p) for p in MODULE_SOURCE.iterdir() if p.is_file())
+    r = subprocess.run(["shfmt", "-d", "-i", "4", "-ci", "-sr", "-bn", *files], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])
 @pytest.mark.parametrize(
     "source,dev",

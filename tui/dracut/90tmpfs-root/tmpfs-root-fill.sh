@@ -28,9 +28,15 @@ type getarg > /dev/null 2>&1 || . "${TR_DRACUT_LIB:-/lib/dracut-lib.sh}"
 # The rd.tmpfs.* parameters checked, each failure naming the one to fix.
 _tr_check_args() {
     local bad
-    [ -n "$img" ] || { tr_fail "no image given; accepted: a path on $src, e.g. images/rootfs.tar.zst" rd.tmpfs.imgfile; return 1; }
+    [ -n "$img" ] || {
+        tr_fail "no image given; accepted: a path on $src, e.g. images/rootfs.tar.zst" rd.tmpfs.imgfile
+        return 1
+    }
     case "/$img/" in
-        //* | */../*) tr_fail "'$img' must be a relative path without '..'" rd.tmpfs.imgfile; return 1 ;;
+        //* | */../*)
+            tr_fail "'$img' must be a relative path without '..'" rd.tmpfs.imgfile
+            return 1
+            ;;
     esac
     if [ -n "$size" ] && ! tr_size_bytes "$size" > /dev/null; then
         tr_fail "'$size' is not a tmpfs size; accepted: N, N[kmgtpe] or N%" rd.tmpfs.size
@@ -38,8 +44,14 @@ _tr_check_args() {
     fi
     case "$sha" in
         '') ;;
-        *[!0-9a-fA-F]*) tr_fail "'$sha' is not a sha256; accepted: 64 hex digits" rd.tmpfs.sha256; return 1 ;;
-        *) [ ${#sha} -eq 64 ] || { tr_fail "'$sha' is not a sha256; accepted: 64 hex digits" rd.tmpfs.sha256; return 1; } ;;
+        *[!0-9a-fA-F]*)
+            tr_fail "'$sha' is not a sha256; accepted: 64 hex digits" rd.tmpfs.sha256
+            return 1
+            ;;
+        *) [ ${#sha} -eq 64 ] || {
+            tr_fail "'$sha' is not a sha256; accepted: 64 hex digits" rd.tmpfs.sha256
+            return 1
+        } ;;
     esac
     if [ -n "$opts" ] && ! bad=$(tr_check_opts "$opts"); then
         if [ "$bad" = huge=always ]; then
@@ -59,7 +71,10 @@ _tr_open_url() {
         tr_fail "over plain http the image must be pinned: rd.tmpfs.sha256=<hex> (or rd.tmpfs.insecure=1 to boot whatever the network sends)" rd.tmpfs.sha256
         return 1
     fi
-    command -v curl > /dev/null || { tr_fail "no curl in this initramfs (add dracut's url-lib module)" root=; return 1; }
+    command -v curl > /dev/null || {
+        tr_fail "no curl in this initramfs (add dracut's url-lib module)" root=
+        return 1
+    }
     _tr_wait_for_network "$src" "${TR_HTTP_RETRY_MAX:-180}" \
         || tr_say "no network route after ${TR_HTTP_RETRY_MAX:-180} s (rd.retry); trying anyway"
     if ! tr_http_probe "$file"; then
@@ -72,7 +87,10 @@ _tr_open_url() {
 _tr_mount_nfs() {
     local nfslib netif did
     nfslib=${TR_NFS_LIB:-/lib/nfs-lib.sh}
-    [ -e "$nfslib" ] || { tr_fail "no NFS support in this initramfs (add dracut's nfs module)" root=; return 1; }
+    [ -e "$nfslib" ] || {
+        tr_fail "no NFS support in this initramfs (add dracut's nfs module)" root=
+        return 1
+    }
     # shellcheck source=/dev/null # dracut's nfs module, in the initramfs
     . "$nfslib"
     netif=

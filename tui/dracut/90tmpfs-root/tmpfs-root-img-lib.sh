@@ -56,7 +56,7 @@ tr_decompressor() {
 # The uncompressed size in bytes when the format records it cheaply; nothing otherwise.
 tr_uncompressed_size() {
     local recorded
-    if _tr_is_url "$1"; then  # from what tr_http_probe fetched
+    if _tr_is_url "$1"; then # from what tr_http_probe fetched
         case "$2" in
             sharded) tr_index "$TR_RUN/http.bin" "$(_tr_size "$1")" | sed -n 's/^total //p' ;;
             tar) _tr_size "$1" ;;
@@ -256,7 +256,10 @@ _tr_unpack_stream() {
     mkfifo "$TR_RUN/data" || return 1
     if _tr_is_url "$file"; then
         # Streamed: download, decompress and tar at once; nothing is stored on the way.
-        { _tr_curl "$file" > "$TR_RUN/data" 2> "$TR_RUN/curl.err"; echo $? > "$TR_RUN/st.fetch"; } &
+        {
+            _tr_curl "$file" > "$TR_RUN/data" 2> "$TR_RUN/curl.err"
+            echo $? > "$TR_RUN/st.fetch"
+        } &
         reader=$!
         _tr_progress_written "$dest" "$(_tr_size "$file")" "" &
         progress=$!
@@ -276,8 +279,14 @@ _tr_unpack_stream() {
     # tar closed. Up to 1 MiB: an archive goes on no further after its end; more (a bomb of
     # zeros) stops the decompressor, which then fails.
     # shellcheck disable=SC2086
-    { cat < "$TR_RUN/data"; echo $? > "$TR_RUN/st.read"; } \
-        | { $decomp; echo $? > "$TR_RUN/st.decomp"; } \
+    {
+        cat < "$TR_RUN/data"
+        echo $? > "$TR_RUN/st.read"
+    } \
+        | {
+            $decomp
+            echo $? > "$TR_RUN/st.decomp"
+        } \
         | {
             if [ -n "$limit" ]; then
                 _tr_tar_capped "$dest" "$taropts" "$limit" "$TR_RUN/tar.err" "$TR_RUN/st.over"
@@ -354,7 +363,10 @@ _tr_verify_stream() {
         tr_say "copying ${1##*/} ($(tr_human "$size")) into RAM to verify it before unpacking"
         if _tr_is_url "$1"; then
             # No more than the size the server gave is kept: one byte more says it sent more.
-            { _tr_curl "$1" 2> "$TR_RUN/curl.err"; echo $? > "$TR_RUN/st.copy"; } | head -c $((size + 1)) > "$src"
+            {
+                _tr_curl "$1" 2> "$TR_RUN/curl.err"
+                echo $? > "$TR_RUN/st.copy"
+            } | head -c $((size + 1)) > "$src"
             if [ "$(wc -c < "$src" | tr -d ' ')" -gt "$size" ]; then
                 rm -f "$src"
                 echo "$1: the server sent more than the $size bytes it said the image has" > "$TR_RUN/why"
@@ -406,7 +418,6 @@ _tr_taropts() {
     fi
     echo "$opts"
 }
-
 
 # The sha256 of stdin, as "HEX ..." on one line: OpenSSL's where the initramfs has it (it
 # uses the CPU's SHA extensions: 4x coreutils' speed here), else sha256sum.

@@ -18,7 +18,10 @@ tr_selinux() {
     for bin in /sbin/load_policy /usr/sbin/load_policy; do
         [ -x "$NEWROOT$bin" ] && break
     done
-    [ -x "$NEWROOT$bin" ] || { tr_say "warning: SELinux is $mode but the image has no load_policy"; return 0; }
+    [ -x "$NEWROOT$bin" ] || {
+        tr_say "warning: SELinux is $mode but the image has no load_policy"
+        return 0
+    }
     tr_say "restoring SELinux contexts (SELINUX=$mode)"
     chroot "$NEWROOT" "$bin" -i || tr_say "warning: load_policy failed"
     chroot "$NEWROOT" restorecon -R -e /proc -e /sys -e /dev / || tr_say "warning: restorecon failed"

@@ -67,7 +67,6 @@ _tr_part_name() {
     if [ "$1" -eq "$2" ]; then echo "the directory part"; else echo "shard $1 of $(($2 - 1))"; fi
 }
 
-
 # Workers for $1 shards: one per core this process may run on (nproc follows taskset), at
 # most one per shard and TR_JOBS_MAX (32); TR_JOBS overrides.
 _tr_jobs() {
@@ -99,7 +98,6 @@ _tr_read_range() {
     fi
 }
 
-
 # The record GNU tar reads $1 bytes of a sharded image's tar in (a part, or a run of parts):
 # 32 KiB when they are whole 32 KiB records (image create makes every shard of whole 160 KiB
 # records), which spares tar two of every three reads from the pipe; else tar's default
@@ -113,7 +111,6 @@ _tr_record() {
         echo 10240
     fi
 }
-
 
 # Unpack one part of sharded image $1 into $2: its bytes (read exactly: dd, or one range
 # request), zstd, tar. With a pinned sha256 ($3) nothing of it reaches zstd before it is
@@ -146,8 +143,14 @@ _tr_unpack_part() {
         at=0
     fi
     # shellcheck disable=SC2086
-    { _tr_read_range "$src" "$at" "$9" 2> "$st.dd"; echo $? > "$st.read"; } \
-        | { zstd -dcq; echo $? > "$st.decomp"; } \
+    {
+        _tr_read_range "$src" "$at" "$9" 2> "$st.dd"
+        echo $? > "$st.read"
+    } \
+        | {
+            zstd -dcq
+            echo $? > "$st.decomp"
+        } \
         | {
             _tr_tar_capped "$2" "$opts" "$want" "$st.tar.err" "$st.over" "$rec" "$nolinks"
             echo $? > "$st.tar"
@@ -191,7 +194,10 @@ _tr_fetch_verified() {
     set -- "$1" "$2" $(sed -n "${2}p" "$TR_RUN/parts")
     buf=$TR_RUN/shard/$2.buf
     # No more than asked is kept, whatever a server sends: one byte more says it sent more.
-    { _tr_read_range "$1" "$4" "$5" 2> "$TR_RUN/shard/$2.dd"; echo $? > "$TR_RUN/shard/$2.read"; } \
+    {
+        _tr_read_range "$1" "$4" "$5" 2> "$TR_RUN/shard/$2.dd"
+        echo $? > "$TR_RUN/shard/$2.read"
+    } \
         | head -c $(($5 + 1)) > "$buf"
     read -r got < "$TR_RUN/shard/$2.read"
     if [ "$(wc -c < "$buf" | tr -d ' ')" -gt "$5" ]; then
@@ -305,7 +311,6 @@ _tr_tar_said() {
     echo "$read"
 }
 
-
 # Whether the bytes of the part (arguments as _tr_unpack_part's) were read whole: a short
 # read, or a transfer cut short, is said as such before what follows from it (a hash that
 # differs, a truncated zstd frame).
@@ -359,7 +364,10 @@ _tr_unpack_run() {
         fi
         echo $? > "$st.read"
     } \
-        | { zstd -dcq; echo $? > "$st.decomp"; } \
+        | {
+            zstd -dcq
+            echo $? > "$st.decomp"
+        } \
         | {
             _tr_tar_capped "$2" "$3" $(($9 + rec)) "$st.tar.err" "$st.over" "$rec" nolinks
             echo $? > "$st.tar"
@@ -373,14 +381,7 @@ _tr_unpack_run() {
         return 1
     fi
     # A shard that failed its check (nothing of it went in, nor of any after it).
-    i=$5
-    while [ "$i" -le "$6" ]; do
-        if [ -e "$TR_RUN/shard/$i.why" ]; then
-            read -r got < "$TR_RUN/shard/$i.why"
-            return "${got%% *}"
-        fi
-        i=$((i + 1))
-    done
+    _tr_run_refused "$5" "$6" || return
     read -r tarst < "$st.tar"
     read=$(_tr_tar_said "$st.tar.err" "$tarst" "$2" "$TR_RUN/shard/$5.why") || return 1
     read -r got < "$st.read"
@@ -411,6 +412,23 @@ _tr_unpack_run() {
         : > "$TR_RUN/shard/$i.done"
         i=$((i + 1))
     done
+}
+
+# Fails with the status of the first of shards $1 to $2 that failed its check (its .why says
+# why), when one did.
+_tr_run_refused() {
+    local from to i got
+    from=$1
+    to=$2
+    i=$from
+    while [ "$i" -le "$to" ]; do
+        if [ -e "$TR_RUN/shard/$i.why" ]; then
+            read -r got < "$TR_RUN/shard/$i.why"
+            return "${got%% *}"
+        fi
+        i=$((i + 1))
+    done
+    return 0
 }
 
 # Which shard of the run of shards $2 to $3 of image $1 ($4: the number of parts) is damaged:
@@ -451,7 +469,6 @@ _tr_shard_worker() {
         _tr_unpack_part "$1" "$2" "$3" "$4" "$n" "$5" $line || { : > "$TR_RUN/shard/abort"; } 2> /dev/null
     done < "$TR_RUN/parts"
 }
-
 
 # Unpack sharded image $1 into $2 (sha256 $3 pinned, or empty), with tar options $4: the
 # index is checked (and, when pinned, hashed) before anything is written; the shards go in
@@ -655,4 +672,3 @@ _tr_buffer_jobs() {
         "$(tr_human $((room > 0 ? room : 0))) to spare for two beside the tree (make the image with more shards)" > "$TR_RUN/why"
     return 1
 }
-

@@ -80,7 +80,10 @@ tr_http_probe() {
     local rc status total line value
     rm -f "$TR_RUN/http.bin" "$TR_RUN/http.head" "$TR_RUN/http.tail"
     # head keeps 64 KiB even from a server that ignores the range and sends everything.
-    { _tr_curl -r 0-65535 -D "$TR_RUN/http.head" "$1" 2> "$TR_RUN/curl.err"; echo $? > "$TR_RUN/st.probe"; } \
+    {
+        _tr_curl -r 0-65535 -D "$TR_RUN/http.head" "$1" 2> "$TR_RUN/curl.err"
+        echo $? > "$TR_RUN/st.probe"
+    } \
         | head -c 65536 > "$TR_RUN/http.bin"
     rc=$(cat "$TR_RUN/st.probe")
     status=
