@@ -7,7 +7,8 @@
 # $TR_RUN/failed, undoes its mounts and exits 1: the hook then takes dracut's failure path.
 # Exits 0, doing nothing, when root= is not root=tmpfs:.
 #
-# TR_LIBDIR (default /lib) and TR_DRACUT_LIB (/lib/dracut-lib.sh) may be set for tests.
+# TR_LIBDIR (default /lib), TR_DRACUT_LIB (/lib/dracut-lib.sh) and TR_URL_LIB
+# (/lib/url-lib.sh) may be set for tests.
 
 # shellcheck source=/dev/null # dracut's own library, in the initramfs
 type getarg > /dev/null 2>&1 || . "${TR_DRACUT_LIB:-/lib/dracut-lib.sh}"
@@ -75,6 +76,9 @@ _tr_open_url() {
         tr_fail "no curl in this initramfs (add dracut's url-lib module)" root=
         return 1
     }
+    # dracut's url-lib.sh: its proxy= and curl settings (tmpfs-root-url-lib.sh says which)
+    # shellcheck source=/dev/null # dracut's url-lib module, in the initramfs
+    [ -e "${TR_URL_LIB:-/lib/url-lib.sh}" ] && . "${TR_URL_LIB:-/lib/url-lib.sh}"
     _tr_wait_for_network "$src" "${TR_HTTP_RETRY_MAX:-180}" \
         || tr_say "no network route after ${TR_HTTP_RETRY_MAX:-180} s (rd.retry); trying anyway"
     if ! tr_http_probe "$file"; then

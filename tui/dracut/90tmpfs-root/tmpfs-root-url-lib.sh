@@ -5,10 +5,19 @@
 # unless a pinned single-stream image must be verified first. Sourced by
 # /sbin/tmpfs-root-fill; the files it writes under $TR_RUN are listed in tmpfs-root-lib.sh.
 #
-# Not built on url-lib.sh's curl_fetch_url: it fetches whole files to a path, and the
-# unpack needs a stream, byte ranges, the response headers and the boot's own retry and
-# speed limits; what dracut's url-lib settings would give (proxy=, its curl options) is
-# not read here.
+# Built on dracut's url-lib.sh, which the fill sources before the first request (it is
+# what brings curl): what it sets for every curl of the initramfs applies here too, the
+# proxy of the kernel's proxy= (url-lib's $proxy) and the headers other modules put in its
+# $CURL_HOME/.curlrc (exported, read by curl itself). Not its curl_fetch_url: that fetches
+# a whole file to a path, where the unpack needs a stream, byte ranges and the response
+# headers. Of its $curl_args, the rest is not honoured, on purpose:
+#   --insecure (rd.noverifyssl): an unpinned https image is trusted because its server's
+#       certificate is; without the check it would be whatever answers. Pin the image
+#       (rd.tmpfs.sha256) instead: a pinned image is verified whatever the transport.
+#   --location: no redirect is followed; the image, its size and its byte ranges are the
+#       answers of the one server the command line names.
+#   --retry 3: the boot retries for up to rd.retry seconds (below), not three times.
+#   --globoff: no URL here holds a glob pattern curl would expand.
 
 _tr_is_url() {
     case "$1" in http://* | https://*) return 0 ;; esac
@@ -18,12 +27,17 @@ _tr_is_url() {
 # curl with the retries and limits of the boot: transient failures (refused, timeouts, 5xx)
 # retried with backoff for at most rd.retry seconds (TR_HTTP_RETRY_MAX), a transfer slower
 # than 1 KB/s for TR_HTTP_SPEED_TIME (30) seconds abandoned; https checked against the CA
-# file TR_CAFILE (/etc/tmpfs-root/ca.pem when the initramfs has one) or curl's bundle.
+# file TR_CAFILE (/etc/tmpfs-root/ca.pem when the initramfs has one) or curl's bundle;
+# through dracut's proxy= when url-lib.sh has read one.
 _tr_curl() {
     local ca
     ca=${TR_CAFILE:-/etc/tmpfs-root/ca.pem}
     if [ -r "$ca" ]; then
         set -- --cacert "$ca" "$@"
+    fi
+    # url-lib.sh's, from the kernel's proxy=
+    if [ -n "${proxy:-}" ]; then
+        set -- --proxy "$proxy" "$@"
     fi
     curl -fsS --retry "${TR_HTTP_RETRIES:-8}" --retry-max-time "${TR_HTTP_RETRY_MAX:-180}" --retry-connrefused \
         --connect-timeout "${TR_HTTP_CONNECT_TIMEOUT:-10}" --speed-limit 1024 \
