@@ -3,7 +3,7 @@
 
 For each format: archive size, the time `tmpfs-root image create` takes, and the time to
 populate a fresh tmpfs with exactly the module's unpack code (tr_unpack from
-tmpfs-root-lib.sh, under dash). The default, sharded image also runs with its sha256
+the module's libraries, under dash). The default, sharded image also runs with its sha256
 pinned, and on one core (taskset -c 0) beside all of them; the single-stream zstd image
 (--shards 1) is the previous default. Beside them: the original module's `tar xpzf` on
 the gzip image, the blog recipe's `xz -d | tar -x` on the xz image, and the floor (one
@@ -44,7 +44,8 @@ from tui import image_index  # noqa: E402
 from tui.dracut import MODULE_SOURCE  # noqa: E402
 from tui.image_create import create, make_plan  # noqa: E402
 
-LIB = MODULE_SOURCE / "tmpfs-root-lib.sh"
+#: The module's libraries, in the order /sbin/tmpfs-root-fill sources them.
+LIBS = [MODULE_SOURCE / f"tmpfs-root{name}-lib.sh" for name in ("", "-img", "-url", "-shards")]
 
 
 def tmpfs(size: str = "4g"):
@@ -110,18 +111,26 @@ def timed_into_tmpfs(command: list[str], runs: int, env=None) -> tuple[list[floa
     return times, peak
 
 
-def module_unpack(archive: Path, fmt: str, sha: str = "", cores: str | None = None, lib: Path = LIB) -> list[str]:
-    script = f'. "{lib}"; tr_unpack "{archive}" {fmt} @DEST@ "{sha}" || exit 1'
+def module_unpack(
+    archive: Path, fmt: str, sha: str = "", cores: str | None = None, libs: list[Path] | None = None
+) -> list[str]:
+    sources = "".join(f'. "{lib}"; ' for lib in libs or LIBS)
+    script = f'{sources}tr_unpack "{archive}" {fmt} @DEST@ "{sha}" || exit 1'
     return (["taskset", "-c", cores] if cores else []) + ["dash", "-c", script]
 
 
-def old_lib(rev: str, work: Path) -> Path:
-    """The module's library as it was at git revision *rev*, written into *work*."""
-    rel = LIB.relative_to(REPO)
-    text = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{rel}"], capture_output=True, check=True).stdout
-    path = work / f"tmpfs-root-lib-{rev}.sh"
-    path.write_bytes(text)
-    return path
+def old_lib(rev: str, work: Path) -> list[Path]:
+    """The module's libraries as they were at git revision *rev* (one file before they were
+    split), written into *work*."""
+    paths = []
+    for lib in LIBS:
+        rel = lib.relative_to(REPO)
+        r = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{rel}"], capture_output=True)
+        if r.returncode != 0:
+            continue
+        paths.append(work / f"{lib.stem}-{rev}.sh")
+        paths[-1].write_bytes(r.stdout)
+    return paths
 
 
 def main() -> int:
@@ -179,7 +188,9 @@ def main() -> int:
                     f"module at {args.compare_lib}, sharded zst, sha256 pinned",
                     "sharded",
                     None,
-                    module_unpack(archives["sharded"], "sharded", shas["sharded"], lib=old_lib(args.compare_lib, work)),
+                    module_unpack(
+                        archives["sharded"], "sharded", shas["sharded"], libs=old_lib(args.compare_lib, work)
+                    ),
                 )
             ]
             if args.compare_lib

@@ -134,6 +134,10 @@ def test_module_installs_every_shell_file(fake_target):
         "parse-tmpfs-root.sh",
         "tmpfs-root.sh",
         "tmpfs-root-lib.sh",
+        "tmpfs-root-img-lib.sh",
+        "tmpfs-root-url-lib.sh",
+        "tmpfs-root-shards-lib.sh",
+        "tmpfs-root-fill.sh",
         "tmpfs-root-generator.sh",
     } <= names
     installed = fake_target / "usr/lib/dracut/modules.d/90tmpfs-root/tmpfs-root.sh"

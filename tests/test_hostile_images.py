@@ -1,5 +1,5 @@
 """Hostile images, one table run through both readers: the boot's (tr_unpack in
-tmpfs-root-lib.sh, under dash with GNU tar and under busybox sh with busybox's tar) and
+the module's libraries, under dash with GNU tar and under busybox sh with busybox's tar) and
 `image inspect`. The rule: nothing from an image acts before it is verified, and no member of
 any part creates or writes anything outside the new root, whatever links other parts or other
 workers made. Every case asserts what each reader says, and that a canary directory beside the

@@ -1,5 +1,5 @@
 """The sharded image format: how `image create` splits a tree, and how the boot's unpack
-(tr_unpack in tmpfs-root-lib.sh, under dash and busybox sh) and `image inspect` read it —
+(tr_unpack in tmpfs-root-img-lib.sh, under dash and busybox sh) and `image inspect` read it —
 the same damage refused the same way by both, with one line naming the part at fault."""
 
 import dataclasses
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.infra import run_cli
-from tests.test_module_shell import SHELLS, run_sh
+from tests.test_module_shell import SHELLS, SOURCE_LIBS, run_sh
 from tui import image_index
 from tui.image_create import Entry, create, make_plan
 from tui.image_shards import auto_shards, partition
@@ -275,7 +275,7 @@ def test_workers_follow_the_cores_and_the_shards(image, tmp_path, cores, jobs, e
     (tmp_path / "dest").mkdir()
     prefix = ["taskset", "-c", cores]
     r = subprocess.run(
-        [*prefix, "dash", "-c", f'. {run_sh.__globals__["LIB"]}; tr_unpack "{image}" sharded "{tmp_path}/dest" ""'],
+        [*prefix, "dash", "-c", f'{SOURCE_LIBS}tr_unpack "{image}" sharded "{tmp_path}/dest" ""'],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env},

@@ -99,6 +99,25 @@ def test_plain_http_refuses_an_unpinned_image_unless_told(served, tmp_path):
     assert "EMERGENCY" not in allowed.stdout, allowed.stderr
 
 
+def test_the_proxy_of_dracuts_url_lib_carries_every_request(served, tmp_path):
+    """dracut's url-lib.sh reads the kernel's proxy= into $proxy (stood in for here): the boot's
+    requests go to that proxy, a closed port here, so none reaches the server and curl's
+    words name the proxy's port."""
+    port = closed_port()
+    url_lib = tmp_path / "url-lib.sh"
+    url_lib.write_text("proxy=$(getarg proxy=)\n")
+    with http_server(served["www"]) as server:
+        r = fill(
+            tmp_path,
+            f"root=tmpfs:http://127.0.0.1:{server.port}/ rd.tmpfs.imgfile=images/stream.tar.zst "
+            f"rd.tmpfs.sha256={served['stream']} proxy=http://127.0.0.1:{port}",
+            {"TR_URL_LIB": str(url_lib), "TR_HTTP_RETRIES": "0"},
+        )
+    assert server.requests == []
+    line = said(r)[-1]
+    assert "cannot fetch" in line and f"port {port}" in line and line.endswith("(root=)"), line
+
+
 def test_https_verifies_the_server_with_the_given_ca(served, tmp_path):
     ca, cert, key = make_ca(tmp_path / "ca")
     args = "rd.tmpfs.imgfile=images/sharded.tar.zst"

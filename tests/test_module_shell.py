@@ -2,9 +2,12 @@
 library and the hooks run under dash and busybox sh with dracut's functions
 stubbed (getarg from a fake command line, emergency_shell recorded)."""
 
+import atexit
 import hashlib
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,13 @@ from tui.devices import blkid_probe
 from tui.dracut import MODULE_SOURCE
 
 SHELLS = [["dash"], ["busybox", "sh"]]
+#: The library the hooks source.
 LIB = MODULE_SOURCE / "tmpfs-root-lib.sh"
+#: Every library, in the order /sbin/tmpfs-root-fill sources them: what a test of their
+#: functions sources.
+LIBS = [LIB, *(MODULE_SOURCE / f"tmpfs-root-{name}-lib.sh" for name in ("img", "url", "shards"))]
+SOURCE_LIBS = "".join(f". {lib}\n" for lib in LIBS)
+FILL = MODULE_SOURCE / "tmpfs-root-fill.sh"
 
 STUBS = r"""
 getarg() {
@@ -44,12 +53,37 @@ umount() { [ -L "$1" ] && rm "$1"; return 0; }
 """
 
 
+_STUB_DIR = Path(tempfile.mkdtemp(prefix="tmpfs-root-stubs-"))
+atexit.register(shutil.rmtree, _STUB_DIR, True)
+#: The stubs as a file: what /sbin/tmpfs-root-fill sources for dracut-lib.sh (TR_DRACUT_LIB).
+STUBS_FILE = _STUB_DIR / "dracut-lib.sh"
+STUBS_FILE.write_text(STUBS)
+
+
+def fill_program(shell) -> Path:
+    """/sbin/tmpfs-root-fill as the pre-mount hook runs it (TR_FILL), under *shell*."""
+    wrapper = _STUB_DIR / f"tmpfs-root-fill-{shell[0]}"
+    if not wrapper.exists():
+        argv = " ".join([str(shutil.which(shell[0])), *shell[1:]])
+        wrapper.write_text(f'#!/bin/sh\nexec {argv} {FILL} "$@"\n')
+        wrapper.chmod(0o755)
+    return wrapper
+
+
 def run_sh(shell, script: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """*script* under *shell* with dracut's functions stubbed and every library sourced; the
+    pre-mount hook's fill runs as its own program under the same shell, with the same stubs."""
     return subprocess.run(
-        [*shell, "-c", STUBS + f". {LIB}\n" + script],
+        [*shell, "-c", STUBS + SOURCE_LIBS + script],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
+        env={
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "TR_DRACUT_LIB": str(STUBS_FILE),
+            "TR_LIBDIR": str(MODULE_SOURCE),
+            "TR_FILL": str(fill_program(shell)),
+            **(env or {}),
+        },
         cwd=cwd,
         timeout=60,
     )
@@ -69,6 +103,16 @@ def test_shellcheck_clean():
         text=True,
     )
     assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.needs("shfmt")
+def test_shfmt_clean():
+    """Every file of the module in one layout, beside shellcheck: shfmt's with 4 spaces, case
+    items indented, a space after redirections, && and | starting a continued line (-i 4 -ci
+    -sr -bn, Debian 12's shfmt 3.6)."""
+    files = sorted(str(p) for p in MODULE_SOURCE.iterdir() if p.is_file())
+    r = subprocess.run(["shfmt", "-d", "-i", "4", "-ci", "-sr", "-bn", *files], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("shell", SHELLS, ids=["dash", "busybox"])

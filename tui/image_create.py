@@ -706,7 +706,7 @@ def _pack(
     return streamed.files, streamed.warnings
 
 
-#: The mark of the size trailer, in the boot's words (tr_recorded_size in tmpfs-root-lib.sh).
+#: The mark of the size trailer, in the boot's words (tr_recorded_size in tmpfs-root-img-lib.sh).
 SIZE_MARK = b"tmpfs-root-size="
 
 

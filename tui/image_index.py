@@ -24,7 +24,7 @@ concatenated tar archives: ``zstd -dc FILE | tar -x --ignore-zeros`` unpacks it.
 
 The image's digest — what ``rd.tmpfs.sha256`` pins — is the sha256 of the index frame; the
 index holds the sha256 of every part, so it covers every byte of the file. The boot's parser
-is ``tr_index`` in tmpfs-root-lib.sh; both refuse the same damaged indexes.
+is ``tr_index`` in tmpfs-root-shards-lib.sh; both refuse the same damaged indexes.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The format is decided by the first bytes of the file, never by its name; the
 initramfs module makes the same decision with the same table
-(``tmpfs-root-lib.sh``).
+(``tmpfs-root-img-lib.sh``).
 """
 
 from __future__ import annotations

@@ -55,7 +55,12 @@ installkernel() {
 
 # called by dracut
 install() {
-    inst_simple "$moddir/tmpfs-root-lib.sh" /lib/tmpfs-root-lib.sh
+    # The hooks source tmpfs-root-lib.sh alone; the fill, a program of its own, the rest.
+    local lib
+    for lib in tmpfs-root-lib.sh tmpfs-root-img-lib.sh tmpfs-root-url-lib.sh tmpfs-root-shards-lib.sh; do
+        inst_simple "$moddir/$lib" "/lib/$lib"
+    done
+    inst_script "$moddir/tmpfs-root-fill.sh" /sbin/tmpfs-root-fill
     inst_hook cmdline 90 "$moddir/parse-tmpfs-root.sh"
     inst_hook pre-mount 90 "$moddir/tmpfs-root.sh"
     inst_hook pre-pivot 90 "$moddir/tmpfs-root-selinux.sh"
