@@ -299,8 +299,11 @@ _tr_unpack_stream() {
     wait "$reader"
     kill "$progress" 2> /dev/null
     wait "$progress" 2> /dev/null
-    [ "$file" = "$TR_RUN/image.buf" ] && rm -f "$file"
+    # The RAM copy goes once its size is said (the last line reads it).
     _tr_stream_said "$file" "$fmt" "$dest" "$decomp" "$name" "$limit"
+    set -- $?
+    [ "$file" = "$TR_RUN/image.buf" ] && rm -f "$file"
+    return "$1"
 }
 
 # What the single-stream pipeline's stages said (their statuses under $TR_RUN): the unpack's
