@@ -705,3 +705,47 @@ def test_progress_keeps_coming_while_xz_is_stalled(tmp_path):
     assert len({done for _, done in during}) == 1  # nothing moved: xz held still
     assert rate_before is not None and rate_after is not None and rate_after < rate_before
     assert (tmp_path / "r.tar.xz.sha256").exists()
+
+
+def test_a_partial_file_replaced_while_it_is_written_is_never_hashed_nor_kept(tmp_path):
+    """In a folder others may write in, someone swaps the partial file for one of theirs while
+    tar writes: the pin and FILE.sha256 must not vouch for their file. The hash is taken
+    through the descriptor written, the file at the name is checked to be that one before
+    and after the rename, and the run fails leaving no image and no sidecar."""
+    from tui.image_create import CreateFailed, create, make_plan
+
+    tree = make_test_rootfs(tmp_path / "tree")
+    (tree / "usr/blob").write_bytes(os.urandom(1 << 20))
+    out = tmp_path / "shared"
+    out.mkdir(mode=0o777)
+    theirs = out / "theirs"
+    theirs.write_bytes(b"someone else's bytes\n")
+    swapped = []
+
+    def progress(done, total, files, ftotal):
+        if not swapped:
+            [partial] = [p for p in out.iterdir() if p.name.endswith(".partial")]
+            os.replace(theirs, partial)  # the name now holds their file; ours is unlinked, still open
+            swapped.append(partial)
+
+    with pytest.raises(CreateFailed, match=r"was replaced by another while it was written"):
+        create(make_plan(str(tree), str(out / "rootfs.tar.gz"), "gz"), progress=progress)
+    assert swapped and sorted(p.name for p in out.iterdir()) == [], list(out.iterdir())
+
+
+def test_an_output_reached_through_a_link_into_the_tree_is_seen_inside_it(tmp_path):
+    """/images -> srv/images inside the packed tree: the output's folder is inside the tree
+    although its path says otherwise. Alone there, the image leaves itself (and its partial
+    file) out; beside another file, it is refused as the direct path is."""
+    from tui.image_create import CreateError, create, make_plan
+
+    tree = make_test_rootfs(tmp_path / "tree")
+    (tree / "srv/images").mkdir(parents=True)
+    (tree / "images").symlink_to("srv/images")
+    made = create(make_plan(str(tree), str(tree / "images/root.tar.gz"), "gz"))
+    members = subprocess.run(["tar", "-tzf", made.path], capture_output=True, text=True, check=True).stdout
+    assert "./srv/images/" in members and "./images" in members
+    assert not [m for m in members.splitlines() if m.startswith("./srv/images/") and m != "./srv/images/"], members
+    (tree / "srv/images/older.tar.gz").write_bytes(b"an older image\n")
+    with pytest.raises(CreateError, match=r"is inside the tree packed, in '/srv/images'"):
+        make_plan(str(tree), str(tree / "images/root2.tar.gz"), "gz")

@@ -25,6 +25,7 @@ starts (the module's tmpfs-root-identity.sh).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -52,7 +53,7 @@ from tui.safefile import (
     unlink_quietly,
     write_atomic,
 )
-from tui.tar_stream import CreateCancelled, counting, scan_totals, stream
+from tui.tar_stream import CreateCancelled, CreateFailed, counting, scan_totals, stream
 
 #: format -> (compressor argv with {level}, default level, accepted levels)
 COMPRESSORS = {
@@ -216,8 +217,10 @@ def make_plan(
 ) -> CreatePlan:
     """Decide what to pack (*generic*: --generic, see CreatePlan.make_generic); raises
     CreateError naming the option at fault."""
-    src = Path(os.path.abspath(source))
-    out = Path(os.path.abspath(output))
+    # Resolved, both: the output's folder reached through a link into the tree (/images ->
+    # srv/images) is still inside it, and what tar walks is named as tar walks it.
+    src = Path(os.path.realpath(source))
+    out = Path(os.path.realpath(os.path.dirname(os.path.abspath(output)))) / os.path.basename(output)
     if not src.is_dir():
         raise CreateError(f"--from {shown(source)}: is not a directory; accepted: / or a mounted root")
     if fmt not in COMPRESSORS:
@@ -596,6 +599,7 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
                     (Path(staging) / name).parent.mkdir(exist_ok=True)
                     (Path(staging) / name).write_text(content)
                     (Path(staging) / name).chmod(mode)
+                written = os.dup(fd)  # hashed and identified through what was written, not by name
                 with os.fdopen(fd, "wb") as out:
                     if plan.sharded():
                         from tui import image_shards
@@ -615,9 +619,13 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
                     f"--from {shown(str(plan.source))}: the image would hold no files "
                     "(everything is left out by --exclude); accepted: a root tree"
                 )
-            # The whole file's, as sha256sum reads it (a sharded image's pin is its index's).
+            # The whole file's, as sha256sum reads it (a sharded image's pin is its index's),
+            # read through the descriptor tar's stream went into: another file put at the
+            # partial name (a folder others may write in) is never the one hashed.
             digest = hashlib.sha256()
-            with open(os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd), "rb") as f:
+            # (the descriptor was opened for writing: the same file is opened for reading
+            # through it, by its /proc/self/fd entry, which names the inode, not the path)
+            with open(os.open(f"/proc/self/fd/{written}", os.O_RDONLY | os.O_CLOEXEC), "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     if cancel and cancel.cancelled:
                         raise CreateCancelled("image create was cancelled; nothing was written")
@@ -628,17 +636,34 @@ def create(plan: CreatePlan, progress: Progress | None = None, cancel: CancelTok
             # before it writes its own.
             for name in sidecars(plan.output.name):
                 unlink_quietly(name, dir_fd=dir_fd)
+            _same_file(written, tmp, dir_fd, plan)
             os.rename(tmp, plan.output.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             os.fsync(dir_fd)
+            tmp = plan.output.name  # from here, what a failure removes
+            _same_file(written, tmp, dir_fd, plan)
         except BaseException:
             unlink_quietly(tmp, dir_fd=dir_fd)
             raise
+        finally:
+            with contextlib.suppress(NameError, OSError):
+                os.close(written)
         sum_name, pin_name = sidecars(plan.output.name)
         write_atomic(sum_name, f"{sha}  {plan.output.name}\n".encode(), plan.mode, dir_fd=dir_fd)
         write_atomic(pin_name, f"{pin}\n".encode(), plan.mode, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
     return Created(str(plan.output), plan.output.stat().st_size, sha, files, warnings, swept, pin=pin)
+
+
+def _same_file(fd: int, name: str, dir_fd: int, plan: CreatePlan) -> None:
+    """Refuse when *name* (in *dir_fd*) is not the file open as *fd*: someone replaced it
+    while it was written (a folder others may write in)."""
+    mine, there = os.fstat(fd), os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+        raise CreateFailed(
+            f"--output {shown(str(plan.output))}: the file being written was replaced by another "
+            f"while it was written (its folder is writable by others?); nothing was kept"
+        )
 
 
 #: How old a partial file must be before a later run removes it; a younger one may have
