@@ -31,7 +31,7 @@ def test_a_command_is_rendered_for_its_target_quoted_as_typed():
         "tmpfs-root apply --root '/mnt/my disk' --plan '/mnt/my disk/etc/tmpfs-root/plan.toml'"
     )
     assert command("/mnt/t", "image", "inspect", "FILE") == "tmpfs-root image inspect FILE"  # refuses --root
-    assert command("/mnt/a\nb", "remove") == "tmpfs-root remove --root '/mnt/a\\nb'"  # one line, shown literally
+    assert command("/mnt/a\nb", "remove") == "tmpfs-root remove --root $'/mnt/a\\nb'"  # one line, as bash reads it
 
 
 @pytest.fixture
@@ -78,3 +78,18 @@ def test_every_hint_of_a_root_run_carries_root_and_its_fix_works(target):
     assert any(x.startswith(f"Next: boot the system in {target} to boot it once") for x in lines)  # not this one
     state = shlex.quote(str(target / "etc/tmpfs-root/state.json"))
     assert any(f"(`mv {state} " in x for x in lines)  # the damaged state moved aside in the target, not here
+
+
+def test_a_hint_names_the_very_path_given_even_with_a_backslash_or_a_control_character():
+    """What is pasted into a shell names the same directory: a backslash stays one (it was
+    doubled), a newline or an escape comes in bash's $'…' form, never raw on the terminal."""
+    import subprocess
+
+    from tui.hints import command
+
+    for root in ("/tmp/x\\y", "/tmp/a\nb", "/tmp/it's\x1b[2J"):
+        hint = command(root, "status")
+        assert hint.startswith("tmpfs-root status --root ") and "\x1b" not in hint and "\n" not in hint
+        word = hint.removeprefix("tmpfs-root status --root ")
+        said = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, text=True, check=True)
+        assert said.stdout == root, (hint, said.stdout)

@@ -261,3 +261,40 @@ def test_sigterm_or_a_dropped_session_during_apply_stops_the_step_and_rolls_back
     assert "rolled back" in err, err
     assert made_dirs(before, tree_digest(target)) == []
     assert not (target / "var/lib/tmpfs-root/journal").exists()  # nothing left to recover
+
+
+def test_a_made_directory_that_cannot_be_removed_is_kept_and_the_removal_stands(target, monkeypatch):
+    """An empty directory apply made that rmdir refuses (a mount point now: EBUSY) is kept;
+    remove neither rolls everything back for it nor fails after it is done."""
+    import errno as errnos
+
+    apply(PLAN, Host(target))
+    real_rmdir = os.rmdir
+
+    def busy(path, *a, dir_fd=None, **kw):
+        where = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None else ""
+        if path == "postrm.d" and where == str(target / "etc/kernel"):  # not its backup's copy
+            raise OSError(errnos.EBUSY, "Device or resource busy", path)
+        return real_rmdir(path, *a, dir_fd=dir_fd, **kw)
+
+    monkeypatch.setattr(os, "rmdir", busy)
+    outcome = remove(Host(target))
+    assert outcome.changed
+    assert (target / "etc/kernel/postrm.d").is_dir() and not any((target / "etc/kernel/postrm.d").iterdir())
+    assert not (target / "etc/tmpfs-root").exists()
+
+
+def test_the_dry_run_of_remove_never_promises_to_remove_a_link(target):
+    """A link named as a directory apply made is kept by the real remove (lstat, never
+    followed): the dry run says the same."""
+    apply(PLAN, Host(target))
+    (target / "srv/empty").mkdir(parents=True)
+    postrm = target / "etc/kernel/postrm.d"
+    for child in postrm.iterdir():
+        child.unlink()
+    postrm.rmdir()
+    postrm.symlink_to("../../srv/empty")
+    preview = RecordingHost(target)
+    for step in remove_steps(preview):
+        step.action()
+    assert "/etc/kernel/postrm.d" not in [a.path for a in preview.actions if a.kind == "remove"]

@@ -524,9 +524,8 @@ class Engine:
                 self.log_error = log.error
                 if log.error is None and not self.host.is_live:
                     # Kept on this machine so that remove leaves the target as it was: say where.
-                    self.log_note = (
-                        f"the log of this run is {escape(str(log.path))} on this machine, not in {self.root}"
-                    )
+                    where, root = escape(str(log.path)), escape(str(self.root))
+                    self.log_note = f"the log of this run is {where} on this machine, not in {root}"
                 log.close()
 
     def cancel(self) -> None:

@@ -19,7 +19,11 @@ NO_ROOT = ("image",)
 
 
 def _word(text: str) -> str:
-    return shlex.quote(escape(text))
+    """The word as it is typed: quoted for the shell; one with characters a terminal would
+    interpret is given in bash's $'…' form, whose escapes name the very same characters."""
+    if all(ch.isprintable() for ch in text):
+        return shlex.quote(text)
+    return "$'" + escape(text).replace("'", "\\'") + "'"
 
 
 def command(root: str | os.PathLike, *words: str) -> str:

@@ -25,7 +25,6 @@ recorded in :attr:`Host.actions` (and files "written" are seen by later reads), 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shlex
@@ -325,15 +324,15 @@ class Host:
             if not stat.S_ISDIR(self.fs.lstat(target_path).st_mode) or self.fs.listdir(target_path):
                 return False
             dfd, name = self.fs.split(target_path)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:
             return False
         try:
             os.rmdir(name, dir_fd=dfd)
             os.fsync(dfd)
-        except OSError as e:
-            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):  # filled or gone meanwhile
-                return False
-            raise
+        except OSError:
+            # Filled or gone meanwhile, a mount point (EBUSY), read-only: kept. This runs
+            # after the removal is complete, and an empty directory is never worth undoing it.
+            return False
         finally:
             os.close(dfd)
         self.actions.append(Action("remove", path=target_path))
@@ -475,7 +474,12 @@ class RecordingHost(Host):
     def remove_empty_dir(self, target_path: str) -> bool:
         if not owned.may_make_dir(target_path):
             raise ValueError(f"not a directory tmpfs-root may have made: {target_path}")
-        if not self.is_dir(target_path) or self.listdir(target_path):
+        if target_path in self._overlay or not self.is_dir(target_path) or self.listdir(target_path):
+            return False
+        try:  # as the real one: a link named as the directory is never followed, nor removed
+            if not stat.S_ISDIR(self.fs.lstat(target_path).st_mode):
+                return False
+        except OSError:
             return False
         self.actions.append(Action("remove", path=target_path))
         self._overlay[target_path] = None
