@@ -749,3 +749,10 @@ def test_an_output_reached_through_a_link_into_the_tree_is_seen_inside_it(tmp_pa
     (tree / "srv/images/older.tar.gz").write_bytes(b"an older image\n")
     with pytest.raises(CreateError, match=r"is inside the tree packed, in '/srv/images'"):
         make_plan(str(tree), str(tree / "images/root2.tar.gz"), "gz")
+
+
+def test_an_output_name_with_a_control_character_is_refused_in_one_line(tmp_path):
+    r = run_cli("image", "create", "--from", tmp_path, "--output", str(tmp_path / "a\nb.tar.gz"), "--format", "gz")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "--output" in r.stderr and "accepted: a printable file name" in r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -231,6 +231,9 @@ def make_plan(
         raise CreateError(f"--level {level}: accepted for {fmt}: {what}")
     if not output or output.endswith("/"):
         raise CreateError(f"--output {shown(output)}: accepted: a file name, e.g. rootfs.tar.{fmt}")
+    if not all(ch.isprintable() for ch in os.path.basename(output)):
+        # FILE.sha256 names it on one line, as sha256sum -c reads it
+        raise CreateError(f"--output {shown(output)}: holds a control character; accepted: a printable file name")
     if not out.parent.is_dir():
         raise CreateError(f"--output {shown(output)}: directory {shown(str(out.parent))} does not exist")
     for path in (out, *(out.with_name(name) for name in sidecars(out.name))):
