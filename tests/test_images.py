@@ -318,7 +318,7 @@ def test_interrupted_create_leaves_nothing_at_the_output_name(tmp_path, sig):
         assert again.returncode == 0, again.stderr
         assert not left.exists()
         assert f"note: removed '{left.name}' (" in again.stderr
-        assert sorted(p.name for p in out.parent.iterdir()) == ["root.tar.xz", "root.tar.xz.sha256"]
+        assert sorted(p.name for p in out.parent.iterdir()) == ["root.tar.xz", "root.tar.xz.pin", "root.tar.xz.sha256"]
 
 
 def test_what_create_says_beside_the_image_is_bounded():
